@@ -1,0 +1,104 @@
+"""What a prune did: Docker's ``{"ImagesDeleted", "SpaceReclaimed"}`` and a little more."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_imageprune.filters import Filters
+
+#: The prune ran to the end.
+COMPLETED = "completed"
+#: Interrupted (KeyboardInterrupt): what was done before is reported.
+CANCELLED = "cancelled"
+#: The time budget ran out: what was done before is reported.
+DEADLINE = "deadline"
+#: The engine stopped answering during the prune.
+ENGINE_LOST = "engine-lost"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A candidate (or one of its references) the engine refused to delete."""
+
+    image: str
+    reason: str
+    reference: str | None = None
+
+    @property
+    def in_use(self) -> bool:
+        return "container" in self.reason
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"Id": self.image, "reason": self.reason}
+        if self.reference is not None:
+            out["Reference"] = self.reference
+        return out
+
+
+@dataclass
+class PruneReport:
+    """The outcome of one prune, serialisable to Docker's response shape."""
+
+    endpoint: str
+    filters: Filters
+    scope: str = "all"
+    dry_run: bool = False
+    status: str = COMPLETED
+    #: ``{"Untagged": ref}`` and ``{"Deleted": id}`` records, as the engine answered them.
+    images_deleted: list[Mapping[str, str]] = field(default_factory=list)
+    space_reclaimed: int = 0
+    #: The image IDs deleted (``images_deleted`` also holds layer records).
+    deleted_ids: list[str] = field(default_factory=list)
+    candidates: tuple[str, ...] = ()
+    kept: Mapping[str, str] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def untagged(self) -> list[str]:
+        return [r["Untagged"] for r in self.images_deleted if "Untagged" in r]
+
+    def to_docker(self) -> dict[str, Any]:
+        """Exactly what ``POST /images/prune`` answers (``null`` when nothing was deleted)."""
+        return {
+            "ImagesDeleted": [dict(r) for r in self.images_deleted] or None,
+            "SpaceReclaimed": self.space_reclaimed,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report: Docker's shape (with ``[]``, never ``null``) and what this run adds."""
+        return {
+            "ImagesDeleted": [dict(r) for r in self.images_deleted],
+            "SpaceReclaimed": self.space_reclaimed,
+            "status": self.status,
+            "scope": self.scope,
+            "filters": self.filters.to_docker(),
+            "dry_run": self.dry_run,
+            "endpoint": self.endpoint,
+            "skipped": [s.to_dict() for s in self.skipped],
+            "errors": list(self.errors),
+            "duration_s": round(self.duration_s, 6),
+        }
+
+    def write_json(self, path: str | Path) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+
+
+def human_size(size: float) -> str:
+    """Docker's ``units.HumanSize``: decimal units, four significant digits (``1.5MB``, ``0B``)."""
+    unit = 0
+    while size >= 1000 and unit < len(_UNITS) - 1:
+        size /= 1000
+        unit += 1
+    return f"{size:.4g}{_UNITS[unit]}"

@@ -1,0 +1,150 @@
+"""The daemon's ``ImageDelete`` (R14 to R16) replayed over a snapshot, deleting nothing.
+
+A dry run sends its deletions here instead of to the engine, so it predicts the records a
+real run would produce, the parent cascade included (image records only: which layers the
+layer store would release is not predicted). The unit tests use it as the fake daemon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pytest_imageprune.engine import ImageConflict, ImageGone, Record
+from pytest_imageprune.images import (
+    NANOS,
+    Image,
+    Snapshot,
+    is_single_reference,
+    normalize_reference,
+    normalize_repository,
+    split_reference,
+)
+
+
+class SimulatedEngine:
+    """An ``Engine`` whose ``delete`` follows the classic store's rules on a private copy."""
+
+    def __init__(self, snapshot: Snapshot, endpoint: str = "simulated") -> None:
+        self.endpoint = endpoint
+        self._snapshot = snapshot
+        self.refs: dict[str, list[str]] = {i.id: list(i.refs) for i in snapshot.images.values()}
+        self.parent = {i.id: i.parent for i in snapshot.images.values()}
+        self.containers = list(snapshot.containers)
+
+    # -- Engine protocol -------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        left = (_with_refs(self._snapshot.images[i], refs) for i, refs in self.refs.items())
+        return Snapshot.of(left, self.containers, self._snapshot.taken_ns)
+
+    def inspect(self, image_id: str) -> Mapping[str, Any]:
+        if image_id not in self.refs:
+            raise ImageGone(f"No such image: {image_id}")
+        image = self._snapshot.images[image_id]
+        created_ns = image.created_s * NANOS if image.created_ns is None else image.created_ns
+        secs, frac = divmod(created_ns, NANOS)
+        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
+        config = None if image.has_config is False else {"Labels": dict(image.labels or {})}
+        return {"Id": image.id, "Created": created, "Config": config}
+
+    def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
+        return ()
+
+    def delete(self, target: str) -> list[Record]:
+        image_id = self._resolve(target)
+        records: list[Record] = []
+        if target != image_id:
+            return self._delete_reference(image_id, target, records)
+        refs = self.refs[image_id]
+        if is_single_reference(refs):
+            conflict = self._conflict(image_id, references=False)
+            if conflict:
+                raise ImageConflict(conflict)
+            records.extend({"Untagged": ref} for ref in refs)
+            refs.clear()
+        self._delete_image(image_id, records, quiet=False)
+        return records
+
+    # -- the daemon's rules ----------------------------------------------------------------
+    def _resolve(self, target: str) -> str:
+        if target in self.refs:
+            return target
+        wanted = normalize_reference(target)
+        for image_id, refs in self.refs.items():
+            if any(normalize_reference(ref) == wanted for ref in refs):
+                return image_id
+        raise ImageGone(f"No such image: {target}")
+
+    def _delete_reference(self, image_id: str, target: str, records: list[Record]) -> list[Record]:
+        refs = self.refs[image_id]
+        if is_single_reference(refs):
+            user = next((c for c in self.containers if c.image_id == image_id), None)
+            if user is not None:
+                raise ImageConflict(
+                    f'conflict: unable to remove repository reference "{target}" (must force)'
+                    f" - container {user.id[:12]} is using its referenced image"
+                    f" {_short(image_id)}"
+                )
+        wanted = normalize_reference(target)
+        removed = next(ref for ref in refs if normalize_reference(ref) == wanted)
+        refs.remove(removed)
+        records.append({"Untagged": removed})
+        name, tag, _ = split_reference(removed)
+        repository = normalize_repository(name)
+        same_repo = [r for r in refs if normalize_repository(split_reference(r)[0]) == repository]
+        if tag is not None and not any(split_reference(r)[1] is not None for r in same_repo):
+            for ref in same_repo:
+                refs.remove(ref)
+                records.append({"Untagged": ref})
+        if refs:
+            return records
+        self._delete_image(image_id, records, quiet=True)
+        return records
+
+    def _delete_image(self, image_id: str, records: list[Record], *, quiet: bool) -> None:
+        """``imageDeleteHelper`` with ``force=false``, ``prune=true``: then the cascade."""
+        while True:
+            conflict = self._conflict(image_id, references=True)
+            if conflict:
+                if quiet:
+                    return
+                raise ImageConflict(conflict)
+            records.extend({"Untagged": ref} for ref in self.refs.pop(image_id))
+            records.append({"Deleted": image_id})
+            parent = self.parent.pop(image_id)
+            if parent is None or parent not in self.refs:
+                return
+            image_id, quiet = parent, True
+
+    def _conflict(self, image_id: str, *, references: bool) -> str:
+        """``checkImageDeleteConflict``, in the daemon's order; empty when none."""
+        prefix = f"conflict: unable to delete {_short(image_id)}"
+        if any(p == image_id for p in self.parent.values()):
+            return f"{prefix} (cannot be forced) - image has dependent child images"
+        running = next((c for c in self.containers if c.image_id == image_id and c.running), None)
+        if running is not None:
+            return (
+                f"{prefix} (cannot be forced) - image is being used by running container"
+                f" {running.id[:12]}"
+            )
+        if references and self.refs[image_id]:
+            return f"{prefix} (must be forced) - image is referenced in multiple repositories"
+        stopped = next((c for c in self.containers if c.image_id == image_id), None)
+        if stopped is not None:
+            return (
+                f"{prefix} (must be forced) - image is being used by stopped container"
+                f" {stopped.id[:12]}"
+            )
+        return ""
+
+
+def _short(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+def _with_refs(image: Image, refs: list[str]) -> Image:
+    tags = tuple(r for r in refs if split_reference(r)[1] is not None)
+    digests = tuple(r for r in refs if split_reference(r)[1] is None)
+    return dataclasses.replace(image, tags=tags, digests=digests)

@@ -1,0 +1,185 @@
+"""Helpers for tests on a real engine: tiny images from an in-memory context, a private dockerd.
+
+Nothing is pulled: every image is built ``FROM scratch`` (or from another test image) by
+the classic builder, which records real parent and child images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.utils
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def engine_missing(reason: str) -> None:
+    """Skip on a laptop without an engine; under ``CI=true`` a missing engine is a failure."""
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def connect(base_url: str | None = None) -> docker.APIClient:
+    kwargs: dict[str, Any] = {"base_url": base_url} if base_url else {}
+    if not base_url:
+        kwargs.update(docker.utils.kwargs_from_env())
+    return docker.APIClient(version="auto", timeout=120, **kwargs)
+
+
+def build_context(dockerfile: str, files: dict[str, bytes] | None = None) -> io.BytesIO:
+    """A tar build context in memory, with fixed metadata so equal inputs give equal layers."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in {"Dockerfile": dockerfile.encode(), **(files or {})}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 1_600_000_000
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return buffer
+
+
+def build(
+    client: docker.APIClient,
+    instructions: Sequence[str],
+    *,
+    base: str = "scratch",
+    tag: str | None = None,
+    files: dict[str, bytes] | None = None,
+    labels: dict[str, str] | None = None,
+) -> list[str]:
+    """Build with the classic builder; return the image IDs of every step, oldest first."""
+    lines = [f"FROM {base}"]
+    lines += [f'LABEL {k}="{v}"' for k, v in (labels or {}).items()]
+    lines += list(instructions)
+    context = build_context("\n".join(lines) + "\n", files)
+    final = None
+    for chunk in client.build(
+        fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True, decode=True
+    ):
+        if "error" in chunk:
+            raise RuntimeError(f"build failed: {chunk['error']}")
+        final = chunk.get("aux", {}).get("ID", final)
+    if final is None:
+        raise RuntimeError("build gave no image ID")
+    steps = len(lines) - 1
+    chain = [final]
+    while len(chain) < steps:
+        parent = client.inspect_image(chain[-1])["Parent"]  # type: ignore[no-untyped-call]
+        if not parent:
+            break
+        chain.append(parent)
+    return list(reversed(chain))
+
+
+def image_ids(client: docker.APIClient) -> set[str]:
+    return {i["Id"] for i in client.images(all=True)}
+
+
+def remove_everything(client: docker.APIClient) -> None:
+    """Empty an engine (a private one only!): containers, then images, children first."""
+    for container in client.containers(all=True):
+        client.remove_container(container["Id"], force=True)
+    for _ in range(50):
+        images = client.images(all=True)
+        if not images:
+            return
+        parents = {i.get("ParentId") for i in images}
+        for image in images:
+            if image["Id"] in parents:
+                continue
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                client.remove_image(image["Id"], force=True, noprune=False)
+    raise RuntimeError("could not empty the engine")
+
+
+@dataclass
+class PrivateDockerd:
+    """A dockerd of our own: its own data root, exec root, pidfile and socket; no networking."""
+
+    root: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> str:
+        return f"unix://{self.root}/docker.sock"
+
+    def start(self, timeout: float = 60.0) -> None:
+        log = (self.root / "dockerd.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                "dockerd",
+                f"--data-root={self.root}/data",
+                f"--exec-root={self.root}/exec",
+                f"--pidfile={self.root}/dockerd.pid",
+                f"--host={self.socket}",
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"private dockerd exited: {self.log_tail()}")
+            try:
+                connect(self.socket).ping()
+                return
+            except Exception:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"private dockerd did not answer in {timeout}s: {self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout)
+
+    def log_tail(self, lines: int = 15) -> str:
+        path = self.root / "dockerd.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def private_dockerd() -> Iterator[PrivateDockerd]:
+    """Start a private dockerd (root and ``dockerd`` needed), stop and remove it afterwards."""
+    if shutil.which("dockerd") is None:
+        engine_missing("no dockerd binary for a private engine")
+    if os.geteuid() != 0:
+        engine_missing("a private dockerd needs root")
+    # Short path: unix socket paths are limited to about 100 bytes.
+    root = Path(tempfile.mkdtemp(prefix="ipd-", dir="/tmp"))
+    daemon = PrivateDockerd(root)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        subprocess.run(["umount", "-R", f"{root}/data"], capture_output=True, check=False)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,252 @@
+"""The engine against the daemon's own ``POST /images/prune``, on random image graphs.
+
+Each case builds one random graph twice on a private dockerd: the daemon prunes the first
+copy, ``prune_images`` (all scope, no baseline) the second, with the same filters. The
+images each deleted, named by their position in the graph, must be the same, and so must
+the untagged references and ``SpaceReclaimed``. The dry run's prediction is checked too.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import docker
+import pytest
+
+from pytest_imageprune.engine import DockerEngine
+from pytest_imageprune.filters import Filters
+from pytest_imageprune.prune import prune_images
+from tests.support import PrivateDockerd, build, connect, image_ids, remove_everything
+
+pytestmark = [pytest.mark.engine, pytest.mark.private_engine]
+
+LABELS = [("a", "1"), ("a", "2"), ("b", "1"), ("c", "x")]
+TAGS = ["t1:v", "t2:v", "t3:v", "t1:w", "other/t4:v"]
+
+
+@dataclass
+class BuildSpec:
+    batch: int
+    base: tuple[int, int] | None  # (build, step) of an earlier build, or scratch
+    steps: list[str]
+    tags: list[str]
+
+
+@dataclass
+class Graph:
+    """A recipe for images: builds in two batches, tags, and containers."""
+
+    seed: int
+    builds: list[BuildSpec] = field(default_factory=list)
+    containers: list[tuple[int, int]] = field(default_factory=list)  # (build, step)
+
+
+def make_graph(seed: int) -> Graph:
+    rng = random.Random(seed)
+    graph = Graph(seed)
+    for batch in (0, 1):
+        for _ in range(rng.randint(2, 4)):
+            n = len(graph.builds)
+            base = None
+            if n and rng.random() < 0.5:
+                parent = rng.randrange(n)
+                base = (parent, rng.randrange(len(graph.builds[parent].steps)))
+            steps = [f'LABEL node="{n}"']
+            for _ in range(rng.randint(0, 2)):
+                kind = rng.choice(["label", "copy", "copy", "cmd"])
+                if kind == "label":
+                    k, v = rng.choice(LABELS)
+                    steps.append(f'LABEL {k}="{v}"')
+                elif kind == "copy":
+                    steps.append(f"COPY f{n}_{len(steps)} /f{len(steps)}")
+                else:
+                    steps.append('CMD ["/nothing"]')
+            tags = rng.sample(TAGS, rng.choice([0, 1, 1, 2]))
+            graph.builds.append(BuildSpec(batch, base, steps, tags))
+    for _ in range(rng.randint(0, 2)):
+        b = rng.randrange(len(graph.builds))
+        graph.containers.append((b, rng.randrange(len(graph.builds[b].steps))))
+    return graph
+
+
+def make_filters(seed: int) -> list[str]:
+    rng = random.Random(seed * 7919)
+    filters = []
+    dangling = rng.choice([None, "true", "false", "false", "1", "0"])
+    if dangling is not None:
+        filters.append(f"dangling={dangling}")
+    for _ in range(rng.choice([0, 0, 1, 2])):
+        k, v = rng.choice(LABELS)
+        filters.append(rng.choice([f"label={k}", f"label={k}={v}"]))
+    for _ in range(rng.choice([0, 0, 1, 2])):
+        k, v = rng.choice(LABELS)
+        filters.append(rng.choice([f"label!={k}", f"label!={k}={v}"]))
+    if rng.random() < 0.5:
+        filters.append("until=BOUNDARY")
+    return filters
+
+
+@dataclass
+class Built:
+    nodes: dict[str, str]  # image id -> "build.step"
+    boundary_ns: int
+
+
+def build_graph(api: docker.APIClient, graph: Graph) -> Built:
+    ids: list[list[str]] = []
+    boundary_ns = 0
+    for build_spec in graph.builds:
+        if build_spec.batch == 1 and not boundary_ns:
+            # Engines before v29.4 truncate a duration ``until`` to whole seconds: keep
+            # every first-batch image at least a second before the boundary.
+            time.sleep(1.1 if graph.seed % 3 == 2 else 0.2)
+            boundary_ns = time.time_ns()
+            time.sleep(0.8)
+        n = len(ids)
+        base_ref = build_spec.base
+        base = "scratch" if base_ref is None else ids[base_ref[0]][base_ref[1]]
+        steps = build_spec.steps
+        files = {f"f{n}_{i}": f"content {n} {i}\n".encode() * (i * 300 + 1) for i in range(4)}
+        chain = build(api, steps, base=base, files=files)
+        for tag in build_spec.tags:
+            repo, _, t = tag.partition(":")
+            api.tag(chain[-1], repo, t)
+        ids.append(chain)
+    for b, step in graph.containers:
+        api.create_container(ids[b][step], command="/nothing")
+    nodes = {
+        image_id: f"{b}.{s}" for b, chain in enumerate(ids) for s, image_id in enumerate(chain)
+    }
+    return Built(nodes, boundary_ns or time.time_ns())
+
+
+def until_value(boundary_ns: int, seed: int) -> str:
+    """The boundary in one of the forms Docker accepts, chosen by the seed."""
+    form = seed % 3
+    if form == 0:
+        return f"{boundary_ns // 10**9}.{boundary_ns % 10**9:09d}"
+    if form == 1:
+        secs = boundary_ns // 10**9
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        return f"{stamp}.{boundary_ns % 10**9:09d}Z"
+    ago_ms = (time.time_ns() - boundary_ns) // 10**6
+    return f"{ago_ms}ms"
+
+
+def outcome(
+    records: list[dict[str, str]], before: set[str], after: set[str], built: Built
+) -> dict[str, object]:
+    deleted = sorted(built.nodes[i] for i in before - after)
+    untagged = Counter(r["Untagged"] for r in records if "Untagged" in r)
+    image_records = sorted(
+        built.nodes[r["Deleted"]] for r in records if r.get("Deleted") in built.nodes
+    )
+    layers = sum(1 for r in records if "Deleted" in r and r["Deleted"] not in built.nodes)
+    return {
+        "deleted": deleted,
+        "untagged": untagged,
+        "image_records": image_records,
+        "layers": layers,
+    }
+
+
+@pytest.fixture
+def engine(private_engine: PrivateDockerd) -> Iterator[docker.APIClient]:
+    client = connect(private_engine.socket)
+    remove_everything(client)
+    yield client
+    remove_everything(client)
+    client.close()
+
+
+SEEDS = list(range(24))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_engine_prunes_what_the_daemon_prunes(
+    engine: docker.APIClient, private_engine: PrivateDockerd, seed: int
+) -> None:
+    client = engine
+    graph = make_graph(seed)
+    raw_filters = make_filters(seed)
+
+    # Copy A: the daemon's own prune.
+    built_a = build_graph(client, graph)
+    filters_a = [f.replace("BOUNDARY", until_value(built_a.boundary_ns, seed)) for f in raw_filters]
+    docker_form = Filters.from_mapping(_mapping(filters_a)).to_docker()
+    before_a = image_ids(client)
+    daemon = client.prune_images(filters=docker_form)  # type: ignore[no-untyped-call]
+    after_a = image_ids(client)
+    expected = outcome(daemon["ImagesDeleted"] or [], before_a, after_a, built_a)
+    remove_everything(client)
+
+    # Copy B: the same graph, pruned by the engine.
+    built_b = build_graph(client, graph)
+    ours_engine = DockerEngine(connect(private_engine.socket), private_engine.socket)
+    predicted = prune_images(
+        [f.replace("BOUNDARY", until_value(built_b.boundary_ns, seed)) for f in raw_filters],
+        engine=ours_engine,
+        dry_run=True,
+    )
+    before_b = image_ids(client)
+    # A duration is relative to now: spell it just before the prune, as for the daemon.
+    filters_b = [f.replace("BOUNDARY", until_value(built_b.boundary_ns, seed)) for f in raw_filters]
+    report = prune_images(filters_b, engine=ours_engine)
+    after_b = image_ids(client)
+    got = outcome([dict(r) for r in report.images_deleted], before_b, after_b, built_b)
+
+    context = f"seed={seed} filters={filters_a}"
+    assert got == expected, context
+    assert report.space_reclaimed == daemon["SpaceReclaimed"], context
+    # The dry run predicted the image records (layers are not predicted).
+    dry = outcome([dict(r) for r in predicted.images_deleted], before_b, before_b, built_b)
+    assert dry["image_records"] == got["image_records"], context
+    assert dry["untagged"] == got["untagged"], context
+    assert image_ids(client) == after_b
+
+
+def _mapping(filters: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in filters:
+        key, _, value = item.partition("=")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def test_the_cases_cover_every_filter_key_and_both_modes() -> None:
+    """The seeds above are not a lucky draw: together they exercise every filter."""
+    seen: Counter[str] = Counter()
+    for seed in SEEDS:
+        filters = make_filters(seed)
+        keys = {f.partition("=")[0] for f in filters}
+        seen.update(keys)
+        mode = next((f for f in filters if f.startswith("dangling=")), "dangling=true")
+        seen["all-mode" if mode in {"dangling=false", "dangling=0"} else "dangling-mode"] += 1
+        seen.update({f"until-form-{seed % 3}"} if "until" in keys else set())
+        graph = make_graph(seed)
+        if graph.containers:
+            seen["containers"] += 1
+        if any(b.base is not None for b in graph.builds):
+            seen["children"] += 1
+        tags = [t for b in graph.builds for t in b.tags]
+        if len(tags) != len(set(tags)):
+            seen["retag"] += 1
+    for needed in [
+        "dangling",
+        "label",
+        "label!",
+        "until",
+        "all-mode",
+        "dangling-mode",
+        "until-form-0",
+        "until-form-1",
+        "until-form-2",
+        "containers",
+        "children",
+        "retag",
+    ]:
+        assert seen[needed] >= 2, (needed, seen)

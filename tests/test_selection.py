@@ -1,0 +1,437 @@
+"""Selection (R9 to R12) and deletion (R14 to R17) without a daemon.
+
+The fake daemon is ``SimulatedEngine``, the dry run's replay of the classic store's
+``ImageDelete``. The real daemon checks the same rules in test_differential.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from pytest_imageprune.engine import EngineError, ImageConflict, Record
+from pytest_imageprune.errors import EngineUnavailable
+from pytest_imageprune.filters import parse_filters
+from pytest_imageprune.images import (
+    NANOS,
+    Baseline,
+    Container,
+    Image,
+    Snapshot,
+    is_single_reference,
+    normalize_reference,
+)
+from pytest_imageprune.prune import SpaceCounter, _chain_ids, prune_images
+from pytest_imageprune.report import CANCELLED, DEADLINE, ENGINE_LOST, PruneReport, human_size
+from pytest_imageprune.selection import KEPT_LABELS, KEPT_UNTIL, select
+from pytest_imageprune.simulate import SimulatedEngine
+
+NOW = 1_700_000_000 * NANOS
+
+
+def img(name: str, parent: str | None = None, *refs: str, **kw: Any) -> Image:
+    tags = tuple(r for r in refs if "@" not in r)
+    digests = tuple(r for r in refs if "@" in r)
+    kw.setdefault("created_s", 1_600_000_000)
+    return Image(id=name, parent=parent, tags=tags, digests=digests, **kw)
+
+
+def run(snapshot: Snapshot, *filters: str, baseline: Baseline | None = None) -> PruneReport:
+    return prune_images(
+        list(filters),
+        engine=SimulatedEngine(snapshot),
+        baseline=baseline,
+        now_ns=NOW,
+        utc_offset_s=0,
+    )
+
+
+def worked_scenario(container_on: str = "used") -> Snapshot:
+    """docker-prune-semantics.md, 'Worked scenario (GD)'."""
+    return Snapshot.of(
+        [
+            img("base", None, "base:1", size=100),
+            img("i1", "base", size=110),
+            img("app", "i1", "app:1", size=120),
+            img("old", "i1", size=130),
+            img("pd", None, "pd@sha256:" + "1" * 64, size=5),
+            img("used", None, size=7),
+        ],
+        [Container("c" * 64, container_on, running=False)]
+        + ([Container("d" * 64, "used", running=False)] if container_on != "used" else []),
+    )
+
+
+@pytest.mark.parametrize(
+    ("filters", "container_on", "deleted", "untagged"),
+    [
+        pytest.param((), "used", {"old", "pd"}, {"pd@sha256:" + "1" * 64}, id="dangling"),
+        pytest.param(
+            ("dangling=false",),
+            "used",
+            {"old", "pd", "app", "i1", "base"},
+            {"pd@sha256:" + "1" * 64, "app:1", "base:1"},
+            id="all",
+        ),
+        pytest.param(
+            ("dangling=false",),
+            "app",
+            {"old", "pd"},
+            {"pd@sha256:" + "1" * 64, "base:1"},
+            id="all-container-on-app",
+        ),
+    ],
+)
+def test_worked_scenario(
+    filters: tuple[str, ...], container_on: str, deleted: set[str], untagged: set[str]
+) -> None:
+    report = run(worked_scenario(container_on), *filters)
+    assert set(report.deleted_ids) == deleted
+    assert set(report.untagged) == untagged
+    assert "used" not in report.deleted_ids
+    assert any(s.image == "used" and s.in_use for s in report.skipped)
+
+
+def test_dangling_mode_keeps_untagged_parents_with_children() -> None:
+    snapshot = worked_scenario()
+    selection = select(snapshot, parse_filters([]))
+    assert "i1" not in selection.candidates
+    assert set(selection.candidates) == {"old", "pd", "used"}
+
+
+def test_all_mode_skips_untagged_intermediates_but_takes_tagged_parents() -> None:
+    selection = select(worked_scenario(), parse_filters(["dangling=false"]))
+    assert set(selection.candidates) == {"base", "app", "old", "pd", "used"}
+
+
+BUSYBOX = "busybox"
+
+
+def tagged_in_use(*refs: str, running: bool = True) -> Snapshot:
+    return Snapshot.of([img("x", None, *refs)], [Container("c" * 64, "x", running)])
+
+
+@pytest.mark.parametrize(
+    ("refs", "mode", "untagged", "deleted"),
+    [
+        pytest.param(("busybox:latest",), "dangling=false", [], False, id="single-tag-in-use"),
+        pytest.param(
+            ("busybox:a", "busybox:latest"), "dangling=false", ["busybox:a"], False, id="two-tags"
+        ),
+        pytest.param(
+            tuple(f"busybox:{t}" for t in "aehjoqrstwz"),
+            "dangling=false",
+            [f"busybox:{t}" for t in "aehjoqrstw"],
+            False,
+            id="eleven-tags-keep-last",
+        ),
+        pytest.param(
+            ("a:1", "a@sha256:" + "d" * 64, "b:1"),
+            "dangling=false",
+            ["a:1", "a@sha256:" + "d" * 64],
+            False,
+            id="digest-goes-with-its-tag",
+        ),
+        pytest.param(
+            ("x@sha256:" + "1" * 64, "y@sha256:" + "2" * 64),
+            "dangling=true",
+            ["x@sha256:" + "1" * 64],
+            False,
+            id="digest-only-in-use-dangling-mode",
+        ),
+        pytest.param(("busybox:latest",), "dangling=true", [], False, id="tagged-not-dangling"),
+    ],
+)
+def test_references_of_an_image_in_use(
+    refs: tuple[str, ...], mode: str, untagged: list[str], deleted: bool
+) -> None:
+    """moby integration/image/prune_test.go, replayed (R15)."""
+    report = run(tagged_in_use(*refs), mode)
+    assert report.untagged == untagged
+    assert ("x" in report.deleted_ids) is deleted
+    assert not report.errors
+
+
+def test_unused_tagged_image_untagged_then_deleted() -> None:
+    report = run(Snapshot.of([img("x", None, "b:1", "a:1")]), "dangling=false")
+    assert report.untagged == ["a:1", "b:1"]
+    assert report.deleted_ids == ["x"]
+
+
+def test_cascade_stops_at_a_digest_reference_and_the_second_prune_finishes() -> None:
+    """moby/moby#44623 (R16): you need to prune twice."""
+    digest = "bash@sha256:" + "e" * 64
+    engine = SimulatedEngine(Snapshot.of([img("B", None, digest), img("C", "B")]))
+    first = prune_images([], engine=engine, now_ns=NOW)
+    assert first.deleted_ids == ["C"]
+    second = prune_images([], engine=engine, now_ns=NOW)
+    assert second.deleted_ids == ["B"]
+    assert second.untagged == [digest]
+
+
+def test_cascade_removes_untagged_ancestors_left_without_children() -> None:
+    snapshot = Snapshot.of([img("a"), img("b", "a"), img("c", "b"), img("d", "a")])
+    report = run(snapshot)
+    assert report.deleted_ids == ["c", "b", "d", "a"]
+
+
+def test_filters_apply_to_candidates_only_never_to_the_cascade() -> None:
+    snapshot = Snapshot.of([img("a", labels=None), img("b", "a", labels={"keep": "no"})])
+    report = run(snapshot, "label=keep")
+    assert report.deleted_ids == ["b", "a"]
+
+
+# -- session scope -------------------------------------------------------------------------
+def test_session_scope_keeps_baseline_images() -> None:
+    before = Snapshot.of([img("old1"), img("old2", None, "app:1")])
+    baseline = Baseline.of(before)
+    after = Snapshot.of([img("old1"), img("old2", None, "app:1"), img("new")])
+    report = run(after, "dangling=false", baseline=baseline)
+    assert report.deleted_ids == ["new"]
+    assert report.scope == "session"
+
+
+def test_a_rebuilt_tag_orphans_the_old_image_which_is_session_garbage() -> None:
+    baseline = Baseline.of(Snapshot.of([img("v1", None, "app:latest"), img("untouched")]))
+    after = Snapshot.of([img("v1"), img("v2", None, "app:latest"), img("untouched")])
+    assert run(after, baseline=baseline).deleted_ids == ["v1"]
+
+
+def test_a_baseline_image_that_gained_a_tag_is_not_session_garbage() -> None:
+    baseline = Baseline.of(Snapshot.of([img("base", None, "a:1")]))
+    after = Snapshot.of([img("base", None, "a:1", "b:1")])
+    report = run(after, "dangling=false", baseline=baseline)
+    assert report.untagged == []
+    assert report.deleted_ids == []
+
+
+def test_baseline_round_trips_through_json() -> None:
+    baseline = Baseline({"x": ("a:1",), "y": ()}, 42)
+    assert Baseline.from_json(baseline.to_json()) == baseline
+
+
+# -- until and labels that the list cannot decide ------------------------------------------
+def test_until_boundary_is_inclusive_on_nanoseconds() -> None:
+    boundary = NOW - 10 * NANOS
+    exact = img("exact", created_s=boundary // NANOS, created_ns=boundary, has_config=True)
+    late = img("late", created_s=boundary // NANOS, created_ns=boundary + 1, has_config=True)
+    selection = select(Snapshot.of([exact, late]), parse_filters(["until=10s"]), until_ns=boundary)
+    assert selection.candidates == ("exact",)
+    assert selection.kept == {"late": KEPT_UNTIL}
+
+
+def test_until_within_the_same_second_is_settled_by_an_inspect() -> None:
+    boundary = NOW - 10 * NANOS
+    same_second = boundary // NANOS
+    images = [
+        img("before", created_s=same_second, created_ns=boundary - 5),
+        img("after", created_s=same_second, created_ns=boundary + 5),
+        img("older", created_s=same_second - 1),
+    ]
+    listed = Snapshot.of([Image(**{**vars(i), "created_ns": None}) for i in images])
+    selection = select(listed, parse_filters(["until=10s"]), until_ns=boundary)
+    assert set(selection.undecided) == {"before", "after"}
+    engine = _InspectingEngine(listed, {i.id: i for i in images})
+    report = prune_images(["until=10s"], engine=engine, now_ns=NOW)
+    assert set(report.deleted_ids) == {"before", "older"}
+
+
+def test_labels_null_is_settled_by_an_inspect() -> None:
+    no_config = img("no-config", labels=None)
+    no_labels = img("no-labels", labels=None)
+    labelled = img("labelled", labels={"ci": "1"})
+    truth = {
+        "no-config": Image(**{**vars(no_config), "has_config": False}),
+        "no-labels": Image(**{**vars(no_labels), "has_config": True}),
+        "labelled": labelled,
+    }
+    engine = _InspectingEngine(Snapshot.of([no_config, no_labels, labelled]), truth)
+    report = prune_images(["label=ci"], engine=engine, now_ns=NOW)
+    # R7: an image without a config skips the label filters and stays a candidate.
+    assert set(report.deleted_ids) == {"no-config", "labelled"}
+    assert report.kept == {"no-labels": KEPT_LABELS}
+    assert engine.inspected == {"no-config", "no-labels"}
+
+
+def test_label_not_alone_needs_no_inspect() -> None:
+    engine = _InspectingEngine(Snapshot.of([img("bare", labels=None)]), {})
+    report = prune_images(["label!=keep"], engine=engine, now_ns=NOW)
+    assert report.deleted_ids == ["bare"]
+    assert engine.inspected == set()
+
+
+class _InspectingEngine(SimulatedEngine):
+    """Lists whole seconds and ``Labels: null``; an inspect tells the truth."""
+
+    def __init__(self, listed: Snapshot, truth: Mapping[str, Image]) -> None:
+        super().__init__(listed)
+        self.truth = truth
+        self.inspected: set[str] = set()
+
+    def inspect(self, image_id: str) -> Mapping[str, Any]:
+        self.inspected.add(image_id)
+        return SimulatedEngine(Snapshot.of(self.truth.values())).inspect(image_id)
+
+
+# -- failures, cancellation, deadlines -----------------------------------------------------
+class _FaultyEngine(SimulatedEngine):
+    def __init__(self, snapshot: Snapshot, faults: Mapping[str, BaseException]) -> None:
+        super().__init__(snapshot)
+        self.faults = dict(faults)
+        self.calls: list[str] = []
+
+    def delete(self, target: str) -> list[Record]:
+        self.calls.append(target)
+        if target in self.faults:
+            raise self.faults[target]
+        return super().delete(target)
+
+
+def _three() -> Snapshot:
+    return Snapshot.of([img("a"), img("b"), img("c")])
+
+
+def test_an_engine_error_is_recorded_and_the_prune_goes_on() -> None:
+    engine = _FaultyEngine(_three(), {"b": EngineError("500: boom")})
+    report = prune_images([], engine=engine)
+    assert report.deleted_ids == ["a", "c"]
+    assert report.errors == [{"Id": "b", "Reference": "b", "error": "500: boom"}]
+
+
+def test_a_conflict_is_a_skip_not_an_error() -> None:
+    engine = _FaultyEngine(_three(), {"b": ImageConflict("conflict: in use")})
+    report = prune_images([], engine=engine)
+    assert [s.image for s in report.skipped] == ["b"]
+    assert report.errors == []
+
+
+def test_keyboard_interrupt_stops_and_returns_the_partial_report() -> None:
+    engine = _FaultyEngine(_three(), {"b": KeyboardInterrupt()})
+    report = prune_images([], engine=engine)
+    assert report.status == CANCELLED
+    assert report.deleted_ids == ["a"]
+    assert engine.calls == ["a", "b"]
+
+
+def test_a_lost_engine_stops_the_loop_with_a_status() -> None:
+    engine = _FaultyEngine(_three(), {"b": EngineUnavailable("unix:///x.sock", "gone")})
+    report = prune_images([], engine=engine)
+    assert report.status == ENGINE_LOST
+    assert report.deleted_ids == ["a"]
+    assert "unix:///x.sock" in report.errors[0]["error"]
+
+
+def test_a_spent_deadline_deletes_nothing_more() -> None:
+    engine = _FaultyEngine(_three(), {})
+    report = prune_images([], engine=engine, deadline=0.0)
+    assert report.status == DEADLINE
+    assert engine.calls == []
+
+
+def test_dry_run_deletes_nothing_and_predicts_the_cascade() -> None:
+    snapshot = Snapshot.of([img("a"), img("b", "a")])
+    engine = _FaultyEngine(snapshot, {})
+    report = prune_images([], engine=engine, dry_run=True)
+    assert report.deleted_ids == ["b", "a"]
+    assert engine.calls == []
+    assert report.to_dict()["dry_run"] is True
+
+
+# -- SpaceReclaimed ------------------------------------------------------------------------
+def test_space_counts_released_layers_only() -> None:
+    snapshot = Snapshot.of([img("root", size=100), img("child", "root", size=130)])
+    counter = SpaceCounter(snapshot)
+    assert counter.count([{"Untagged": "x:1"}, {"Deleted": "child"}]) == 0
+    records = [{"Deleted": "child"}, {"Deleted": "sha256:l2"}, {"Deleted": "root"}]
+    assert counter.count(records) == 30
+    assert counter.count([{"Deleted": "root"}, {"Deleted": "sha256:l1"}]) == 100
+
+
+def test_space_of_a_parentless_image_uses_its_layer_sizes() -> None:
+    class _Layered(SimulatedEngine):
+        def inspect(self, image_id: str) -> Mapping[str, Any]:
+            return {"RootFS": {"Layers": ["sha256:d1", "sha256:d2", "sha256:d3"]}}
+
+        def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
+            return [{"Size": 7}, {"Size": 0}, {"Size": 20}, {"Size": 0}, {"Size": 100}]
+
+    snapshot = Snapshot.of([img("app", size=127)])
+    counter = SpaceCounter(snapshot)
+    counter.prefetch(_Layered(snapshot), ["app"])
+    chain = _chain_ids(["sha256:d1", "sha256:d2", "sha256:d3"])
+    # Only the top two layers are released: the bottom one is shared with another image.
+    assert counter.count([{"Deleted": "app"}, {"Deleted": chain[2]}, {"Deleted": chain[1]}]) == 27
+
+
+def test_chain_ids_follow_the_image_spec() -> None:
+    import hashlib
+
+    chain = _chain_ids(["sha256:a", "sha256:b"])
+    assert chain[0] == "sha256:a"
+    assert chain[1] == "sha256:" + hashlib.sha256(b"sha256:a sha256:b").hexdigest()
+
+
+# -- references and reports ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("ref", "normalized"),
+    [
+        ("busybox:latest", "docker.io/library/busybox:latest"),
+        ("user/app:1", "docker.io/user/app:1"),
+        ("localhost:5000/app:1", "localhost:5000/app:1"),
+        ("ghcr.io/o/app@sha256:ab", "ghcr.io/o/app@sha256:ab"),
+        ("a@sha256:ab", "docker.io/library/a@sha256:ab"),
+    ],
+)
+def test_normalize_reference(ref: str, normalized: str) -> None:
+    assert normalize_reference(ref) == normalized
+
+
+def test_refs_sort_by_normalised_name_across_repositories() -> None:
+    # "ghcr.io/..." sorts before "docker.io/..." is false: d < g.
+    image = img("x", None, "ghcr.io/o/a:1", "zzz:1")
+    assert image.refs == ("zzz:1", "ghcr.io/o/a:1")
+
+
+@pytest.mark.parametrize(
+    ("refs", "single"),
+    [
+        ((), False),
+        (("a:1",), True),
+        (("a:1", "a@sha256:d"), True),
+        (("a:1", "a:2"), False),
+        (("a@sha256:1", "b@sha256:2"), False),
+        (("a:1", "b@sha256:2"), False),
+    ],
+)
+def test_is_single_reference(refs: tuple[str, ...], single: bool) -> None:
+    assert is_single_reference(refs) is single
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(0, "0B"), (999, "999B"), (1000, "1kB"), (1_234_567, "1.235MB"), (5 * 10**9, "5GB")],
+)
+def test_human_size_is_dockers(size: int, text: str) -> None:
+    assert human_size(size) == text
+
+
+def test_report_has_dockers_shape() -> None:
+    report = run(Snapshot.of([img("a")]))
+    assert report.to_docker() == {"ImagesDeleted": [{"Deleted": "a"}], "SpaceReclaimed": 0}
+    empty = run(Snapshot.of([img("a", None, "t:1")]))
+    assert empty.to_docker() == {"ImagesDeleted": None, "SpaceReclaimed": 0}
+    data = empty.to_dict()
+    assert data["ImagesDeleted"] == []
+    assert set(data) >= {
+        "ImagesDeleted",
+        "SpaceReclaimed",
+        "status",
+        "scope",
+        "filters",
+        "dry_run",
+        "skipped",
+        "errors",
+        "duration_s",
+    }
