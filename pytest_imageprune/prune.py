@@ -114,6 +114,7 @@ def _prune(
         dry_run=dry_run,
         candidates=selection.candidates,
         kept=selection.kept,
+        names={i.id: i.refs for i in snapshot.images.values() if i.refs},
     )
     target: Engine = SimulatedEngine(snapshot, engine.endpoint) if dry_run else engine
     space = SpaceCounter(snapshot)
@@ -191,7 +192,7 @@ def _delete(
             report.deleted_ids.extend(
                 r["Deleted"] for r in records if r.get("Deleted") in snapshot.images
             )
-            report.space_reclaimed += space.count(records)
+            report.space_reclaimed += space.count(records, estimate=report.dry_run)
 
 
 class SpaceCounter:
@@ -226,7 +227,15 @@ class SpaceCounter:
                 continue
             self.layer_sizes.update(zip(_chain_ids(layers), sizes, strict=True))
 
-    def count(self, records: Sequence[Record]) -> int:
+    def count(self, records: Sequence[Record], *, estimate: bool = False) -> int:
+        """The bytes the layer records in ``records`` free.
+
+        With ``estimate`` (a dry run, whose records name images but no layers) each
+        deleted image counts the bytes it adds to its parent: an upper bound, since a
+        layer shared with a surviving image would not be freed.
+        """
+        if estimate:
+            return sum(self._added(r["Deleted"]) for r in records if "Deleted" in r)
         total = 0
         current: str | None = None
         counted = False
@@ -240,11 +249,17 @@ class SpaceCounter:
             if deleted in self.layer_sizes:
                 total += self.layer_sizes[deleted]
             elif current is not None and not counted:
-                image = self.snapshot.images[current]
-                parent = self.snapshot.images.get(image.parent or "")
-                total += image.size - (parent.size if parent is not None else 0)
+                total += self._added(current)
                 counted = True
         return total
+
+    def _added(self, image_id: str) -> int:
+        """What an image adds to its parent: ``Size - parent's Size``."""
+        image = self.snapshot.images.get(image_id)
+        if image is None:
+            return 0
+        parent = self.snapshot.images.get(image.parent or "")
+        return image.size - (parent.size if parent is not None else 0)
 
 
 def _layer_sizes(engine: Engine, image_id: str, layers: Sequence[str], size: int) -> list[int]:

@@ -19,6 +19,12 @@ CANCELLED = "cancelled"
 DEADLINE = "deadline"
 #: The engine stopped answering during the prune.
 ENGINE_LOST = "engine-lost"
+#: Another process holds the prune lock for this endpoint: nothing was deleted.
+LOCKED = "locked"
+#: The engine could not be reached: nothing was deleted.
+UNREACHABLE = "engine-unreachable"
+#: Session scope without a baseline (the engine was unreachable at start): nothing deleted.
+NO_BASELINE = "no-baseline"
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,8 @@ class PruneReport:
     deleted_ids: list[str] = field(default_factory=list)
     candidates: tuple[str, ...] = ()
     kept: Mapping[str, str] = field(default_factory=dict)
+    #: The references each image in scope had when the prune started, for display.
+    names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
@@ -90,6 +98,59 @@ class PruneReport:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def summary_line(report: PruneReport) -> str:
+    """One line: what went, what stayed, the bytes, the time."""
+    deleted = len(report.deleted_ids)
+    in_use = sum(1 for s in report.skipped if s.in_use)
+    conflicts = len(report.skipped) - in_use
+    verb = "would delete" if report.dry_run else "deleted"
+    parts = [
+        f"{verb} {deleted} image{'s' * (deleted != 1)}",
+        f"untagged {len(report.untagged)}",
+        f"skipped {in_use} in use" + (f" and {conflicts} with children" if conflicts else ""),
+        f"{len(report.errors)} error{'s' * (len(report.errors) != 1)}",
+        f"reclaimed {human_size(report.space_reclaimed)}"
+        + (" (estimated)" if report.dry_run else ""),
+        f"in {report.duration_s:.2f}s",
+    ]
+    line = ", ".join(parts)
+    if report.status != COMPLETED:
+        line += f" [{report.status}]"
+    return line
+
+
+def detail_lines(report: PruneReport) -> list[str]:
+    """With ``-v``: one line per image in scope, and why it went or stayed."""
+    lines = []
+    skipped = {s.image: s for s in report.skipped}
+    failed = {e["Id"]: e["error"] for e in report.errors if "Id" in e}
+    deleted = set(report.deleted_ids)
+    verb = "would delete" if report.dry_run else "deleted"
+    for image_id in report.deleted_ids:
+        why = "matches the filters" if image_id in report.candidates else "parent cascade"
+        lines.append(f"{verb} {_name(report, image_id)}: {why}")
+    for image_id in report.candidates:
+        if image_id in deleted:
+            continue
+        if image_id in skipped:
+            lines.append(f"skipped {_name(report, image_id)}: {skipped[image_id].reason}")
+        elif image_id in failed:
+            lines.append(f"error {_name(report, image_id)}: {failed[image_id]}")
+        elif report.status == COMPLETED:
+            lines.append(f"untagged {_name(report, image_id)}: other references remain")
+        else:
+            lines.append(f"not reached {_name(report, image_id)}: prune {report.status}")
+    for image_id, why in sorted(report.kept.items()):
+        lines.append(f"kept {_name(report, image_id)}: {why}")
+    return lines
+
+
+def _name(report: PruneReport, image_id: str) -> str:
+    short = image_id.removeprefix("sha256:")[:12]
+    refs = report.names.get(image_id, ())
+    return f"{short} ({', '.join(refs)})" if refs else short
 
 
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")

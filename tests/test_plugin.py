@@ -1,0 +1,217 @@
+"""The pytest glue without an engine: options, ini, usage errors, exit status, start-up cost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pytest_imageprune.settings import load_settings
+
+UNREACHABLE = "unix:///nonexistent/imageprune-test.sock"
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DOCKER_HOST", UNREACHABLE)
+    return UNREACHABLE
+
+
+def test_not_enabled_registers_nothing(pytester: pytest.Pytester) -> None:
+    config = pytester.parseconfigure()
+    assert load_settings(config) is None
+    assert config.pluginmanager.get_plugin("imageprune-session") is None
+
+
+@pytest.mark.parametrize(
+    ("args", "filters"),
+    [
+        pytest.param(["--prune-images"], {}, id="bare"),
+        pytest.param(["--prune-images=label=ci"], {"label": ("ci",)}, id="one"),
+        pytest.param(
+            ["--prune-images=label=ci", "--prune-images=until=24h"],
+            {"label": ("ci",), "until": ("24h",)},
+            id="repeated",
+        ),
+        pytest.param(["--prune-images", "label=ci"], {"label": ("ci",)}, id="space-separated"),
+        pytest.param(["--prune-images=label!=keep=yes"], {"label!": ("keep=yes",)}, id="label-not"),
+    ],
+)
+def test_command_line_filters(
+    pytester: pytest.Pytester, args: list[str], filters: dict[str, tuple[str, ...]]
+) -> None:
+    settings = load_settings(pytester.parseconfig(*args))
+    assert settings is not None
+    assert dict(settings.filters.raw) == filters
+    assert settings.scope == "session"
+
+
+def test_ini_enables_and_the_command_line_wins(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        """
+        [pytest]
+        prune_images =
+            label=ci
+            dangling=false
+        prune_images_scope = all
+        prune_images_report = out/report.json
+        """
+    )
+    settings = load_settings(pytester.parseconfig())
+    assert settings is not None
+    assert dict(settings.filters.raw) == {"label": ("ci",), "dangling": ("false",)}
+    assert settings.scope == "all"
+    assert settings.report_path == pytester.path / "out" / "report.json"
+    assert "tox.ini" in settings.source or "pytest.ini" in settings.source
+
+    override = load_settings(
+        pytester.parseconfig("--prune-images=label=other", "--prune-images-scope=session")
+    )
+    assert override is not None
+    assert dict(override.filters.raw) == {"label": ("other",)}
+    assert override.scope == "session"
+    assert load_settings(pytester.parseconfig("--no-prune-images")) is None
+
+
+def test_pyproject_enables(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml(
+        """
+        [tool.pytest.ini_options]
+        prune_images = ["label=ci"]
+        """
+    )
+    settings = load_settings(pytester.parseconfig())
+    assert settings is not None
+    assert dict(settings.filters.raw) == {"label": ("ci",)}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["--prune-images=reference=alpine"],
+            "*invalid filter 'reference', from the command line*",
+            id="unknown-key",
+        ),
+        pytest.param(
+            ["--prune-images=dangling=yes"], "*invalid filter 'dangling=[[]yes]'*", id="dangling"
+        ),
+        pytest.param(
+            ["--prune-images=until=1d"], "*invalid value for 'until' filter*1d*", id="until"
+        ),
+        pytest.param(
+            ["--prune-images=until=1h", "--prune-images=until=2h"],
+            "*more than one until filter specified*",
+            id="two-untils",
+        ),
+        pytest.param(
+            ["--prune-images", "tests/"],
+            "*--prune-images took 'tests/' as its filter*--prune-images=FILTER*",
+            id="swallowed-path",
+        ),
+        pytest.param(
+            ["--prune-images-scope=everything"], "*invalid choice: 'everything'*", id="scope"
+        ),
+    ],
+)
+def test_bad_values_are_usage_errors_before_any_test(
+    pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
+    pytester.makepyfile("def test_never(): raise AssertionError('ran')")
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "ran" not in result.stdout.str()
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_a_bad_ini_filter_names_the_ini_file(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nprune_images = label=ci\n    before=x\n")
+    pytester.makepyfile("def test_never(): pass")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*invalid filter 'before', from prune_images in tox.ini*"])
+
+
+def test_a_bad_ini_scope_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nprune_images = label=ci\nprune_images_scope = every\n")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*prune_images_scope = 'every' in tox.ini*"])
+
+
+def test_the_path_after_a_bare_option_can_come_first(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_one="def test_one(): pass")
+    result = pytester.runpytest_subprocess(
+        "test_one.py", "--prune-images", "--prune-images-dry-run"
+    )
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        pytest.param("def test_ok(): pass", pytest.ExitCode.OK, id="pass"),
+        pytest.param("def test_bad(): assert False", pytest.ExitCode.TESTS_FAILED, id="fail"),
+    ],
+)
+@pytest.mark.parametrize("scope", ["session", "all"])
+def test_an_unreachable_engine_keeps_the_verdict(
+    pytester: pytest.Pytester, no_engine: str, body: str, status: int, scope: str
+) -> None:
+    pytester.makepyfile(body)
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess(
+        "--prune-images=label=ci",
+        f"--prune-images-scope={scope}",
+        f"--prune-images-report={report}",
+    )
+    assert result.ret == status
+    output = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in output
+    assert "INTERNALERROR" not in output
+    warnings = [line for line in output.splitlines() if no_engine in line and "WARNING" in line]
+    assert len(warnings) == 1, output
+    data = json.loads(report.read_text())
+    assert data["status"] in {"engine-unreachable", "no-baseline"}
+    assert data["ImagesDeleted"] == []
+
+
+def test_not_enabled_imports_nothing_heavy(pytester: pytest.Pytester) -> None:
+    """Installed, not enabled: no Docker SDK, requests, urllib3 or dateutil at start-up."""
+    pytester.makeconftest(
+        """
+        import sys
+
+        def pytest_sessionfinish(session):
+            heavy = sorted(
+                m for m in sys.modules
+                if m.split(".")[0] in {"docker", "requests", "urllib3", "dateutil"}
+            )
+            print("HEAVY:", heavy)
+        """
+    )
+    pytester.makepyfile("def test_ok(): pass")
+    result = pytester.runpytest_subprocess("-s", "-p", "no:xdist", "-p", "no:hypothesispytest")
+    result.stdout.fnmatch_lines(["*HEAVY: []"])
+    assert "imageprune" in _plugins_line(result.stdout.lines)
+
+
+def _plugins_line(lines: list[str]) -> str:
+    return next((line for line in lines if line.startswith("plugins:")), "")
+
+
+def test_the_entry_point_is_named_imageprune() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:imageprune", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    assert "--prune-images" not in out
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, check=False
+    ).stdout
+    assert "--prune-images-scope={session,all}" in out
