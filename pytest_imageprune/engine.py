@@ -48,6 +48,8 @@ class Engine(Protocol):
 
     def delete(self, target: str) -> list[Record]: ...
 
+    def close(self) -> None: ...
+
 
 def endpoint_from_env(environ: Mapping[str, str] | None = None) -> str:
     """The endpoint the Docker SDK's ``from_env`` talks to."""

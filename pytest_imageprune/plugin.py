@@ -9,7 +9,6 @@ the exit status or raises into the terminal.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -31,13 +30,7 @@ from pytest_imageprune.settings import (
 if TYPE_CHECKING:
     from collections.abc import Generator
 
-    from pytest_imageprune.engine import DockerEngine
-    from pytest_imageprune.images import Baseline
-    from pytest_imageprune.report import PruneReport
-
 PLUGIN_NAME = "imageprune-session"
-#: Report statuses of a prune that ran, wholly or in part (see ``report``).
-_RAN = frozenset({"completed", "cancelled", "deadline", "engine-lost"})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -87,45 +80,36 @@ class ImagePrunePlugin:
     """Records the baseline at session start; prunes and reports at session end."""
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        from pytest_imageprune.lifecycle import PruneSession
+
         self.config = config
         self.settings = settings
-        from pytest_imageprune.engine import endpoint_from_env
+        self.session = PruneSession(
+            settings.filters,
+            scope=settings.scope,
+            dry_run=settings.dry_run,
+            lock_path=settings.lock_path,
+        )
 
-        self.endpoint = endpoint_from_env()
-        self.engine: DockerEngine | None = None
-        self.baseline: Baseline | None = None
-        self.problem: str | None = None
-        self.report: PruneReport | None = None
-        self.lines: list[str] = []
-
-    # -- session start -----------------------------------------------------------------
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        if self.settings.scope != "session":
-            return
-        from pytest_imageprune.errors import EngineUnavailable
-        from pytest_imageprune.images import Baseline
-
-        try:
-            self.engine = self._connect()
-            self.baseline = Baseline.of(self.engine.snapshot())
-        except EngineUnavailable as exc:
-            self.problem = str(exc)
+        # Before xdist's own (trylast) session start spawns the workers.
+        self.session.start()
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        settings = self.settings
+        settings, state = self.settings, self.session
         what = ", ".join(_spell(settings)) or "dangling=true (the default)"
         scope = "images this session produces" if settings.scope == "session" else "all images"
         dry = " (dry run)" if settings.dry_run else ""
         line = f"imageprune: at session end, prune {scope} matching {what}{dry}"
-        line += f"; engine {self.endpoint}"
-        if self.baseline is not None:
-            line += f", baseline of {len(self.baseline.tags)} images"
+        line += f"; engine {state.endpoint}"
+        if state.baseline is not None:
+            line += f", baseline of {len(state.baseline.tags)} images"
         lines = [line]
-        if self.problem is not None:
-            lines.append(f"imageprune: WARNING {self.problem}; nothing will be pruned")
+        if state.problem is not None and settings.scope == "session":
+            # (In scope "all" the prune tries again at the end, and says so then.)
+            lines.append(f"imageprune: WARNING {state.problem}; nothing will be pruned")
         return lines
 
-    # -- session end -------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_sessionfinish(
         self, session: pytest.Session, exitstatus: int
@@ -138,90 +122,35 @@ class ImagePrunePlugin:
             self._finish()
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if not self.lines:
+        lines = self.session.lines
+        if not lines:
             return
         terminalreporter.write_sep("-", "imageprune")
-        for line in self.lines:
+        for line in lines:
             terminalreporter.write_line(line)
 
     def _finish(self) -> None:
-        """Prune, report, and never raise: the exit status stays the tests' own."""
-        started = time.monotonic()
-        try:
-            self._prune()
-        except KeyboardInterrupt:
-            self.lines.append("imageprune: interrupted before deleting anything")
-        except Exception as exc:  # the verdict is the tests', whatever happens here
-            self.lines.append(f"imageprune: WARNING prune failed: {type(exc).__name__}: {exc}")
-        finally:
-            if self.engine is not None:
-                self.engine.close()
-        if self.report is not None:
-            self.report.duration_s = time.monotonic() - started
-            if self.report.status in _RAN:
-                from pytest_imageprune.report import summary_line
+        from pytest_imageprune.lifecycle import RAN
+        from pytest_imageprune.report import detail_lines
 
-                self.lines.insert(0, f"imageprune: {summary_line(self.report)}")
-            self._write_report()
-
-    def _prune(self) -> None:
-        from pytest_imageprune import report as reporting
-        from pytest_imageprune.errors import EngineUnavailable
-        from pytest_imageprune.lock import ALREADY_RUNNING, PruneLock, default_lock_path
-        from pytest_imageprune.prune import prune_images
-
-        settings = self.settings
-        if settings.scope == "session" and self.baseline is None:
-            self._fail(reporting.NO_BASELINE, f"{self.problem}; nothing pruned")
+        state = self.session
+        state.finish()  # never raises
+        report = state.report
+        if report is None:
             return
-        lock = PruneLock(settings.lock_path or default_lock_path(self.endpoint))
-        if not lock.acquire():
-            self._fail(reporting.LOCKED, f"{ALREADY_RUNNING} ({lock.path}); nothing deleted")
-            return
-        try:
-            engine = self.engine or self._connect()
-            self.engine = engine
-            self.report = prune_images(
-                settings.filters,
-                engine=engine,
-                baseline=self.baseline,
-                dry_run=settings.dry_run,
-            )
-        except EngineUnavailable as exc:
-            self._fail(reporting.UNREACHABLE, f"WARNING {exc}; nothing pruned")
-        finally:
-            lock.release()
-        if self.report is not None and self.config.get_verbosity() > 0:
-            self.lines.extend(f"  {line}" for line in reporting.detail_lines(self.report))
-
-    def _fail(self, status: str, message: str) -> None:
-        from pytest_imageprune.report import PruneReport
-
-        self.lines.append(f"imageprune: {message}")
-        self.report = PruneReport(
-            endpoint=self.endpoint,
-            filters=self.settings.filters,
-            scope=self.settings.scope,
-            dry_run=self.settings.dry_run,
-            status=status,
-            errors=[{"error": message}],
-        )
-
-    def _connect(self) -> DockerEngine:
-        from pytest_imageprune.engine import DockerEngine
-
-        engine = DockerEngine.from_env()
-        self.endpoint = engine.endpoint
-        return engine
-
-    def _write_report(self) -> None:
+        if self.config.get_verbosity() > 0 and report.status in RAN:
+            state.lines[1:1] = [f"  {line}" for line in detail_lines(report)]
         path = self.settings.report_path
-        if path is None or self.report is None:
+        if path is None:
             return
+        sessions = [
+            {"id": s.record.id, "pid": s.record.pid, "state": s.state, **s.report.to_dict()}
+            for s in state.swept
+        ]
         try:
-            self.report.write_json(path)
+            report.write_json(path, sessions=sessions)
         except OSError as exc:
-            self.lines.append(f"imageprune: WARNING could not write the report to {path}: {exc}")
+            state.lines.append(f"imageprune: WARNING could not write the report to {path}: {exc}")
 
 
 def _spell(settings: Settings) -> list[str]:

@@ -32,7 +32,7 @@ from pytest_imageprune.report import (
     PruneReport,
     Skipped,
 )
-from pytest_imageprune.selection import Selection, refine, select
+from pytest_imageprune.selection import KeepRule, Selection, refine, select
 from pytest_imageprune.simulate import SimulatedEngine
 
 
@@ -45,6 +45,7 @@ def prune_images(
     deadline: float | None = None,
     now_ns: int | None = None,
     utc_offset_s: int | None = None,
+    keep: KeepRule | None = None,
 ) -> PruneReport:
     """Prune images as ``docker image prune`` would, within ``baseline``'s scope if given.
 
@@ -53,7 +54,8 @@ def prune_images(
     ``Baseline.in_scope``); without, every image is, as for the daemon. ``dry_run`` decides
     and reports, deleting nothing. ``deadline`` is a ``time.monotonic()`` instant after which
     no further deletion starts. A KeyboardInterrupt during the deletions stops them and the
-    partial report is returned. Raises ``FilterError`` for bad filters and
+    partial report is returned. ``keep`` may keep images the filters select (see
+    ``selection.select``). Raises ``FilterError`` for bad filters and
     ``EngineUnavailable`` when the engine cannot be reached before anything was deleted.
     """
     if not isinstance(filters, Filters):
@@ -71,9 +73,10 @@ def prune_images(
             deadline=deadline,
             now_ns=now_ns,
             utc_offset_s=utc_offset_s,
+            keep=keep,
         )
     finally:
-        if owned and isinstance(engine, DockerEngine):
+        if owned:
             engine.close()
     report.duration_s = time.monotonic() - started
     return report
@@ -99,6 +102,7 @@ def _prune(
     deadline: float | None,
     now_ns: int | None,
     utc_offset_s: int | None,
+    keep: KeepRule | None,
 ) -> PruneReport:
     snapshot = engine.snapshot()
     if now_ns is None:
@@ -106,7 +110,7 @@ def _prune(
     if utc_offset_s is None:
         utc_offset_s = current_utc_offset()
     until_ns = filters.until_ns(now_ns, utc_offset_s)
-    snapshot, selection = _settle(engine, snapshot, filters, until_ns, baseline)
+    snapshot, selection = _settle(engine, snapshot, filters, until_ns, baseline, keep=keep)
     report = PruneReport(
         endpoint=engine.endpoint,
         filters=filters,
@@ -136,9 +140,11 @@ def _settle(
     filters: Filters,
     until_ns: int | None,
     baseline: Baseline | None,
+    *,
+    keep: KeepRule | None,
 ) -> tuple[Snapshot, Selection]:
     """Select; inspect the images the list cannot decide on; select again."""
-    selection = select(snapshot, filters, until_ns, baseline)
+    selection = select(snapshot, filters, until_ns, baseline, keep)
     if not selection.undecided:
         return snapshot, selection
     refined = []
@@ -158,7 +164,7 @@ def _settle(
             snapshot.containers,
             snapshot.taken_ns,
         )
-    return snapshot, select(snapshot, filters, until_ns, baseline)
+    return snapshot, select(snapshot, filters, until_ns, baseline, keep)
 
 
 def _delete(

@@ -94,10 +94,12 @@ class PruneReport:
             "duration_s": round(self.duration_s, 6),
         }
 
-    def write_json(self, path: str | Path) -> None:
+    def write_json(self, path: str | Path, **extra: Any) -> None:
+        """Write ``to_dict()``, and any ``extra`` keys, as JSON."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        data = {**self.to_dict(), **extra}
+        target.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def summary_line(report: PruneReport) -> str:

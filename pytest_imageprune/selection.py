@@ -8,7 +8,7 @@ at the ``until`` boundary, or whether an image without labels has a config at al
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,9 @@ KEPT_UNTIL = "created after until"
 KEPT_NO_CREATED = "no creation time"
 KEPT_LABELS = "labels do not match"
 
+#: A rule that keeps a would-be candidate, saying why (or None to let it go).
+KeepRule = Callable[[Image], "str | None"]
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -40,8 +43,13 @@ def select(
     filters: Filters,
     until_ns: int | None = None,
     baseline: Baseline | None = None,
+    keep: KeepRule | None = None,
 ) -> Selection:
-    """The candidates of ``POST /images/prune`` with ``filters``, within ``baseline``'s scope."""
+    """The candidates of ``POST /images/prune`` with ``filters``, within ``baseline``'s scope.
+
+    ``keep`` is asked about each image the filters select, and keeps it when it gives a
+    reason (an image another live session may still need, say).
+    """
     candidates: list[str] = []
     undecided: list[str] = []
     kept: dict[str, str] = {}
@@ -51,6 +59,8 @@ def select(
             out_of_scope += 1
             continue
         verdict = _judge(snapshot, image, filters, until_ns)
+        if verdict is None and keep is not None:
+            verdict = keep(image)
         if verdict is None:
             candidates.append(image.id)
         elif verdict is _UNDECIDED:

@@ -52,6 +52,9 @@ class SimulatedEngine:
     def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
         return ()
 
+    def close(self) -> None:
+        return None
+
     def delete(self, target: str) -> list[Record]:
         image_id = self._resolve(target)
         records: list[Record] = []

@@ -120,6 +120,9 @@ def ns(
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """A pytest session in a subprocess, with its own lock and registry unless told."""
+    if not any(a.startswith("--prune-images-lock") for a in args):
+        args = (*args, f"--prune-images-lock={pytester.path / 'prune.lock'}")
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=300)
 
 
@@ -275,11 +278,14 @@ def test_a_held_lock_deletes_nothing_and_does_not_wait(
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*a prune operation is already running*nothing deleted*"])
     assert ns.exists(ns.built("kept")[-1])
-    # Released, the same lock lets the next session prune what it builds.
+    # Released, the same lock lets the next session prune what it builds, and what the
+    # first session could not.
     write_tests(pytester, 'def test_build():\n    make("again")\n')
     result = run(pytester, ns.scope, f"--prune-images-lock={lock}")
     assert result.ret == 0
     assert not ns.exists(ns.built("again")[-1])
+    assert not ns.exists(ns.built("kept")[-1])
+    result.stdout.fnmatch_lines(["*finished the prune of a session that deferred*deleted * image*"])
 
 
 def test_under_xdist_the_controller_prunes_once_after_every_worker(

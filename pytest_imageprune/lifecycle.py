@@ -1,0 +1,238 @@
+"""One session's life on an engine, without pytest: start, heartbeat, finish.
+
+At start: connect, record the baseline, register in the endpoint's session registry. At
+finish, under the endpoint's prune lock: prune this session's images, keeping what a live
+session may have produced, then finish the work of sessions that died or deferred theirs.
+Nothing here raises: every problem becomes a report status and a line to print.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pytest_imageprune import report as reporting
+from pytest_imageprune.engine import DockerEngine, Engine, endpoint_from_env
+from pytest_imageprune.errors import EngineUnavailable, FilterError
+from pytest_imageprune.filters import Filters
+from pytest_imageprune.images import Baseline
+from pytest_imageprune.lock import ALREADY_RUNNING, PruneLock, default_lock_path
+from pytest_imageprune.prune import prune_images
+from pytest_imageprune.report import PruneReport
+from pytest_imageprune.selection import KeepRule
+from pytest_imageprune.sessions import (
+    HEARTBEAT_NS,
+    Registry,
+    SessionRecord,
+    is_live_reason,
+    protect_live,
+    within_lifetime,
+)
+
+#: Report statuses of a prune that ran, wholly or in part.
+RAN = frozenset(
+    {reporting.COMPLETED, reporting.CANCELLED, reporting.DEADLINE, reporting.ENGINE_LOST}
+)
+
+
+@dataclass
+class Swept:
+    """The work of another session, finished by this one."""
+
+    record: SessionRecord
+    state: str
+    report: PruneReport
+
+
+@dataclass
+class PruneSession:
+    filters: Filters
+    scope: str = "session"
+    dry_run: bool = False
+    lock_path: Path | None = None
+    endpoint: str = field(default_factory=endpoint_from_env)
+    #: Connected at ``start`` from the environment, unless given.
+    engine: Engine | None = None
+    baseline: Baseline | None = None
+    record: SessionRecord | None = None
+    registry: Registry | None = None
+    #: Why nothing can be pruned (the engine was unreachable at start), if so.
+    problem: str | None = None
+    report: PruneReport | None = None
+    swept: list[Swept] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    _beat: threading.Event = field(default_factory=threading.Event)
+    _beater: threading.Thread | None = None
+
+    # -- start ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Record the baseline and register; on failure, note the problem and go on."""
+        try:
+            if self.engine is None:
+                self.engine = DockerEngine.from_env()
+            self.endpoint = self.engine.endpoint
+            snapshot = self.engine.snapshot()
+        except EngineUnavailable as exc:
+            self.problem = str(exc)
+            return
+        self.baseline = Baseline.of(snapshot)
+        self.record = SessionRecord.new(
+            self.baseline, self.filters.to_docker(), self.scope, snapshot.taken_ns or time.time_ns()
+        )
+        registry = Registry.beside(self._lock_path())
+        try:
+            registry.register(self.record)
+        except OSError as exc:
+            self.lines.append(f"imageprune: WARNING session registry unavailable: {exc}")
+            return
+        self.registry = registry
+        self._beater = threading.Thread(
+            target=self._heartbeat, name="imageprune-heartbeat", daemon=True
+        )
+        self._beater.start()
+
+    def stop_heartbeat(self) -> None:
+        """No more heartbeats: the record is this session's to settle from here on."""
+        self._beat.set()
+        if self._beater is not None:
+            self._beater.join()
+            self._beater = None
+
+    def _heartbeat(self) -> None:
+        while not self._beat.wait(HEARTBEAT_NS / 1e9):
+            registry, record = self.registry, self.record
+            if registry is None or record is None:
+                return
+            try:
+                self.record = registry.heartbeat(record, time.time_ns())
+            except OSError:
+                return
+
+    # -- finish --------------------------------------------------------------------------
+    def finish(self) -> None:
+        """Prune under the lock; settle the registry; never raise."""
+        self.stop_heartbeat()
+        started = time.monotonic()
+        try:
+            self._finish()
+        except KeyboardInterrupt:
+            self.lines.append("imageprune: interrupted before deleting anything")
+        except Exception as exc:  # the verdict is the tests', whatever happens here
+            self.lines.append(f"imageprune: WARNING prune failed: {type(exc).__name__}: {exc}")
+        finally:
+            if self.registry is not None:
+                self.registry.close()
+            if self.engine is not None:
+                self.engine.close()
+        if self.report is not None:
+            self.report.duration_s = time.monotonic() - started
+            if self.report.status in RAN:
+                self.lines.insert(0, f"imageprune: {reporting.summary_line(self.report)}")
+
+    def _finish(self) -> None:
+        if self.scope == "session" and self.baseline is None:
+            self._fail(reporting.NO_BASELINE, f"{self.problem}; nothing pruned")
+            return
+        lock = PruneLock(self._lock_path())
+        if not lock.acquire():
+            self._fail(reporting.LOCKED, f"{ALREADY_RUNNING} ({lock.path}); nothing deleted")
+            self._settle_own(done=False)  # whoever prunes next does it
+            return
+        try:
+            self._prune_all()
+        finally:
+            lock.release()
+
+    def _prune_all(self) -> None:
+        if self.engine is None:
+            try:
+                self.engine = DockerEngine.from_env()
+            except EngineUnavailable as exc:
+                self._fail(reporting.UNREACHABLE, f"WARNING {exc}; nothing pruned")
+                return
+        others = self.registry.classify(self.record.id) if self.registry and self.record else None
+        keep_live = protect_live(others.live if others else [])
+        own_baseline = self.baseline if self.scope == "session" else None
+        self.report = self._prune(self.filters, own_baseline, keep_live)
+        self._settle_own(done=_done(self.report))
+        if others is None or self.dry_run or self.report.status != reporting.COMPLETED:
+            return
+        for record in others.owed():
+            self._sweep(record, keep_live, "died" if record in others.dead else "deferred")
+
+    def _sweep(self, record: SessionRecord, keep_live: KeepRule, state: str) -> None:
+        """Finish a dead or deferred session's prune, with its filters, over its lifetime."""
+        assert self.registry is not None
+        try:
+            filters = Filters.from_mapping(record.filters)
+        except FilterError:
+            self.registry.settle(record, done=True, end_ns=record.death_ns)
+            return
+        baseline = record.baseline if record.scope == "session" else None
+        report = self._prune(filters, baseline, within_lifetime(record, keep_live))
+        self.swept.append(Swept(record, state, report))
+        self.registry.settle(record, done=_done(report), end_ns=record.death_ns)
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_ns / 1e9))
+        self.lines.append(
+            f"imageprune: finished the prune of a session that {state} "
+            f"({record.describe()}, started {when}): {reporting.summary_line(report)}"
+        )
+
+    def _prune(self, filters: Filters, baseline: Baseline | None, keep: KeepRule) -> PruneReport:
+        assert self.engine is not None
+        try:
+            report = prune_images(
+                filters,
+                engine=self.engine,
+                baseline=baseline,
+                dry_run=self.dry_run,
+                keep=keep,
+            )
+        except EngineUnavailable as exc:
+            report = self._failed_report(filters, reporting.ENGINE_LOST, str(exc))
+        deferred = sum(1 for why in report.kept.values() if is_live_reason(why))
+        if deferred:
+            self.lines.append(
+                f"imageprune: kept {deferred} image{'s' * (deferred != 1)} that another "
+                "live session may have produced: the last session out prunes them"
+            )
+        if report.status == reporting.ENGINE_LOST:
+            self.lines.append(
+                f"imageprune: WARNING the engine at {self.endpoint} stopped answering during "
+                "the prune; the next session finishes it"
+            )
+        return report
+
+    def _settle_own(self, *, done: bool) -> None:
+        if self.registry is None or self.record is None:
+            return
+        try:
+            self.registry.settle(self.record, done=done or self.dry_run, end_ns=time.time_ns())
+        except OSError as exc:
+            self.lines.append(f"imageprune: WARNING could not update the session registry: {exc}")
+
+    def _fail(self, status: str, message: str) -> None:
+        self.lines.append(f"imageprune: {message}")
+        self.report = self._failed_report(self.filters, status, message)
+
+    def _failed_report(self, filters: Filters, status: str, message: str) -> PruneReport:
+        return PruneReport(
+            endpoint=self.endpoint,
+            filters=filters,
+            scope=self.scope,
+            dry_run=self.dry_run,
+            status=status,
+            errors=[{"error": message}],
+        )
+
+    def _lock_path(self) -> Path:
+        return self.lock_path or default_lock_path(self.endpoint)
+
+
+def _done(report: PruneReport) -> bool:
+    """Nothing left owed: the prune ran to the end and kept nothing for a live session."""
+    return report.status == reporting.COMPLETED and not any(
+        is_live_reason(why) for why in report.kept.values()
+    )

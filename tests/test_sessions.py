@@ -1,0 +1,275 @@
+"""The session registry without an engine: records, liveness, and the group rule.
+
+A hypothesis state machine runs many ``PruneSession``s against one fake engine (the dry
+run's replay of the daemon) and a real registry folder: sessions start, build, finish and
+die in any order, and no prune may ever select an image a live session produced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from pytest_imageprune.filters import parse_filters
+from pytest_imageprune.images import NANOS, Baseline, Image, Snapshot
+from pytest_imageprune.lifecycle import PruneSession
+from pytest_imageprune.sessions import (
+    DEATH_SLACK_NS,
+    DEFERRED,
+    Registry,
+    SessionRecord,
+    protect_live,
+    within_lifetime,
+)
+from pytest_imageprune.simulate import SimulatedEngine
+
+
+def record(baseline_ids: set[str], **kw: object) -> SessionRecord:
+    base = SessionRecord.new(
+        Baseline(dict.fromkeys(baseline_ids, ())), {"label": ["a"]}, "session", 0
+    )
+    return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
+
+
+def test_a_record_round_trips_through_json() -> None:
+    rec = record({"x", "y"}, finished_ns=5, state=DEFERRED)
+    assert SessionRecord.from_json(rec.to_json()) == rec
+
+
+def test_live_sessions_protect_what_is_not_in_their_baseline() -> None:
+    keep = protect_live([record({"old"})])
+    assert keep(Image("old")) is None
+    assert keep(Image("new")) is not None
+    assert "live session" in (keep(Image("new")) or "")
+
+
+def test_a_dead_session_owns_nothing_created_after_it_died() -> None:
+    dead = record(set(), heartbeat_ns=100 * NANOS)
+    keep = within_lifetime(dead, lambda image: None)
+    end = dead.death_ns
+    assert keep(Image("during", created_s=100, created_ns=end)) is None
+    assert keep(Image("after", created_s=200, created_ns=end + 1)) == (
+        "created after that session ended"
+    )
+    assert dead.death_ns == 100 * NANOS + DEATH_SLACK_NS
+
+
+def test_a_finished_session_owns_nothing_created_after_it_finished() -> None:
+    done = record(set(), finished_ns=50 * NANOS)
+    keep = within_lifetime(done, lambda image: None)
+    assert keep(Image("late", created_s=51)) is not None
+    assert keep(Image("early", created_s=49)) is None
+
+
+def test_registry_tells_live_dead_and_deferred_apart(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "reg")
+    own = record(set())
+    registry.register(own)
+
+    # Live: another process holds its .alive lock.
+    live = record(set())
+    alive_file = tmp_path / "reg" / f"{live.id}.alive"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import filelock, time; l = filelock.FileLock({str(alive_file)!r}); l.acquire();"
+            " print('held', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        registry.write(live)
+        # Dead: a running record whose .alive lock nobody holds.
+        dead = record(set())
+        registry.write(dead)
+        deferred = record(set(), state=DEFERRED, finished_ns=1)
+        registry.write(deferred)
+        (tmp_path / "reg" / "garbage.json").write_text("{not json")
+
+        others = Registry(tmp_path / "reg").classify(own.id)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [r.id for r in others.live] == [live.id]
+    assert [r.id for r in others.dead] == [dead.id]
+    assert [r.id for r in others.deferred] == [deferred.id]
+    # Our own record is never "another" session, and it is live while we hold it.
+    assert own.id not in {r.id for r in others.live + others.dead + others.deferred}
+    registry.close()
+
+
+def test_settle_forgets_or_defers(tmp_path: Path) -> None:
+    registry = Registry(tmp_path)
+    rec = record(set())
+    registry.register(rec)
+    registry.settle(rec, done=False, end_ns=77)
+    (kept,) = list(tmp_path.glob("*.json"))
+    assert SessionRecord.from_json(json.loads(kept.read_text())).finished_ns == 77
+    registry.settle(rec, done=True, end_ns=78)
+    assert list(tmp_path.glob("*.json")) == []
+    registry.close()
+
+
+# -- the group rule, as a state machine ------------------------------------------------------
+class GrowingEngine(SimulatedEngine):
+    """The fake daemon, with images added as sessions build them."""
+
+    def add(self, image: Image) -> None:
+        self._snapshot = self._snapshot.replace(image)
+        self.refs[image.id] = list(image.refs)
+        self.parent[image.id] = image.parent
+
+
+class Sessions(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.root = Path(tempfile.mkdtemp(prefix="imageprune-sm-"))
+        self.engine = GrowingEngine(Snapshot.of([Image("preexisting", labels={"s": "a"})]))
+        self.live: dict[int, PruneSession] = {}
+        self.dead: set[int] = set()
+        self.creator: dict[str, int] = {}
+        self.counter = itertools.count()
+        self.keys = itertools.count()
+
+    def _session(self, label: str) -> PruneSession:
+        return PruneSession(
+            parse_filters([f"label=s={label}"]),
+            lock_path=self.root / "prune.lock",
+            engine=self.engine,
+        )
+
+    @rule(label=st.sampled_from(["a", "b"]))
+    def start(self, label: str) -> None:
+        session = self._session(label)
+        session.start()
+        assert session.registry is not None, session.lines
+        self.live[next(self.keys)] = session
+        session.label = label  # type: ignore[attr-defined]
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data(), parented=st.booleans())
+    def build(self, data: st.DataObject, parented: bool) -> None:
+        key = data.draw(st.sampled_from(sorted(self.live)))
+        label = self.live[key].label  # type: ignore[attr-defined]
+        n = next(self.counter)
+        parent = None
+        if parented:
+            mine = [i for i, c in self.creator.items() if c == key and i in self.engine.refs]
+            parent = data.draw(st.sampled_from(mine)) if mine else None
+        image = Image(
+            f"img{n}",
+            parent=parent,
+            labels={"s": label},
+            created_s=time.time_ns() // NANOS,
+            created_ns=time.time_ns(),
+            has_config=True,
+        )
+        self.engine.add(image)
+        self.creator[image.id] = key
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def finish(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(sorted(self.live)))
+        session = self.live.pop(key)
+        before = set(self.engine.refs)
+        session.finish()
+        deleted = before - set(self.engine.refs)
+        for image_id in deleted:
+            assert self.creator.get(image_id) not in self.live, (
+                f"{image_id} of a live session was deleted"
+            )
+        assert "preexisting" in self.engine.refs
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def die(self, data: st.DataObject) -> None:
+        """SIGKILL: the session's locks go, its record stays."""
+        key = data.draw(st.sampled_from(sorted(self.live)))
+        session = self.live.pop(key)
+        session.stop_heartbeat()
+        assert session.registry is not None
+        session.registry.close()
+        self.dead.add(key)
+
+    @invariant()
+    def nothing_from_before_is_ever_deleted(self) -> None:
+        assert "preexisting" in self.engine.refs
+
+    def teardown(self) -> None:
+        # Everyone finishes; then one more session, which finds no one alive, sweeps.
+        for session in list(self.live.values()):
+            session.finish()
+        self.live.clear()
+        last = self._session("a")
+        last.start()
+        last.finish()
+        leftovers = [
+            i for i in self.engine.refs if i in self.creator and self.engine.snapshot().is_head(i)
+        ]
+        assert leftovers == [], (leftovers, last.lines)
+        assert list(self.root.glob("prune.lock.sessions/*.json")) == []
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+Sessions.TestCase.settings = settings(
+    max_examples=60,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+test_sessions_never_prune_a_live_sessions_images = Sessions.TestCase
+
+
+@pytest.mark.parametrize("finish_order", ["first-started-first", "last-started-first"])
+def test_two_overlapping_sessions_lose_nothing_and_leave_nothing(
+    tmp_path: Path, finish_order: str
+) -> None:
+    engine = GrowingEngine(Snapshot.of([]))
+
+    def make(name: str, label: str = "a") -> None:
+        engine.add(
+            Image(
+                name,
+                labels={"s": label},
+                created_s=time.time_ns() // NANOS,
+                created_ns=time.time_ns(),
+                has_config=True,
+            )
+        )
+
+    def session() -> PruneSession:
+        s = PruneSession(parse_filters(["label=s=a"]), lock_path=tmp_path / "l", engine=engine)
+        s.start()
+        return s
+
+    first = session()
+    make("first-before-second")
+    second = session()
+    make("first-after-second")
+    make("second-own")
+    a, b = (first, second) if finish_order == "first-started-first" else (second, first)
+    a.finish()
+    if finish_order == "first-started-first":
+        assert set(engine.refs) == {"first-after-second", "second-own"}
+    else:
+        assert set(engine.refs) == {"first-before-second", "first-after-second", "second-own"}
+    assert any("live session" in line for line in a.lines)
+    b.finish()
+    assert set(engine.refs) == set(), b.lines
