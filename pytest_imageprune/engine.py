@@ -130,9 +130,8 @@ class _ErrorMapper:
             if exc.status_code == 409:
                 raise ImageConflict(_explanation(exc)) from exc
             raise EngineError(f"{exc.status_code}: {_explanation(exc)}") from exc
-        if isinstance(exc, requests.exceptions.ConnectionError | docker.errors.DockerException):
-            raise EngineUnavailable(self.endpoint, _first_line(exc)) from exc
-        if isinstance(exc, requests.exceptions.RequestException | OSError):
+        unreachable = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+        if isinstance(exc, unreachable):
             raise EngineUnavailable(self.endpoint, _first_line(exc)) from exc
 
 

@@ -8,6 +8,7 @@ Plain data with no Docker import. ``Snapshot.from_api`` normalises what
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ class Image:
     #: ``False`` when an inspect showed the image has no ``Config`` (label filters then skip it).
     has_config: bool | None = None
 
-    @property
+    @functools.cached_property
     def refs(self) -> tuple[str, ...]:
         """Every reference (tags and digest references), in the daemon's order (R9)."""
         return tuple(sorted((*self.tags, *self.digests), key=normalize_reference))

@@ -77,6 +77,9 @@ class PruneSession:
         except EngineUnavailable as exc:
             self.problem = str(exc)
             return
+        except Exception as exc:  # an engine error, a malformed answer: never the verdict
+            self.problem = f"Docker engine at {self.endpoint} failed: {type(exc).__name__}: {exc}"
+            return
         self.baseline = Baseline.of(snapshot)
         self.record = SessionRecord.new(
             self.baseline, self.filters.to_docker(), self.scope, snapshot.taken_ns or time.time_ns()
@@ -120,7 +123,7 @@ class PruneSession:
         except KeyboardInterrupt:
             self.lines.append("imageprune: interrupted before deleting anything")
         except Exception as exc:  # the verdict is the tests', whatever happens here
-            self.lines.append(f"imageprune: WARNING prune failed: {type(exc).__name__}: {exc}")
+            self._fail(reporting.FAILED, f"WARNING prune failed: {type(exc).__name__}: {exc}")
         finally:
             if self.registry is not None:
                 self.registry.close()
@@ -134,6 +137,9 @@ class PruneSession:
     def _finish(self) -> None:
         if self.scope == "session" and self.baseline is None:
             self._fail(reporting.NO_BASELINE, f"{self.problem}; nothing pruned")
+            return
+        if self.dry_run:  # deletes nothing: no need to keep a real prune waiting
+            self._prune_all()
             return
         lock = PruneLock(self._lock_path())
         if not lock.acquire():

@@ -9,9 +9,9 @@ is never deleted: unlinking it would let two processes lock two different files.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from filelock import FileLock, Timeout
 
@@ -19,9 +19,24 @@ ALREADY_RUNNING = "a prune operation is already running"
 
 
 def default_lock_path(endpoint: str) -> Path:
-    """``<tmp>/pytest-imageprune/<hash of the endpoint>.lock``."""
-    digest = hashlib.sha256(endpoint.encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / "pytest-imageprune" / f"{digest}.lock"
+    """``/tmp/pytest-imageprune/<hash of the endpoint>.lock``.
+
+    Every process on the host that talks to one engine must find the same file, so the
+    folder is ``/tmp`` whatever ``TMPDIR`` a job sets (the system temp dir where there is
+    no ``/tmp``), and a unix socket is named by its real path (``/var/run`` and ``/run``
+    are one folder on most systems).
+    """
+    digest = hashlib.sha256(canonical_endpoint(endpoint).encode()).hexdigest()[:16]
+    base = Path("/tmp") if os.path.isdir("/tmp") else Path(tempfile.gettempdir())
+    return base / "pytest-imageprune" / f"{digest}.lock"
+
+
+def canonical_endpoint(endpoint: str) -> str:
+    """One spelling per engine: ``unix://`` sockets by their real path."""
+    for prefix in ("unix://", "http+unix://"):
+        if endpoint.startswith(prefix):
+            return "unix://" + os.path.realpath(endpoint.removeprefix(prefix))
+    return endpoint
 
 
 class PruneLock:
@@ -45,14 +60,3 @@ class PruneLock:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()

@@ -73,6 +73,8 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = load_settings(config)  # a bad value is a UsageError, on workers too
     if settings is None or hasattr(config, "workerinput"):
         return
+    if config.getoption("collectonly") or config.getoption("setupplan"):
+        return  # nothing runs, nothing is built: an IDE's test discovery prunes nothing
     config.pluginmanager.register(ImagePrunePlugin(config, settings), PLUGIN_NAME)
 
 

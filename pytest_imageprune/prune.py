@@ -147,23 +147,17 @@ def _settle(
     selection = select(snapshot, filters, until_ns, baseline, keep)
     if not selection.undecided:
         return snapshot, selection
-    refined = []
+    images = dict(snapshot.images)
     for image_id in selection.undecided:
         try:
             data = engine.inspect(image_id)
         except ImageGone:
+            del images[image_id]  # deleted meanwhile by someone else
             continue
         created = data.get("Created")
         created_ns = parse_rfc3339_nano(created) if isinstance(created, str) and created else None
-        refined.append(refine(snapshot.images[image_id], data, created_ns))
-    snapshot = snapshot.replace(*refined)
-    gone = set(selection.undecided) - {i.id for i in refined}
-    if gone:
-        snapshot = Snapshot.of(
-            (i for i in snapshot.images.values() if i.id not in gone),
-            snapshot.containers,
-            snapshot.taken_ns,
-        )
+        images[image_id] = refine(images[image_id], data, created_ns)
+    snapshot = Snapshot.of(images.values(), snapshot.containers, snapshot.taken_ns)
     return snapshot, select(snapshot, filters, until_ns, baseline, keep)
 
 

@@ -25,6 +25,8 @@ LOCKED = "locked"
 UNREACHABLE = "engine-unreachable"
 #: Session scope without a baseline (the engine was unreachable at start): nothing deleted.
 NO_BASELINE = "no-baseline"
+#: Something unexpected went wrong; the report's errors say what.
+FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,8 @@ class PruneReport:
 def summary_line(report: PruneReport) -> str:
     """One line: what went, what stayed, the bytes, the time."""
     deleted = len(report.deleted_ids)
-    in_use = sum(1 for s in report.skipped if s.in_use)
-    conflicts = len(report.skipped) - in_use
+    in_use = len({s.image for s in report.skipped if s.in_use})
+    conflicts = len({s.image for s in report.skipped if not s.in_use})
     verb = "would delete" if report.dry_run else "deleted"
     parts = [
         f"{verb} {deleted} image{'s' * (deleted != 1)}",
@@ -141,7 +143,10 @@ def detail_lines(report: PruneReport) -> list[str]:
         elif image_id in failed:
             lines.append(f"error {_name(report, image_id)}: {failed[image_id]}")
         elif report.status == COMPLETED:
-            lines.append(f"untagged {_name(report, image_id)}: other references remain")
+            lines.append(
+                f"untagged {_name(report, image_id)}: kept, it has children, is in use or"
+                " has other references"
+            )
         else:
             lines.append(f"not reached {_name(report, image_id)}: prune {report.status}")
     for image_id, why in sorted(report.kept.items()):

@@ -8,6 +8,7 @@ at the ``until`` boundary, or whether an image without labels has a config at al
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -34,8 +35,6 @@ class Selection:
     candidates: tuple[str, ...] = ()
     kept: Mapping[str, str] = field(default_factory=dict)
     undecided: tuple[str, ...] = ()
-    #: Images outside the scope (present before the session): never touched.
-    out_of_scope: int = 0
 
 
 def select(
@@ -53,11 +52,9 @@ def select(
     candidates: list[str] = []
     undecided: list[str] = []
     kept: dict[str, str] = {}
-    out_of_scope = 0
     for image in sorted(snapshot.images.values(), key=lambda i: i.id):
         if baseline is not None and not baseline.in_scope(image):
-            out_of_scope += 1
-            continue
+            continue  # there before the session: never a candidate
         verdict = _judge(snapshot, image, filters, until_ns)
         if verdict is None and keep is not None:
             verdict = keep(image)
@@ -67,7 +64,7 @@ def select(
             undecided.append(image.id)
         else:
             kept[image.id] = verdict
-    return Selection(tuple(candidates), kept, tuple(undecided), out_of_scope)
+    return Selection(tuple(candidates), kept, tuple(undecided))
 
 
 _UNDECIDED = "undecided"
@@ -90,7 +87,7 @@ def _judge(snapshot: Snapshot, image: Image, filters: Filters, until_ns: int | N
             undecided = True
         elif verdict is not None:
             return verdict
-    if filters.label or filters.label_not:
+    if filters.label or "label!" in filters.raw:
         verdict = _judge_labels(image, filters)
         if verdict == _UNDECIDED:
             undecided = True
@@ -105,6 +102,8 @@ def _judge_until(image: Image, until_ns: int) -> str | None:
         return None if image.created_ns <= until_ns else KEPT_UNTIL
     if image.has_config is not None:  # inspected, and the image has no creation time (v25+)
         return KEPT_NO_CREATED
+    if image.created_s <= 0:  # the list's 0 may stand for no creation time: inspect
+        return _UNDECIDED
     earliest = image.created_s * NANOS
     latest = earliest + NANOS - 1
     if latest <= until_ns:
@@ -118,8 +117,10 @@ def _judge_labels(image: Image, filters: Filters) -> str | None:
     """R7: label filters are skipped for an image with no config at all."""
     if image.has_config is False:
         return None
-    if not image.labels and image.has_config is None and filters.label:
-        # ``Labels: null`` is both "no labels" and "no config": only an inspect tells.
+    # ``Labels: null`` is both "no labels" and "no config": only an inspect tells, and only
+    # where it matters: without labels ``label!`` excludes nothing, except a ``label!``
+    # given with no value at all, which excludes every configured image.
+    if not image.labels and image.has_config is None and (filters.label or not filters.label_not):
         return _UNDECIDED
     return None if filters.match_labels(image.labels) else KEPT_LABELS
 
@@ -128,13 +129,8 @@ def refine(image: Image, inspect: Mapping[str, object], created_ns: int | None) 
     """``image`` with what an inspect tells: nanosecond ``Created``, config presence, labels."""
     config = inspect.get("Config")
     labels = config.get("Labels") if isinstance(config, Mapping) else None
-    return Image(
-        id=image.id,
-        parent=image.parent,
-        tags=image.tags,
-        digests=image.digests,
-        created_s=image.created_s,
-        size=image.size,
+    return dataclasses.replace(
+        image,
         labels=dict(labels) if isinstance(labels, Mapping) and labels else None,
         created_ns=created_ns,
         has_config=isinstance(config, Mapping),

@@ -57,8 +57,9 @@ class FilterAction(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         value = "" if values is None else str(values)
-        if value and "=" not in value:
-            looks = "a path" if os.path.exists(value) else "not a filter"
+        path = os.path.exists(value.split("::")[0]) if value else False
+        if value and ("=" not in value or path):
+            looks = "a path" if path else "not a filter"
             raise pytest.UsageError(
                 f"--prune-images took {value!r} as its filter, but that is {looks}: "
                 f"write --prune-images=FILTER (such as --prune-images=label=ci), "
@@ -127,9 +128,10 @@ def _scope(config: pytest.Config) -> str:
 
 
 def _path(config: pytest.Config, name: str) -> Path | None:
+    """A path option, absolute: relative to where pytest was invoked, or to the ini file."""
     cli = config.getoption(name)
     if cli:
-        return Path(cli)
+        return Path(config.invocation_params.dir) / str(cli)
     ini = str(config.getini(name) or "").strip()
     if not ini:
         return None

@@ -142,7 +142,17 @@ def test_a_bad_ini_scope_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*prune_images_scope = 'every' in tox.ini*"])
 
 
-def test_the_path_after_a_bare_option_can_come_first(pytester: pytest.Pytester) -> None:
+def test_a_path_with_an_equals_sign_is_still_a_path(pytester: pytest.Pytester) -> None:
+    (pytester.path / "d=1").mkdir()
+    pytester.makepyfile(**{"d=1/test_z": "def test_z(): pass"})
+    result = pytester.runpytest_subprocess("--prune-images", "d=1/test_z.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*took 'd=1/test_z.py' as its filter, but that is a path*"])
+
+
+def test_the_path_after_a_bare_option_can_come_first(
+    pytester: pytest.Pytester, no_engine: str
+) -> None:
     pytester.makepyfile(test_one="def test_one(): pass")
     result = pytester.runpytest_subprocess(
         "test_one.py", "--prune-images", "--prune-images-dry-run"
@@ -177,6 +187,41 @@ def test_an_unreachable_engine_keeps_the_verdict(
     data = json.loads(report.read_text())
     assert data["status"] in {"engine-unreachable", "no-baseline"}
     assert data["ImagesDeleted"] == []
+
+
+@pytest.mark.parametrize("flag", ["--collect-only", "--setup-plan"])
+def test_nothing_runs_nothing_is_pruned(
+    pytester: pytest.Pytester, no_engine: str, flag: str
+) -> None:
+    pytester.makepyfile("def test_ok(): pass")
+    result = pytester.runpytest_subprocess("--prune-images", flag)
+    assert result.ret == pytest.ExitCode.OK
+    assert "imageprune:" not in result.stdout.str()
+
+
+def test_xdist_workers_never_register_the_plugin(pytester: pytest.Pytester, no_engine: str) -> None:
+    pytester.makeconftest(
+        """
+        import os
+
+        def pytest_sessionstart(session):
+            config = session.config
+            if hasattr(config, "workerinput"):
+                plugin = config.pluginmanager.get_plugin("imageprune-session")
+                name = config.workerinput["workerid"]
+                with open(f"{name}.txt", "w") as out:
+                    out.write(repr(plugin))
+        """
+    )
+    pytester.makepyfile(
+        "import pytest\n\n@pytest.mark.parametrize('n', range(4))\ndef test_ok(n): pass"
+    )
+    result = pytester.runpytest_subprocess("--prune-images", "-n", "2")
+    result.assert_outcomes(passed=4)
+    seen = sorted(p.read_text() for p in pytester.path.glob("gw*.txt"))
+    assert seen == ["None", "None"]
+    # The controller did register: its one warning line says the engine is unreachable.
+    assert result.stdout.str().count(no_engine) >= 1
 
 
 def test_not_enabled_imports_nothing_heavy(pytester: pytest.Pytester) -> None:

@@ -142,6 +142,13 @@ def tagged_in_use(*refs: str, running: bool = True) -> Snapshot:
             id="digest-only-in-use-dangling-mode",
         ),
         pytest.param(("busybox:latest",), "dangling=true", [], False, id="tagged-not-dangling"),
+        pytest.param(
+            ("x@sha256:" + "1" * 64,),
+            "dangling=true",
+            [],
+            False,
+            id="digest-only-in-use-single-reference",
+        ),
     ],
 )
 def test_references_of_an_image_in_use(
@@ -152,6 +159,20 @@ def test_references_of_an_image_in_use(
     assert report.untagged == untagged
     assert ("x" in report.deleted_ids) is deleted
     assert not report.errors
+
+
+def test_label_not_with_no_value_excludes_every_configured_image() -> None:
+    """R7 via ``Contains("label!")``: only the API form can say ``{"label!": []}``."""
+    from pytest_imageprune.filters import Filters
+
+    filters = Filters.from_mapping({"label!": []})
+    snapshot = Snapshot.of(
+        [img("labelled", labels={"a": "1"}), img("bare"), img("no-config", has_config=False)]
+    )
+    truth = {i.id: i for i in snapshot.images.values()}
+    truth["bare"] = Image(**{**vars(truth["bare"]), "has_config": True})
+    report = prune_images(filters, engine=_InspectingEngine(snapshot, truth), now_ns=NOW)
+    assert report.deleted_ids == ["no-config"]
 
 
 def test_unused_tagged_image_untagged_then_deleted() -> None:

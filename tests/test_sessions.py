@@ -273,3 +273,30 @@ def test_two_overlapping_sessions_lose_nothing_and_leave_nothing(
     assert any("live session" in line for line in a.lines)
     b.finish()
     assert set(engine.refs) == set(), b.lines
+
+
+class _BrokenEngine(SimulatedEngine):
+    def __init__(self, fail_on: str) -> None:
+        super().__init__(Snapshot.of([]))
+        self.fail_on = fail_on
+        self.calls = 0
+
+    def snapshot(self) -> Snapshot:
+        self.calls += 1
+        if (self.fail_on == "start" and self.calls == 1) or (
+            self.fail_on == "finish" and self.calls > 1
+        ):
+            raise RuntimeError("malformed answer")
+        return super().snapshot()
+
+
+@pytest.mark.parametrize("when", ["start", "finish"])
+def test_an_unexpected_engine_failure_is_a_status_never_an_exception(
+    tmp_path: Path, when: str
+) -> None:
+    session = PruneSession(parse_filters([]), lock_path=tmp_path / "l", engine=_BrokenEngine(when))
+    session.start()
+    session.finish()
+    assert session.report is not None
+    assert session.report.status == ("no-baseline" if when == "start" else "failed")
+    assert any("malformed answer" in line for line in session.lines)
