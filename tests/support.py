@@ -122,6 +122,9 @@ class PrivateDockerd:
         return f"unix://{self.root}/docker.sock"
 
     def start(self, timeout: float = 60.0) -> None:
+        # After a kill, the runtime state (containerd's socket and pid) is stale.
+        shutil.rmtree(self.root / "exec", ignore_errors=True)
+        (self.root / "dockerd.pid").unlink(missing_ok=True)
         log = (self.root / "dockerd.log").open("ab")
         self.process = subprocess.Popen(
             [
@@ -159,6 +162,13 @@ class PrivateDockerd:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """The engine dies: SIGKILL to dockerd and the containerd it started."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
 
     def log_tail(self, lines: int = 15) -> str:
         path = self.root / "dockerd.log"

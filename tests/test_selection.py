@@ -456,3 +456,13 @@ def test_report_has_dockers_shape() -> None:
         "errors",
         "duration_s",
     }
+
+
+def test_an_image_already_gone_is_fine() -> None:
+    from pytest_imageprune.engine import ImageGone
+
+    engine = _FaultyEngine(_three(), {"b": ImageGone("No such image: b")})
+    report = prune_images([], engine=engine)
+    assert report.deleted_ids == ["a", "c"]
+    assert report.errors == []
+    assert report.skipped == []

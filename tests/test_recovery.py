@@ -1,0 +1,266 @@
+"""Sessions that overlap, die, are interrupted, or lose their engine: real processes.
+
+Each test runs pytest sessions as separate processes against a real engine, sharing one
+lock and registry of the test's own. Images carry the test's namespace label (see
+test_plugin_engine.py), so the engine may hold other images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import PrivateDockerd, connect, private_dockerd
+from tests.test_plugin_engine import Namespace, ns, run, write_tests
+
+pytestmark = pytest.mark.engine
+
+__all__ = ["ns"]  # the fixture, used by name
+
+WAIT_FOR = """
+from pathlib import Path
+import time
+
+def wait_for(name, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not Path(name).exists():
+        assert time.monotonic() < deadline, f"gave up waiting for {name}"
+        time.sleep(0.05)
+"""
+
+
+def _wait_for(path: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"gave up waiting for {path}"
+        time.sleep(0.05)
+
+
+def _session(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(process: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str]:
+    out, _ = process.communicate(timeout=timeout)
+    return process.returncode, out
+
+
+def test_overlapping_sessions_lose_nothing_and_leave_nothing(
+    pytester: pytest.Pytester, ns: Namespace
+) -> None:
+    lock = f"--prune-images-lock={pytester.path / 'shared.lock'}"
+    pytester.makepyfile(
+        test_first="from inner import make\n"
+        + WAIT_FOR
+        + textwrap.dedent(
+            """
+            def test_first():
+                make("first_early")
+                Path("first-built").touch()
+                wait_for("second-started")
+                make("first_late")
+            """
+        ),
+        test_second="from inner import make\n"
+        + WAIT_FOR
+        + textwrap.dedent(
+            """
+            def test_second():
+                Path("second-started").touch()
+                make("second")
+                Path("second-built").touch()
+                wait_for("second-go")
+            """
+        ),
+    )
+    first = _session(pytester, "test_first.py", ns.scope, lock)
+    _wait_for(pytester.path / "first-built")
+    second = _session(pytester, "test_second.py", ns.scope, lock)
+    code, out = _finish(first)
+    assert code == 0, out
+    _wait_for(pytester.path / "second-built")
+
+    # The first session is done; the second still runs.
+    assert not ns.exists(ns.built("first_early")[-1]), out  # older than the second session
+    assert ns.exists(ns.built("first_late")[-1]), out  # built while the second one lived
+    assert ns.exists(ns.built("second")[-1]), out
+    assert "another live session may have produced" in out
+
+    (pytester.path / "second-go").touch()
+    code, out = _finish(second)
+    assert code == 0, out
+    assert not ns.exists(ns.built("first_late")[-1]), out
+    assert not ns.exists(ns.built("second")[-1]), out
+    assert list((pytester.path / "shared.lock.sessions").glob("*.json")) == []
+
+
+def test_a_session_killed_with_sigkill_is_swept_by_the_next(
+    pytester: pytest.Pytester, ns: Namespace
+) -> None:
+    before = ns.build("before")
+    write_tests(
+        pytester,
+        """
+        import os, signal
+
+        def test_build_then_die():
+            make("orphan")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """,
+    )
+    killed = run(pytester, ns.scope)
+    assert killed.ret == -signal.SIGKILL
+    assert ns.exists(ns.built("orphan")[-1])
+
+    write_tests(pytester, "def test_nothing():\n    pass\n")
+    report = pytester.path / "report.json"
+    result = run(pytester, ns.scope, f"--prune-images-report={report}")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*finished the prune of a session that died (pid *deleted*"])
+    assert not ns.exists(ns.built("orphan")[-1])
+    assert all(ns.exists(i) for i in before)
+    (swept,) = json.loads(report.read_text())["sessions"]
+    assert swept["state"] == "died"
+    assert ns.built("orphan")[-1] in {r.get("Deleted") for r in swept["ImagesDeleted"]}
+
+
+def test_sigint_during_the_tests_still_prunes(pytester: pytest.Pytester, ns: Namespace) -> None:
+    pytester.makepyfile(
+        test_wait="from inner import make\nfrom pathlib import Path\nimport time\n\n"
+        "def test_build_and_wait():\n"
+        '    make("interrupted")\n'
+        '    Path("ready").touch()\n'
+        "    time.sleep(120)\n"
+    )
+    session = _session(pytester, ns.scope, f"--prune-images-lock={pytester.path / 'l.lock'}")
+    _wait_for(pytester.path / "ready")
+    session.send_signal(signal.SIGINT)
+    code, out = _finish(session)
+    assert code == pytest.ExitCode.INTERRUPTED, out
+    assert "imageprune: deleted" in out
+    assert not ns.exists(ns.built("interrupted")[-1])
+
+
+# -- the engine dies during a prune ----------------------------------------------------------
+def _many_images_archive(count: int, label: str) -> bytes:
+    """A ``docker save`` archive of ``count`` untagged images sharing one tiny layer."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        info = tarfile.TarInfo("f")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    layer_bytes = layer.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
+    blobs = {"layer.tar": layer_bytes}
+    manifest = []
+    for n in range(count):
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "created": "2024-01-01T00:00:00Z",
+                "config": {"Labels": {"itest": label, "n": str(n)}},
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            }
+        ).encode()
+        name = hashlib.sha256(config).hexdigest() + ".json"
+        blobs[name] = config
+        manifest.append({"Config": name, "RepoTags": None, "Layers": ["layer.tar"]})
+    blobs["manifest.json"] = json.dumps(manifest).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in blobs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@pytest.fixture
+def dying_engine() -> Iterator[PrivateDockerd]:
+    """A private dockerd that this test may kill and restart."""
+    with private_dockerd() as daemon:
+        yield daemon
+
+
+@pytest.mark.private_engine
+def test_the_engine_dying_mid_prune_keeps_the_verdict_and_the_next_session_finishes(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, dying_engine: PrivateDockerd
+) -> None:
+    count = 1500
+    label = "dying"
+    archive = pytester.path / "images.tar"
+    archive.write_bytes(_many_images_archive(count, label))
+    monkeypatch.setenv("DOCKER_HOST", dying_engine.socket)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+    pytester.makepyfile(
+        test_load=textwrap.dedent(
+            f"""
+            from pathlib import Path
+            from tests.support import connect
+
+            def test_load():
+                client = connect()
+                for _ in client.load_image(Path({str(archive)!r}).read_bytes()):
+                    pass
+                client.close()
+                Path("loaded").touch()
+            """
+        )
+    )
+    lock = f"--prune-images-lock={pytester.path / 'l.lock'}"
+    scope = f"--prune-images=label=itest={label}"
+    session = _session(pytester, scope, lock, "test_load.py")
+    _wait_for(pytester.path / "loaded")
+    watcher = connect(dying_engine.socket)
+    try:
+        deadline = time.monotonic() + 120
+        while len(watcher.images(filters={"label": f"itest={label}"})) > count - 100:
+            assert time.monotonic() < deadline, "the prune never started"
+            time.sleep(0.02)
+    finally:
+        watcher.close()
+    dying_engine.kill()
+    code, out = _finish(session)
+    assert code == 0, out
+    assert "Traceback" not in out
+    assert "INTERNALERROR" not in out
+    assert "stopped answering during the prune" in out, out
+
+    dying_engine.start()
+    pytester.makepyfile(test_next="def test_next():\n    pass\n")
+    code, out = _finish(_session(pytester, scope, lock, "test_next.py"))
+    assert code == 0, out
+    assert "finished the prune of a session that deferred" in out, out
+    client = connect(dying_engine.socket)
+    try:
+        assert client.images(all=True, filters={"label": f"itest={label}"}) == []
+    finally:
+        client.close()
+
+
+def test_registry_files_are_removed_by_a_clean_session(
+    pytester: pytest.Pytester, ns: Namespace
+) -> None:
+    write_tests(pytester, 'def test_build():\n    make("a")\n')
+    result = run(pytester, ns.scope)
+    assert result.ret == 0
+    assert os.listdir(pytester.path / "prune.lock.sessions") == []
