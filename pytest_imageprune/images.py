@@ -46,9 +46,10 @@ class Image:
         tags = tuple(t for t in item.get("RepoTags") or () if t != _NONE_TAG)
         digests = tuple(d for d in item.get("RepoDigests") or () if d != _NONE_DIGEST)
         labels = item.get("Labels")
+        parent = item.get("ParentId")
         return cls(
-            id=item["Id"],
-            parent=item.get("ParentId") or None,
+            id=full_id(item["Id"]),
+            parent=full_id(parent) if parent else None,
             tags=tags,
             digests=digests,
             created_s=int(item.get("Created") or 0),
@@ -121,6 +122,13 @@ class Snapshot:
             yield self.images[parent]
             parent = self.images[parent].parent
 
+    def root(self, image_id: str) -> Image:
+        """The top of ``image_id``'s parent chain (itself when it has no parent here)."""
+        top = self.images[image_id]
+        for ancestor in self.ancestors(image_id):
+            top = ancestor
+        return top
+
     def replace(self, *refined: Image) -> Snapshot:
         images = dict(self.images)
         images.update((i.id, i) for i in refined)
@@ -150,6 +158,11 @@ class Baseline:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Baseline:
         return cls({k: tuple(v) for k, v in data["tags"].items()}, int(data["taken_ns"]))
+
+
+def full_id(image_id: str) -> str:
+    """``sha256:<hex>``: Podman gives parents and deleted images as bare hex."""
+    return image_id if ":" in image_id else f"sha256:{image_id}"
 
 
 def split_reference(ref: str) -> tuple[str, str | None, str | None]:

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pytest_imageprune import report as reporting
+from pytest_imageprune.deletion import Progress
 from pytest_imageprune.engine import DockerEngine, Engine, endpoint_from_env
 from pytest_imageprune.errors import EngineUnavailable, FilterError
 from pytest_imageprune.filters import Filters
-from pytest_imageprune.images import Baseline
+from pytest_imageprune.images import Baseline, Image
 from pytest_imageprune.lock import ALREADY_RUNNING, PruneLock, default_lock_path
 from pytest_imageprune.prune import prune_images
 from pytest_imageprune.report import PruneReport
 from pytest_imageprune.selection import KeepRule
 from pytest_imageprune.sessions import (
+    FINISHING,
     HEARTBEAT_NS,
     Registry,
     SessionRecord,
@@ -30,6 +32,9 @@ from pytest_imageprune.sessions import (
     protect_live,
     within_lifetime,
 )
+
+#: How many times a lock holder looks again for sessions settling their work on it.
+_SETTLE_ROUNDS = 60
 
 #: Report statuses of a prune that ran, wholly or in part.
 RAN = frozenset(
@@ -52,6 +57,10 @@ class PruneSession:
     scope: str = "session"
     dry_run: bool = False
     lock_path: Path | None = None
+    #: Asked about every image a prune would delete (the ``pytest_imageprune_protect`` hook).
+    protect: KeepRule | None = None
+    #: Hears of each candidate deleted (the terminal's progress line).
+    progress: Progress | None = None
     endpoint: str = field(default_factory=endpoint_from_env)
     #: Connected at ``start`` from the environment, unless given.
     engine: Engine | None = None
@@ -141,6 +150,7 @@ class PruneSession:
         if self.dry_run:  # deletes nothing: no need to keep a real prune waiting
             self._prune_all()
             return
+        self._mark_finishing()
         lock = PruneLock(self._lock_path())
         if not lock.acquire():
             self._fail(reporting.LOCKED, f"{ALREADY_RUNNING} ({lock.path}); nothing deleted")
@@ -153,24 +163,42 @@ class PruneSession:
 
     def _prune_all(self) -> None:
         if self.engine is None:
-            try:
-                self.engine = DockerEngine.from_env()
-            except EngineUnavailable as exc:
-                self._fail(reporting.UNREACHABLE, f"WARNING {exc}; nothing pruned")
-                return
+            self.engine = DockerEngine.from_env()
         others = self.registry.classify(self.record.id) if self.registry and self.record else None
         keep_live = protect_live(others.live if others else [])
+        if self.protect is not None:
+            keep_live = _either(keep_live, self.protect)
         own_baseline = self.baseline if self.scope == "session" else None
         self.report = self._prune(self.filters, own_baseline, keep_live)
         self._settle_own(done=_done(self.report))
         if others is None or self.dry_run or self.report.status != reporting.COMPLETED:
             return
-        for record in others.owed():
-            self._sweep(record, keep_live, "died" if record in others.dead else "deferred")
+        self._sweep_owed()
+
+    def _sweep_owed(self) -> None:
+        """Finish what dead and deferred sessions left, this one's own deferral included.
+
+        A session that is finishing right now may find the lock held and defer its work to
+        whoever holds it: so, holding it, wait a moment for such sessions to settle, and
+        sweep again. (This session waits; the others never do.)
+        """
+        if self.registry is None:
+            return
+        for _ in range(_SETTLE_ROUNDS):
+            others = self.registry.classify(None)
+            keep = protect_live(others.live)
+            if self.protect is not None:
+                keep = _either(keep, self.protect)
+            for record in others.owed():
+                self._sweep(record, keep, "died" if record in others.dead else "deferred")
+            if not any(r.state == FINISHING for r in others.live):
+                return
+            time.sleep(0.05)
 
     def _sweep(self, record: SessionRecord, keep_live: KeepRule, state: str) -> None:
         """Finish a dead or deferred session's prune, with its filters, over its lifetime."""
-        assert self.registry is not None
+        if self.registry is None:
+            return
         try:
             filters = Filters.from_mapping(record.filters)
         except FilterError:
@@ -178,26 +206,32 @@ class PruneSession:
             return
         baseline = record.baseline if record.scope == "session" else None
         report = self._prune(filters, baseline, within_lifetime(record, keep_live))
-        self.swept.append(Swept(record, state, report))
         self.registry.settle(record, done=_done(report), end_ns=record.death_ns)
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_ns / 1e9))
-        self.lines.append(
-            f"imageprune: finished the prune of a session that {state} "
-            f"({record.describe()}, started {when}): {reporting.summary_line(report)}"
-        )
+        if not report.deleted_ids and not report.untagged and _done(report) is False:
+            return  # still owed to a live session: nothing to say yet
+        self.swept.append(Swept(record, state, report))
+        if self.record is not None and record.id == self.record.id:
+            who = "this session's own deferred prune"
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_ns / 1e9))
+            who = f"the prune of a session that {state} ({record.describe()}, started {when})"
+        self.lines.append(f"imageprune: finished {who}: {reporting.summary_line(report)}")
 
     def _prune(self, filters: Filters, baseline: Baseline | None, keep: KeepRule) -> PruneReport:
-        assert self.engine is not None
+        engine = self.engine or DockerEngine.from_env()
+        self.engine = engine
         try:
             report = prune_images(
                 filters,
-                engine=self.engine,
+                engine=engine,
                 baseline=baseline,
                 dry_run=self.dry_run,
                 keep=keep,
+                progress=self.progress,
             )
-        except EngineUnavailable as exc:
-            report = self._failed_report(filters, reporting.ENGINE_LOST, str(exc))
+        except EngineUnavailable as exc:  # before anything was deleted
+            self.lines.append(f"imageprune: WARNING {exc}; nothing pruned")
+            return self._failed_report(filters, reporting.UNREACHABLE, str(exc))
         deferred = sum(1 for why in report.kept.values() if is_live_reason(why))
         if deferred:
             self.lines.append(
@@ -210,6 +244,16 @@ class PruneSession:
                 "the prune; the next session finishes it"
             )
         return report
+
+    def _mark_finishing(self) -> None:
+        """Say "finishing": a lock holder then waits for this session to settle."""
+        if self.registry is None or self.record is None:
+            return
+        try:
+            self.record = replace(self.record, state=FINISHING)
+            self.registry.write(self.record)
+        except OSError:
+            pass
 
     def _settle_own(self, *, done: bool) -> None:
         if self.registry is None or self.record is None:
@@ -235,6 +279,13 @@ class PruneSession:
 
     def _lock_path(self) -> Path:
         return self.lock_path or default_lock_path(self.endpoint)
+
+
+def _either(first: KeepRule, second: KeepRule) -> KeepRule:
+    def keep(image: Image) -> str | None:
+        return first(image) or second(image)
+
+    return keep
 
 
 def _done(report: PruneReport) -> bool:

@@ -9,7 +9,8 @@ the exit status or raises into the terminal.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -29,6 +30,9 @@ from pytest_imageprune.settings import (
 
 if TYPE_CHECKING:
     from collections.abc import Generator
+
+    from pytest_imageprune.images import Baseline, Image
+    from pytest_imageprune.report import PruneReport
 
 PLUGIN_NAME = "imageprune-session"
 
@@ -66,6 +70,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("prune_images_lock", LOCK_HELP, default="")
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_imageprune import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     # tryfirst: registered before xdist's DSession, so that its session-finish (which
@@ -86,16 +96,26 @@ class ImagePrunePlugin:
 
         self.config = config
         self.settings = settings
+        self.annotations: list[str] = []
+        self._progress = _ProgressLine(config)
         self.session = PruneSession(
             settings.filters,
             scope=settings.scope,
             dry_run=settings.dry_run,
             lock_path=settings.lock_path,
+            protect=self._protect,
+            progress=self._progress,
         )
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # Before xdist's own (trylast) session start spawns the workers.
         self.session.start()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """xdist: hand the baseline to each worker, for the ``imageprune_baseline`` fixture."""
+        if self.session.baseline is not None:
+            node.workerinput[_BASELINE_KEY] = self.session.baseline.to_json()
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         settings, state = self.settings, self.session
@@ -103,7 +123,7 @@ class ImagePrunePlugin:
         scope = "images this session produces" if settings.scope == "session" else "all images"
         dry = " (dry run)" if settings.dry_run else ""
         line = f"imageprune: at session end, prune {scope} matching {what}{dry}"
-        line += f"; engine {state.endpoint}"
+        line += f"; engine {getattr(state.engine, 'description', state.endpoint)}"
         if state.baseline is not None:
             line += f", baseline of {len(state.baseline.tags)} images"
         lines = [line]
@@ -125,11 +145,18 @@ class ImagePrunePlugin:
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         lines = self.session.lines
-        if not lines:
-            return
-        terminalreporter.write_sep("-", "imageprune")
-        for line in lines:
-            terminalreporter.write_line(line)
+        if lines:
+            terminalreporter.write_sep("-", "imageprune")
+            for line in lines:
+                terminalreporter.write_line(line)
+        for annotation in self.annotations:  # GitHub reads these from stdout, one a line
+            terminalreporter.write_line(annotation)
+
+    def _protect(self, image: Image) -> str | None:
+        answer = self.config.hook.pytest_imageprune_protect(image=image)
+        if not answer:
+            return None
+        return f"protected: {answer}" if isinstance(answer, str) else "protected by a hook"
 
     def _finish(self) -> None:
         from pytest_imageprune.lifecycle import RAN
@@ -137,22 +164,112 @@ class ImagePrunePlugin:
 
         state = self.session
         state.finish()  # never raises
+        self._progress.clear()
         report = state.report
         if report is None:
             return
         if self.config.get_verbosity() > 0 and report.status in RAN:
             state.lines[1:1] = [f"  {line}" for line in detail_lines(report)]
-        path = self.settings.report_path
-        if path is None:
-            return
         sessions = [
             {"id": s.record.id, "pid": s.record.pid, "state": s.state, **s.report.to_dict()}
             for s in state.swept
         ]
+        path = self.settings.report_path
+        if path is not None:
+            try:
+                report.write_json(path, sessions=sessions)
+            except OSError as exc:
+                state.lines.append(
+                    f"imageprune: WARNING could not write the report to {path}: {exc}"
+                )
+        self._github(report, sessions)
         try:
-            report.write_json(path, sessions=sessions)
-        except OSError as exc:
-            state.lines.append(f"imageprune: WARNING could not write the report to {path}: {exc}")
+            self.config.hook.pytest_imageprune_report(report=report)
+        except Exception as exc:  # another plugin's hook: never the verdict
+            state.lines.append(
+                f"imageprune: WARNING pytest_imageprune_report failed: {type(exc).__name__}: {exc}"
+            )
+
+    def _github(self, report: PruneReport, sessions: list[dict[str, Any]]) -> None:
+        from pytest_imageprune import github
+
+        if not github.in_github_actions():
+            return
+        data = {**report.to_dict(), "deleted_ids": list(report.deleted_ids)}
+        swept = [
+            {**entry, "deleted_ids": list(s.report.deleted_ids)}
+            for entry, s in zip(sessions, self.session.swept, strict=True)
+        ]
+        error = github.append_step_summary(github.step_summary(data, swept))
+        if error is not None:
+            self.session.lines.append(f"imageprune: WARNING {error}")
+        self.annotations = github.warning_annotations(data)
+
+
+class _ProgressLine:
+    """One updating line (count and bytes) while a long prune runs; quiet off a terminal."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.shown = False
+
+    def __call__(self, done: int, total: int, size: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.1 and done != total:
+            return
+        writer = self.config.get_terminal_writer()
+        if not writer.hasmarkup or self.config.get_verbosity() < 0:
+            return
+        if not self.shown:
+            self.started, self.shown = now, True
+            writer.line()
+        from pytest_imageprune.report import human_size
+
+        self.last = now
+        text = f"imageprune: {done}/{total} images, {human_size(size)} freed"
+        writer.write(f"\r{text}\x1b[K", flush=True)
+
+    def clear(self) -> None:
+        if self.shown:
+            writer = self.config.get_terminal_writer()
+            writer.write("\r\x1b[K", flush=True)
+            self.shown = False
+
+
+_BASELINE_KEY = "imageprune_baseline"
+
+
+@pytest.fixture(scope="session")
+def imageprune_label(pytestconfig: pytest.Config) -> dict[str, str]:
+    """Labels to put on the images a test builds so that this session's prune takes them.
+
+    They satisfy every ``label`` filter (``label=ci`` gives ``{"ci": "1"}``, ``label=ci=yes``
+    gives ``{"ci": "yes"}``); with no ``label`` filter, any image qualifies and it is empty.
+    """
+    from pytest_imageprune.settings import load_settings
+
+    settings = load_settings(pytestconfig)
+    labels: dict[str, str] = {}
+    if settings is not None:
+        for value in sorted(settings.filters.label):
+            key, has_value, wanted = value.partition("=")
+            labels[key] = wanted if has_value else "1"
+    return labels
+
+
+@pytest.fixture(scope="session")
+def imageprune_baseline(pytestconfig: pytest.Config) -> Baseline | None:
+    """The images present when the session started (None when pruning is off or failed)."""
+    from pytest_imageprune.images import Baseline
+
+    workerinput = getattr(pytestconfig, "workerinput", None)
+    if workerinput is not None:
+        data = workerinput.get(_BASELINE_KEY)
+        return Baseline.from_json(data) if data is not None else None
+    plugin = pytestconfig.pluginmanager.get_plugin(PLUGIN_NAME)
+    return plugin.session.baseline if isinstance(plugin, ImagePrunePlugin) else None
 
 
 def _spell(settings: Settings) -> list[str]:

@@ -37,6 +37,8 @@ from pytest_imageprune.images import NANOS, Baseline, Image
 from pytest_imageprune.selection import KeepRule
 
 RUNNING = "running"
+#: Running, and about to prune: it may find the lock held and defer to the holder.
+FINISHING = "finishing"
 DEFERRED = "deferred"
 
 #: How often a running session refreshes its record, and the slack allowed after the last
@@ -188,7 +190,7 @@ class Registry:
                 os.unlink(temp)
             raise
 
-    def others(self, own_id: str) -> Iterator[tuple[SessionRecord, str]]:
+    def others(self, own_id: str | None) -> Iterator[tuple[SessionRecord, str]]:
         """Each other record with its state: live, dead or deferred.
 
         A dead record's ``.alive`` lock stays held by this process until ``forget`` or
@@ -204,6 +206,9 @@ class Registry:
             if record.state == DEFERRED:
                 yield record, DEFERRED
                 continue
+            if record.id in self._taken:  # found dead before, and still ours to sweep
+                yield record, "dead"
+                continue
             lock = FileLock(str(self._alive_path(record.id)), mode=0o666)
             try:
                 lock.acquire(timeout=0)
@@ -213,7 +218,7 @@ class Registry:
             self._taken[record.id] = lock
             yield record, "dead"
 
-    def classify(self, own_id: str) -> Others:
+    def classify(self, own_id: str | None) -> Others:
         others = Others()
         for record, state in self.others(own_id):
             {RUNNING: others.live, "dead": others.dead, DEFERRED: others.deferred}[state].append(

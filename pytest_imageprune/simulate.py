@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_imageprune.engine import ImageConflict, ImageGone, Record
+from pytest_imageprune.engine import Engine, ImageConflict, ImageGone, Record
 from pytest_imageprune.images import (
     NANOS,
     Image,
@@ -54,6 +54,9 @@ class SimulatedEngine:
 
     def close(self) -> None:
         return None
+
+    def spawn(self, count: int) -> list[Engine]:
+        return [self]  # one private state: deletions replay one at a time
 
     def delete(self, target: str) -> list[Record]:
         image_id = self._resolve(target)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -65,18 +66,27 @@ def build(
     files: dict[str, bytes] | None = None,
     labels: dict[str, str] | None = None,
 ) -> list[str]:
-    """Build with the classic builder; return the image IDs of every step, oldest first."""
+    """Build with the classic builder; return the image IDs of every step, oldest first.
+
+    Docker links each step's image to the previous one (``Parent``). Podman (buildah) links
+    the intermediate images but commits the last step with no parent, so there the steps
+    are read from the build output (``--> 0af0bfa0271``, one line a step) instead.
+    """
     lines = [f"FROM {base}"]
     lines += [f'LABEL {k}="{v}"' for k, v in (labels or {}).items()]
     lines += list(instructions)
     context = build_context("\n".join(lines) + "\n", files)
     final = None
+    announced: list[str] = []
     for chunk in client.build(
         fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True, decode=True
     ):
         if "error" in chunk:
             raise RuntimeError(f"build failed: {chunk['error']}")
         final = chunk.get("aux", {}).get("ID", final)
+        step = _STEP_LINE.match(chunk.get("stream", ""))
+        if step and step.group(1) not in announced:
+            announced.append(step.group(1))
     if final is None:
         raise RuntimeError("build gave no image ID")
     steps = len(lines) - 1
@@ -85,8 +95,20 @@ def build(
         parent = client.inspect_image(chain[-1])["Parent"]  # type: ignore[no-untyped-call]
         if not parent:
             break
-        chain.append(parent)
+        chain.append(full_id(parent))
+    if len(chain) < steps and len(announced) == steps:
+        return [full_id(client.inspect_image(i)["Id"]) for i in announced]  # type: ignore[no-untyped-call]
     return list(reversed(chain))
+
+
+#: A classic build's "this step made that image" line: `` ---> 16f4bcf94e15`` (Docker),
+#: ``--> 0af0bfa0271`` (Podman).
+_STEP_LINE = re.compile(r"^\s*-+> ([0-9a-f]{6,64})\s*$")
+
+
+def full_id(image_id: str) -> str:
+    """``sha256:<hex>``: Podman gives a parent as bare hex, Docker with the algorithm."""
+    return image_id if ":" in image_id else f"sha256:{image_id}"
 
 
 def image_ids(client: docker.APIClient) -> set[str]:

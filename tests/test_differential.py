@@ -186,7 +186,8 @@ def test_engine_prunes_what_the_daemon_prunes(
 
     # Copy B: the same graph, pruned by the engine.
     built_b = build_graph(client, graph)
-    ours_engine = DockerEngine(connect(private_engine.socket), private_engine.socket)
+    # The production path: the engine's own HTTP client on the unix socket.
+    ours_engine = DockerEngine(endpoint=private_engine.socket)
     predicted = prune_images(
         [f.replace("BOUNDARY", until_value(built_b.boundary_ns, seed)) for f in raw_filters],
         engine=ours_engine,

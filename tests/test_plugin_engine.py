@@ -20,7 +20,7 @@ import docker
 import docker.errors
 import pytest
 
-from tests.support import build
+from tests.support import build, full_id
 
 pytestmark = pytest.mark.engine
 
@@ -55,8 +55,9 @@ def make(name, *instructions, tag=None, labels=None, content=b"x"):
 
 
 class Namespace:
-    def __init__(self, client: docker.APIClient, out: Path) -> None:
+    def __init__(self, client: docker.APIClient, out: Path, engine: str = "docker") -> None:
         self.client = client
+        self.engine = engine  # "docker" or "podman" (see conftest.engine)
         self.name = f"ns{uuid.uuid4().hex[:12]}"
         self.out = out
 
@@ -97,7 +98,8 @@ class Namespace:
             images = self.client.images(all=True, filters=selector)
             if not images:
                 return
-            parents = {i.get("ParentId") for i in images}
+            # Podman gives ParentId as bare hex, Docker as sha256:<hex>.
+            parents = {full_id(i["ParentId"]) for i in images if i.get("ParentId")}
             for image in images:
                 if image["Id"] not in parents:
                     with contextlib.suppress(docker.errors.APIError):
@@ -106,11 +108,15 @@ class Namespace:
 
 @pytest.fixture
 def ns(
-    docker_api: docker.APIClient, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    engine: str,
+    docker_api: docker.APIClient,
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Namespace]:
+    """A namespace on the engine under test, once on Docker and once on Podman."""
     out = pytester.path / "built"
     out.mkdir()
-    namespace = Namespace(docker_api, out)
+    namespace = Namespace(docker_api, out, engine)
     monkeypatch.setenv("IMAGEPRUNE_TEST_NS", namespace.name)
     monkeypatch.setenv("IMAGEPRUNE_TEST_OUT", str(out))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
@@ -354,3 +360,23 @@ def test_dry_run_says_what_it_would_delete_and_deletes_nothing(
     data = json.loads(report.read_text())
     assert data["dry_run"] is True
     assert {r["Deleted"] for r in data["ImagesDeleted"] if "Deleted" in r} == set(ns.built("a"))
+
+
+def test_the_steps_of_a_tagged_build_are_dangling_on_podman_only(
+    pytester: pytest.Pytester, ns: Namespace
+) -> None:
+    write_tests(
+        pytester,
+        f'def test_build():\n    make("app", \'LABEL step="own"\', tag="{ns.name}-app:1")\n',
+    )
+    result = run(pytester, ns.scope)
+    assert result.ret == 0
+    *steps, final = ns.built("app")
+    assert len(steps) == 2
+    assert ns.exists(final)  # tagged: kept on both engines
+    if ns.engine == "podman":
+        # Podman commits a build's last step with no parent (ParentId ""), so the step
+        # images have no child: dangling, they go, as `podman image prune` takes them too.
+        assert not any(ns.exists(i) for i in steps)
+    else:
+        assert all(ns.exists(i) for i in steps)  # parents of the tagged image

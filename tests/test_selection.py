@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pytest_imageprune.deletion import SpaceCounter, _chain_ids
 from pytest_imageprune.engine import EngineError, ImageConflict, Record
 from pytest_imageprune.errors import EngineUnavailable
 from pytest_imageprune.filters import parse_filters
@@ -23,7 +24,7 @@ from pytest_imageprune.images import (
     is_single_reference,
     normalize_reference,
 )
-from pytest_imageprune.prune import SpaceCounter, _chain_ids, prune_images
+from pytest_imageprune.prune import prune_images
 from pytest_imageprune.report import CANCELLED, DEADLINE, ENGINE_LOST, PruneReport, human_size
 from pytest_imageprune.selection import KEPT_LABELS, KEPT_UNTIL, select
 from pytest_imageprune.simulate import SimulatedEngine
@@ -380,7 +381,7 @@ def test_space_of_a_parentless_image_uses_its_layer_sizes() -> None:
 
     snapshot = Snapshot.of([img("app", size=127)])
     counter = SpaceCounter(snapshot)
-    counter.prefetch(_Layered(snapshot), ["app"])
+    counter.prefetch(_Layered(snapshot), "app")
     chain = _chain_ids(["sha256:d1", "sha256:d2", "sha256:d3"])
     # Only the top two layers are released: the bottom one is shared with another image.
     assert counter.count([{"Deleted": "app"}, {"Deleted": chain[2]}, {"Deleted": chain[1]}]) == 27

@@ -300,3 +300,40 @@ def test_an_unexpected_engine_failure_is_a_status_never_an_exception(
     assert session.report is not None
     assert session.report.status == ("no-baseline" if when == "start" else "failed")
     assert any("malformed answer" in line for line in session.lines)
+
+
+def test_sessions_finishing_together_leave_nothing(tmp_path: Path) -> None:
+    """B finds the lock held by A and defers to it; A, holding it, waits and sweeps B's."""
+    import threading
+
+    engine = GrowingEngine(Snapshot.of([]))
+
+    def session() -> PruneSession:
+        s = PruneSession(parse_filters(["label=s=a"]), lock_path=tmp_path / "l", engine=engine)
+        s.start()
+        return s
+
+    a, b = session(), session()
+    for name in ("built-by-a", "built-by-b"):
+        engine.add(
+            Image(
+                name,
+                labels={"s": "a"},
+                created_s=time.time_ns() // NANOS,
+                created_ns=time.time_ns(),
+                has_config=True,
+            )
+        )
+    b._mark_finishing()  # b is about to take the lock...
+    holder = threading.Thread(target=a.finish)
+    holder.start()  # ...but a takes it first, and protects what b may have built
+    deadline = time.monotonic() + 10
+    while not any("live session" in line for line in a.lines):
+        assert time.monotonic() < deadline, a.lines
+        time.sleep(0.01)
+    b.finish()
+    holder.join(10)
+    assert b.report is not None
+    assert b.report.status == "locked"
+    assert set(engine.refs) == set(), (a.lines, b.lines)
+    assert any("finished the prune of a session that deferred" in line for line in a.lines)

@@ -108,6 +108,7 @@ def test_space_reclaimed_matches_the_daemon_when_lower_layers_are_shared(
     remove_everything(engine)
 
     load(engine)
+    # Through the Docker SDK, as for a tcp, TLS or ssh endpoint.
     ours = prune_images(filters, engine=DockerEngine(engine, private_engine.socket))
 
     assert daemon["SpaceReclaimed"] > 12_345 + 7_000  # two layers of "gone", one of "alone"

@@ -1,0 +1,121 @@
+"""Shared helpers for the benchmarks: many small labelled images, fast, and medians.
+
+Images come from ``docker load`` of an archive made here (each image its own small layer
+and its own label), which makes a thousand images in seconds; nothing is pulled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import docker
+
+
+def client() -> docker.APIClient:
+    return docker.APIClient(version="auto", timeout=600, **docker.utils.kwargs_from_env())
+
+
+def archive(count: int, labels: dict[str, str], salt: str) -> bytes:
+    """A ``docker save`` archive of ``count`` untagged images, one small layer each."""
+    blobs: dict[str, bytes] = {}
+    manifest = []
+    for n in range(count):
+        layer = io.BytesIO()
+        with tarfile.open(fileobj=layer, mode="w") as tar:
+            data = f"{salt} {n}\n".encode() * 20
+            info = tarfile.TarInfo(f"file{n}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        layer_bytes = layer.getvalue()
+        digest = hashlib.sha256(layer_bytes).hexdigest()
+        blobs[f"{digest}.tar"] = layer_bytes
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "created": "2024-01-01T00:00:00Z",
+                "config": {"Labels": {**labels, "n": str(n)}},
+                "rootfs": {"type": "layers", "diff_ids": [f"sha256:{digest}"]},
+            }
+        ).encode()
+        name = hashlib.sha256(config).hexdigest() + ".json"
+        blobs[name] = config
+        manifest.append({"Config": name, "RepoTags": None, "Layers": [f"{digest}.tar"]})
+    blobs["manifest.json"] = json.dumps(manifest).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in blobs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def load(api: docker.APIClient, count: int, labels: dict[str, str]) -> None:
+    for _ in api.load_image(archive(count, labels, uuid.uuid4().hex)):
+        pass
+
+
+def remove_labelled(api: docker.APIClient, label: str) -> None:
+    for image in api.images(all=True, filters={"label": label}):
+        with contextlib.suppress(docker.errors.APIError):
+            api.remove_image(image["Id"], force=True)
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def run(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(
+        list(argv),
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{argv} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+
+
+def tiny_project() -> Path:
+    """A folder with a few trivial tests: the session the plugin rides on."""
+    root = Path(tempfile.mkdtemp(prefix="imageprune-bench-"))
+    (root / "test_tiny.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.parametrize('n', range(20))\ndef test_n(n):\n    assert n >= 0\n"
+    )
+    # Hypothesis, a test dependency of this project, would add 0.8 s to every start-up.
+    (root / "pytest.ini").write_text(
+        "[pytest]\naddopts = -p no:cacheprovider -p no:hypothesispytest -q\n"
+    )
+    return root
+
+
+PYTEST = [sys.executable, "-m", "pytest"]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def fmt(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f} ms"

@@ -1,0 +1,293 @@
+"""Deleting the candidates as the daemon's prune does (R14 to R17), and counting the bytes.
+
+Untagged candidates go by ID, the others reference by reference in the daemon's order, so
+the daemon's own ``ImageDelete`` applies its conflict rules and its parent cascade. The
+daemon's prune deletes one image at a time; this overlaps requests on a few connections,
+but never two on one parent chain (a cascade would race the other request), and merges
+the outcomes in the serial order, so the report reads as a serial run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from pytest_imageprune.engine import Engine, EngineError, ImageConflict, ImageGone, Record
+from pytest_imageprune.errors import EngineUnavailable
+from pytest_imageprune.images import Snapshot
+from pytest_imageprune.report import CANCELLED, DEADLINE, ENGINE_LOST, PruneReport, Skipped
+
+#: Requests in flight at once, by default: see benchmarks/bench_prune.py for the figures.
+DEFAULT_CONCURRENCY = 4
+
+#: ``progress(done, total, bytes)``, called after each candidate.
+Progress = Callable[[int, int, int], None]
+
+
+@dataclass
+class Outcome:
+    """What deleting one candidate did."""
+
+    records: list[Record] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    space: int = 0
+    #: Why the deletions stopped here (a report status), if they did.
+    stopped: str | None = None
+
+
+def delete_candidates(
+    engine: Engine,
+    snapshot: Snapshot,
+    candidates: Sequence[str],
+    report: PruneReport,
+    *,
+    deadline: float | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: Progress | None = None,
+) -> None:
+    """Delete ``candidates`` in ``report``; stop early on Ctrl-C, a deadline, a lost engine."""
+    # Podman's delete answers name no layers; it counts each deleted image's whole Size.
+    by_image = report.dry_run or not getattr(engine, "lists_layers", True)
+    space = SpaceCounter(snapshot, estimate=by_image, whole=not report.dry_run)
+    outcomes = [Outcome() for _ in candidates]
+    groups = _by_chain(snapshot, candidates)
+    engines = engine.spawn(max(1, min(concurrency, len(groups))))
+    run = _Run(
+        snapshot, candidates, outcomes=outcomes, space=space, deadline=deadline, progress=progress
+    )
+    try:
+        if len(engines) == 1:
+            run.work(engines[0], deque(groups))
+        else:
+            queue = deque(groups)
+            with ThreadPoolExecutor(len(engines), thread_name_prefix="imageprune") as pool:
+                futures = [pool.submit(run.work, e, queue) for e in engines]
+                try:
+                    wait(futures)
+                except KeyboardInterrupt:
+                    run.stop(CANCELLED)
+                    wait(futures)  # each has at most one request left to finish
+                for future in futures:
+                    future.result()
+    except KeyboardInterrupt:
+        run.stop(CANCELLED)
+    finally:
+        for e in engines[1:]:
+            e.close()
+    for outcome in outcomes:  # in the serial order, whichever connection did the work
+        report.images_deleted.extend(outcome.records)
+        report.deleted_ids.extend(
+            r["Deleted"] for r in outcome.records if r.get("Deleted") in snapshot.images
+        )
+        report.skipped.extend(outcome.skipped)
+        report.errors.extend(outcome.errors)
+        report.space_reclaimed += outcome.space
+    if run.status is not None:
+        report.status = run.status
+        if run.error is not None:
+            report.errors.append({"error": run.error})
+
+
+class _Run:
+    """The shared state of one deletion run, and the work each connection does."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        candidates: Sequence[str],
+        *,
+        outcomes: list[Outcome],
+        space: SpaceCounter,
+        deadline: float | None,
+        progress: Progress | None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.candidates = candidates
+        self.outcomes = outcomes
+        self.space = space
+        self.deadline = deadline
+        self.progress = progress
+        self.status: str | None = None
+        self.error: str | None = None
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._done = 0
+        self._bytes = 0
+
+    def stop(self, status: str, error: str | None = None) -> None:
+        with self._lock:
+            if self.status is None:
+                self.status, self.error = status, error
+        self._stopped.set()
+
+    def work(self, engine: Engine, queue: deque[list[int]]) -> None:
+        """Take chains from ``queue`` and delete their candidates in order."""
+        while not self._stopped.is_set():
+            with self._lock:
+                if not queue:
+                    return
+                group = queue.popleft()
+            for index in group:
+                if self._stopped.is_set():
+                    return
+                outcome = self.outcomes[index]
+                try:
+                    self._delete_one(engine, self.candidates[index], outcome)
+                except EngineUnavailable as exc:
+                    self.stop(ENGINE_LOST, str(exc))
+                    return
+                if outcome.stopped is not None:
+                    self.stop(outcome.stopped)
+                    return
+                self._advance(outcome.space)
+
+    def _delete_one(self, engine: Engine, image_id: str, outcome: Outcome) -> None:
+        """R14, R15: an untagged candidate by ID, a tagged one reference by reference."""
+        image = self.snapshot.images[image_id]
+        self.space.prefetch(engine, image_id)
+        for target in image.refs or (image.id,):
+            if self._stopped.is_set():
+                outcome.stopped = self.status or CANCELLED
+                return
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                outcome.stopped = DEADLINE
+                return
+            try:
+                records = engine.delete(target)
+            except ImageGone:
+                continue  # already gone, or a digest reference its tag took along
+            except ImageConflict as exc:
+                reference = None if target == image.id else target
+                outcome.skipped.append(Skipped(image.id, str(exc), reference))
+                continue
+            except EngineError as exc:
+                outcome.errors.append({"Id": image.id, "Reference": target, "error": str(exc)})
+                continue
+            outcome.records.extend(records)
+            outcome.space += self.space.count(records)
+
+    def _advance(self, space: int) -> None:
+        if self.progress is None:
+            return
+        with self._lock:
+            self._done += 1
+            self._bytes += space
+            done, total, size = self._done, len(self.candidates), self._bytes
+        self.progress(done, total, size)
+
+
+def _by_chain(snapshot: Snapshot, candidates: Sequence[str]) -> list[list[int]]:
+    """Candidate indexes grouped by the root of their parent chain, in serial order."""
+    groups: dict[str, list[int]] = {}
+    for index, image_id in enumerate(candidates):
+        groups.setdefault(snapshot.root(image_id).id, []).append(index)
+    return list(groups.values())
+
+
+class SpaceCounter:
+    """``SpaceReclaimed`` from the delete records, as the daemon counts it (R19).
+
+    The daemon sums the ``DiffSize`` of the layers it released; a delete answer lists each
+    image's ``Deleted`` record followed by the chain IDs of the layers released with it. An
+    image with a parent adds ``Size - parent's Size`` (the classic builder commits one layer
+    per step). An image without a parent may share lower layers with others (pulled or
+    BuildKit images): its per-layer sizes come from ``history`` and its chain IDs from
+    ``RootFS.Layers``, read before it is deleted.
+    """
+
+    def __init__(self, snapshot: Snapshot, *, estimate: bool = False, whole: bool = False) -> None:
+        self.snapshot = snapshot
+        #: Records that name images but no layers (a dry run, Podman): each deleted image
+        #: then counts the bytes it adds to its parent, an upper bound (a shared layer
+        #: stays); or, with ``whole``, its whole ``Size``, as Podman's own prune counts.
+        self.estimate = estimate
+        self.whole = whole
+        self.layer_sizes: dict[str, int] = {}
+        self._fetched: set[str] = set()
+
+    def prefetch(self, engine: Engine, image_id: str) -> None:
+        """Before deleting ``image_id``: the layer sizes of a parentless root it may release.
+
+        Candidates that share a root are deleted on one connection, in order, so a root is
+        read once, by the connection that may release it.
+        """
+        if self.estimate:
+            return
+        root = self.snapshot.root(image_id)
+        if root.parent is not None or root.size <= 0 or root.id in self._fetched:
+            return
+        if root.id != image_id and root.refs:
+            return  # a tagged root stays: the cascade stops below it
+        self._fetched.add(root.id)
+        try:
+            inspect = engine.inspect(root.id)
+            layers = inspect.get("RootFS", {}).get("Layers") or []
+            sizes = _layer_sizes(engine, root.id, layers, root.size)
+        except (ImageGone, EngineError):
+            return
+        self.layer_sizes.update(zip(_chain_ids(layers), sizes, strict=True))
+
+    def count(self, records: Sequence[Record]) -> int:
+        """The bytes the layer records in ``records`` free."""
+        if self.estimate:
+            images = [r["Deleted"] for r in records if r.get("Deleted") in self.snapshot.images]
+            if self.whole:
+                return sum(self.snapshot.images[i].size for i in images)
+            return sum(self._added(i) for i in images)
+        total = 0
+        current: str | None = None
+        counted = False
+        for record in records:
+            deleted = record.get("Deleted")
+            if deleted is None:
+                continue
+            if deleted in self.snapshot.images:
+                current, counted = deleted, False
+                continue
+            if deleted in self.layer_sizes:
+                total += self.layer_sizes[deleted]
+            elif current is not None and not counted:
+                total += self._added(current)
+                counted = True
+        return total
+
+    def _added(self, image_id: str) -> int:
+        """What an image adds to its parent: ``Size - parent's Size``."""
+        image = self.snapshot.images.get(image_id)
+        if image is None:
+            return 0
+        parent = self.snapshot.images.get(image.parent or "")
+        return image.size - (parent.size if parent is not None else 0)
+
+
+def _layer_sizes(engine: Engine, image_id: str, layers: Sequence[str], size: int) -> list[int]:
+    """Each layer's ``DiffSize``, oldest first."""
+    if len(layers) <= 1:
+        return [size] * len(layers)
+    # History lists every step, newest first, with the layer's DiffSize for the steps that
+    # made a layer and 0 for the others; a step that made an empty layer is 0 too, so where
+    # the counts differ the zeros are interchangeable.
+    sizes = [int(h.get("Size") or 0) for h in reversed(engine.history(image_id))]
+    while len(sizes) > len(layers) and 0 in sizes:
+        sizes.remove(0)
+    if len(sizes) != len(layers):
+        return [size] + [0] * (len(layers) - 1)
+    return sizes
+
+
+def _chain_ids(diff_ids: Sequence[str]) -> list[str]:
+    """The layer store's chain IDs for a list of diff IDs (image-spec ChainID)."""
+    chain: list[str] = []
+    for diff_id in diff_ids:
+        if not chain:
+            chain.append(diff_id)
+        else:
+            digest = hashlib.sha256(f"{chain[-1]} {diff_id}".encode()).hexdigest()
+            chain.append(f"sha256:{digest}")
+    return chain
