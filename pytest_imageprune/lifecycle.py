@@ -74,13 +74,40 @@ class PruneSession:
     lines: list[str] = field(default_factory=list)
     _beat: threading.Event = field(default_factory=threading.Event)
     _beater: threading.Thread | None = None
+    _starter: threading.Thread | None = None
+    #: Records still owed after this session's last sweep (waiting for a live session).
+    _still_owed: set[str] = field(default_factory=set)
 
     # -- start ---------------------------------------------------------------------------
-    def start(self) -> None:
-        """Record the baseline and register; on failure, note the problem and go on."""
-        try:
-            if self.engine is None:
+    def start(self, *, background: bool = False) -> None:
+        """Record the baseline and register; on failure, note the problem and go on.
+
+        With ``background``, the work (mostly waiting for the engine to list its images)
+        runs in a thread while pytest collects; ``wait_started`` joins it, and must be
+        called before any test runs.
+        """
+        if self.engine is None:  # cheap: reads the docker CLI's config, contacts nothing
+            try:
                 self.engine = DockerEngine.from_env()
+            except EngineUnavailable as exc:
+                self.problem = str(exc)
+                return
+        if background:
+            self._starter = threading.Thread(target=self._start, name="imageprune-baseline")
+            self._starter.start()
+        else:
+            self._start()
+
+    def wait_started(self) -> None:
+        """The baseline is recorded (or has failed) once this returns."""
+        if self._starter is not None:
+            self._starter.join()
+            self._starter = None
+
+    def _start(self) -> None:
+        if self.engine is None:
+            return
+        try:
             self.endpoint = self.engine.endpoint
             snapshot = self.engine.snapshot()
         except EngineUnavailable as exc:
@@ -125,6 +152,7 @@ class PruneSession:
     # -- finish --------------------------------------------------------------------------
     def finish(self) -> None:
         """Prune under the lock; settle the registry; never raise."""
+        self.wait_started()
         self.stop_heartbeat()
         started = time.monotonic()
         try:
@@ -145,7 +173,7 @@ class PruneSession:
 
     def _finish(self) -> None:
         if self.scope == "session" and self.baseline is None:
-            self._fail(reporting.NO_BASELINE, f"{self.problem}; nothing pruned")
+            self._fail(reporting.NO_BASELINE, f"WARNING {self.problem}; nothing pruned")
             return
         if self.dry_run:  # deletes nothing: no need to keep a real prune waiting
             self._prune_all()
@@ -160,6 +188,32 @@ class PruneSession:
             self._prune_all()
         finally:
             lock.release()
+        self._hand_over(lock)
+
+    def _hand_over(self, lock: PruneLock) -> None:
+        """After letting the lock go, look once more for work handed to this session.
+
+        A session may mark itself finishing just after this one last looked, then find
+        the lock still held and defer. So: while anything is owed or someone is
+        finishing, take the lock again (never waiting: if another holds it, that one
+        sees what is owed) and sweep.
+        """
+        if self.registry is None or self.report is None:
+            return
+        if self.report.status != reporting.COMPLETED:
+            return
+        for _ in range(3):
+            others = self.registry.classify(None)
+            finishing = any(r.state == FINISHING for r in others.live)
+            owed = {r.id for r in others.owed()}
+            if not finishing and owed <= self._still_owed:
+                return  # nothing new: what is left waits for a live session to end
+            if not lock.acquire():
+                return
+            try:
+                self._sweep_owed()
+            finally:
+                lock.release()
 
     def _prune_all(self) -> None:
         if self.engine is None:
@@ -191,6 +245,7 @@ class PruneSession:
                 keep = _either(keep, self.protect)
             for record in others.owed():
                 self._sweep(record, keep, "died" if record in others.dead else "deferred")
+            self._still_owed = {r.id for r in self.registry.classify(None).owed()}
             if not any(r.state == FINISHING for r in others.live):
                 return
             time.sleep(0.05)

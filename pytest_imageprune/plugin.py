@@ -108,12 +108,18 @@ class ImagePrunePlugin:
         )
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
-        # Before xdist's own (trylast) session start spawns the workers.
-        self.session.start()
+        # Before xdist's own (trylast) session start spawns the workers. The engine's answer
+        # is awaited in a thread while pytest collects, and joined before any test runs.
+        self.session.start(background=True)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        self.session.wait_started()  # no test runs before the baseline is recorded
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         """xdist: hand the baseline to each worker, for the ``imageprune_baseline`` fixture."""
+        self.session.wait_started()
         if self.session.baseline is not None:
             node.workerinput[_BASELINE_KEY] = self.session.baseline.to_json()
 
@@ -124,13 +130,8 @@ class ImagePrunePlugin:
         dry = " (dry run)" if settings.dry_run else ""
         line = f"imageprune: at session end, prune {scope} matching {what}{dry}"
         line += f"; engine {getattr(state.engine, 'description', state.endpoint)}"
-        if state.baseline is not None:
-            line += f", baseline of {len(state.baseline.tags)} images"
-        lines = [line]
-        if state.problem is not None and settings.scope == "session":
-            # (In scope "all" the prune tries again at the end, and says so then.)
-            lines.append(f"imageprune: WARNING {state.problem}; nothing will be pruned")
-        return lines
+        # (Whether the engine answered is known later: the summary says.)
+        return [line]
 
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_sessionfinish(

@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -215,3 +216,25 @@ def private_dockerd() -> Iterator[PrivateDockerd]:
         daemon.stop()
         subprocess.run(["umount", "-R", f"{root}/data"], capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(path: Path) -> Iterator[None]:
+    """``path`` locked by another process (a ``filelock.FileLock``) until the block ends."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import filelock, time; lock = filelock.FileLock({str(path)!r}); lock.acquire();"
+            " print('held', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if holder.stdout is None or holder.stdout.readline().strip() != "held":
+            raise RuntimeError("the lock holder did not start")
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

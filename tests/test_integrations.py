@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import lock_held_elsewhere
 from tests.test_plugin_engine import ROOT, Namespace, ns, run, write_tests
 
 pytestmark = pytest.mark.engine
@@ -37,23 +38,8 @@ def test_github_actions_step_summary_and_warnings(
 
     # A held lock is a warning annotation on stdout.
     lock = pytester.path / "held.lock"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import filelock, time; l = filelock.FileLock({str(lock)!r}); l.acquire();"
-            " print('held', flush=True); time.sleep(600)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(lock):
         result = run(pytester, ns.scope, f"--prune-images-lock={lock}")
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.ret == 0
     result.stdout.fnmatch_lines(["::warning title=pytest-imageprune::*already running*"])
 
@@ -191,7 +177,7 @@ def test_tox_run_parallel_with_the_ini_recipe(pytester: pytest.Pytester, ns: Nam
         pytester, 'import os\n\ndef test_build():\n    make("env_" + os.environ["WHICH"])\n'
     )
     result = subprocess.run(
-        [*tox, "run-parallel", "--parallel-no-spinner", "-e", "a,b"],
+        [*tox, "run-parallel", "--parallel-live", "-e", "a,b"],
         cwd=pytester.path,
         capture_output=True,
         text=True,

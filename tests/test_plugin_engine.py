@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ import docker
 import docker.errors
 import pytest
 
-from tests.support import build, full_id
+from tests.support import build, full_id, lock_held_elsewhere
 
 pytestmark = pytest.mark.engine
 
@@ -263,24 +261,9 @@ def test_a_held_lock_deletes_nothing_and_does_not_wait(
     pytester: pytest.Pytester, ns: Namespace
 ) -> None:
     lock = pytester.path / "prune.lock"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import filelock, sys, time; l = filelock.FileLock({str(lock)!r}); l.acquire();"
-            " print('held', flush=True); time.sleep(600)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(lock):
         write_tests(pytester, 'def test_build():\n    make("kept")\n')
         result = run(pytester, ns.scope, f"--prune-images-lock={lock}")
-    finally:
-        holder.kill()
-        holder.wait()
     assert result.ret == 0
     result.stdout.fnmatch_lines(["*a prune operation is already running*nothing deleted*"])
     assert ns.exists(ns.built("kept")[-1])

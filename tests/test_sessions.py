@@ -11,8 +11,6 @@ import dataclasses
 import itertools
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ from pytest_imageprune.sessions import (
     within_lifetime,
 )
 from pytest_imageprune.simulate import SimulatedEngine
+from tests.support import lock_held_elsewhere
 
 
 def record(baseline_ids: set[str], **kw: object) -> SessionRecord:
@@ -81,19 +80,7 @@ def test_registry_tells_live_dead_and_deferred_apart(tmp_path: Path) -> None:
     # Live: another process holds its .alive lock.
     live = record(set())
     alive_file = tmp_path / "reg" / f"{live.id}.alive"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import filelock, time; l = filelock.FileLock({str(alive_file)!r}); l.acquire();"
-            " print('held', flush=True); time.sleep(600)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(alive_file):
         registry.write(live)
         # Dead: a running record whose .alive lock nobody holds.
         dead = record(set())
@@ -103,9 +90,6 @@ def test_registry_tells_live_dead_and_deferred_apart(tmp_path: Path) -> None:
         (tmp_path / "reg" / "garbage.json").write_text("{not json")
 
         others = Registry(tmp_path / "reg").classify(own.id)
-    finally:
-        holder.kill()
-        holder.wait()
     assert [r.id for r in others.live] == [live.id]
     assert [r.id for r in others.dead] == [dead.id]
     assert [r.id for r in others.deferred] == [deferred.id]
