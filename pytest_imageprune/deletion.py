@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from pytest_imageprune.engine import Engine, EngineError, ImageConflict, ImageGone, Record
 from pytest_imageprune.errors import EngineUnavailable
 from pytest_imageprune.images import Snapshot
-from pytest_imageprune.report import CANCELLED, DEADLINE, ENGINE_LOST, PruneReport, Skipped
+from pytest_imageprune.report import (
+    CANCELLED,
+    DEADLINE,
+    ENGINE_LOST,
+    FAILED,
+    PruneReport,
+    Skipped,
+)
 
 #: Requests in flight at once, by default: see benchmarks/bench_prune.py for the figures.
 DEFAULT_CONCURRENCY = 4
@@ -52,12 +59,15 @@ def delete_candidates(
     progress: Progress | None = None,
 ) -> None:
     """Delete ``candidates`` in ``report``; stop early on Ctrl-C, a deadline, a lost engine."""
+    if not candidates:
+        return
     # Podman's delete answers name no layers; it counts each deleted image's whole Size.
-    by_image = report.dry_run or not getattr(engine, "lists_layers", True)
+    by_image = report.dry_run or not _lists_layers(engine)
     space = SpaceCounter(snapshot, estimate=by_image, whole=not report.dry_run)
     outcomes = [Outcome() for _ in candidates]
     groups = _by_chain(snapshot, candidates)
-    engines = engine.spawn(max(1, min(concurrency, len(groups))))
+    spawn = getattr(engine, "spawn", None)
+    engines = spawn(max(1, min(concurrency, len(groups)))) if spawn is not None else [engine]
     run = _Run(
         snapshot, candidates, outcomes=outcomes, space=space, deadline=deadline, progress=progress
     )
@@ -73,13 +83,23 @@ def delete_candidates(
                 except KeyboardInterrupt:
                     run.stop(CANCELLED)
                     wait(futures)  # each has at most one request left to finish
-                for future in futures:
-                    future.result()
     except KeyboardInterrupt:
         run.stop(CANCELLED)
     finally:
         for e in engines[1:]:
             e.close()
+        _merge(report, snapshot, outcomes, run)
+
+
+def _lists_layers(engine: Engine) -> bool:
+    try:
+        return bool(getattr(engine, "lists_layers", True))
+    except (EngineError, ImageGone, ImageConflict, ValueError):
+        return True
+
+
+def _merge(report: PruneReport, snapshot: Snapshot, outcomes: list[Outcome], run: _Run) -> None:
+    """The outcomes into the report, in the serial order, whichever connection did them."""
     for outcome in outcomes:  # in the serial order, whichever connection did the work
         report.images_deleted.extend(outcome.records)
         report.deleted_ids.extend(
@@ -142,6 +162,9 @@ class _Run:
                 except EngineUnavailable as exc:
                     self.stop(ENGINE_LOST, str(exc))
                     return
+                except Exception as exc:  # a malformed answer: stop, and report the rest
+                    self.stop(FAILED, f"{type(exc).__name__}: {exc}")
+                    return
                 if outcome.stopped is not None:
                     self.stop(outcome.stopped)
                     return
@@ -178,8 +201,10 @@ class _Run:
         with self._lock:
             self._done += 1
             self._bytes += space
-            done, total, size = self._done, len(self.candidates), self._bytes
-        self.progress(done, total, size)
+            try:
+                self.progress(self._done, len(self.candidates), self._bytes)
+            except Exception:  # a progress line is never worth a prune
+                self.progress = None
 
 
 def _by_chain(snapshot: Snapshot, candidates: Sequence[str]) -> list[list[int]]:

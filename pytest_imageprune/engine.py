@@ -129,8 +129,14 @@ class DockerEngine:
             return self._client
 
     def spawn(self, count: int) -> list[Engine]:
-        """``count`` engines on connections of their own, for requests in flight together."""
+        """``count`` engines on connections of their own, for requests in flight together.
+
+        An engine made from a client it was given (its TLS and address are that client's)
+        spawns none: requests then go one at a time.
+        """
         engines: list[Engine] = [self]
+        if self._http is None and self._connect is None:
+            return engines
         for _ in range(count - 1):
             twin = DockerEngine(None, self.endpoint, connect=self._twin)
             if self._http is None:
@@ -139,14 +145,9 @@ class DockerEngine:
         return engines
 
     def _twin(self) -> docker.APIClient:
-        if self._connect is not None:
-            return self._connect()
-        import docker
-
-        base = self.client
-        return docker.APIClient(
-            base_url=self.endpoint, version=base.api_version, timeout=base.timeout
-        )
+        if self._connect is None:
+            raise EngineUnavailable(self.endpoint, "no client")
+        return self._connect()
 
     def snapshot(self) -> Snapshot:
         taken_ns = time.time_ns()
@@ -232,7 +233,7 @@ def _quote(target: str) -> str:
 class _UnixHTTP:
     """HTTP/1.1 with JSON over one kept-alive unix socket connection; errors mapped once."""
 
-    def __init__(self, endpoint: str, path: str, timeout: float = 60.0) -> None:
+    def __init__(self, endpoint: str, path: str, timeout: float = 300.0) -> None:
         self.endpoint = endpoint
         self.path = path
         self.timeout = timeout
@@ -250,15 +251,23 @@ class _UnixHTTP:
             body = response.read()
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
             self.close()
-            if reused:  # the engine closed an idle connection: once more, on a new one
+            # The engine closed an idle connection: read again on a new one. Never a
+            # DELETE: it may have been carried out before the connection broke.
+            if reused and method == "GET":
                 return self.call(method, url)
             raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
+        except BaseException:  # Ctrl-C mid-request: the connection is half used
+            self.close()
+            raise
         if response.status >= 400:
             raise _status_error(response.status, body)
-        return json.loads(body) if body else None
+        try:
+            return json.loads(body) if body else None
+        except ValueError as exc:
+            raise EngineError(f"{response.status}: {method} {url}: not JSON: {exc}") from exc
 
     def _open(self) -> Any:
         import http.client

@@ -26,6 +26,7 @@ from pytest_imageprune.selection import KeepRule
 from pytest_imageprune.sessions import (
     FINISHING,
     HEARTBEAT_NS,
+    Others,
     Registry,
     SessionRecord,
     is_live_reason,
@@ -93,7 +94,9 @@ class PruneSession:
                 self.problem = str(exc)
                 return
         if background:
-            self._starter = threading.Thread(target=self._start, name="imageprune-baseline")
+            self._starter = threading.Thread(
+                target=self._start, name="imageprune-baseline", daemon=True
+            )
             self._starter.start()
         else:
             self._start()
@@ -152,10 +155,10 @@ class PruneSession:
     # -- finish --------------------------------------------------------------------------
     def finish(self) -> None:
         """Prune under the lock; settle the registry; never raise."""
-        self.wait_started()
-        self.stop_heartbeat()
         started = time.monotonic()
         try:
+            self.wait_started()
+            self.stop_heartbeat()
             self._finish()
         except KeyboardInterrupt:
             self.lines.append("imageprune: interrupted before deleting anything")
@@ -203,12 +206,14 @@ class PruneSession:
         if self.report.status != reporting.COMPLETED:
             return
         for _ in range(3):
-            others = self.registry.classify(None)
+            others = self._others()
             finishing = any(r.state == FINISHING for r in others.live)
             owed = {r.id for r in others.owed()}
             if not finishing and owed <= self._still_owed:
+                self.registry.release_taken()
                 return  # nothing new: what is left waits for a live session to end
             if not lock.acquire():
+                self.registry.release_taken()  # the holder sweeps the dead, not us
                 return
             try:
                 self._sweep_owed()
@@ -217,7 +222,11 @@ class PruneSession:
 
     def _prune_all(self) -> None:
         if self.engine is None:
-            self.engine = DockerEngine.from_env()
+            try:
+                self.engine = DockerEngine.from_env()
+            except EngineUnavailable as exc:
+                self._fail(reporting.UNREACHABLE, f"WARNING {exc}; nothing pruned")
+                return
         others = self.registry.classify(self.record.id) if self.registry and self.record else None
         keep_live = protect_live(others.live if others else [])
         if self.protect is not None:
@@ -239,43 +248,64 @@ class PruneSession:
         if self.registry is None:
             return
         for _ in range(_SETTLE_ROUNDS):
-            others = self.registry.classify(None)
+            others = self._others()
             keep = protect_live(others.live)
             if self.protect is not None:
                 keep = _either(keep, self.protect)
             for record in others.owed():
-                self._sweep(record, keep, "died" if record in others.dead else "deferred")
-            self._still_owed = {r.id for r in self.registry.classify(None).owed()}
+                state = "died" if record in others.dead else "deferred"
+                if not self._sweep(record, keep, state):
+                    return  # cancelled, or the engine is gone: the next session goes on
+            self._still_owed = {r.id for r in self._others().owed()}
             if not any(r.state == FINISHING for r in others.live):
                 return
             time.sleep(0.05)
 
-    def _sweep(self, record: SessionRecord, keep_live: KeepRule, state: str) -> None:
-        """Finish a dead or deferred session's prune, with its filters, over its lifetime."""
+    def _others(self) -> Others:
+        """Every other record, this session's own included once it is deferred."""
         if self.registry is None:
-            return
+            return Others()
+        others = self.registry.classify(None)
+        own = self.record.id if self.record is not None else None
+        others.live = [r for r in others.live if r.id != own]  # never wait for oneself
+        return others
+
+    def _sweep(self, record: SessionRecord, keep_live: KeepRule, state: str) -> bool:
+        """Finish a dead or deferred session's prune, with its filters, over its lifetime.
+
+        False when sweeping should stop here (Ctrl-C, the engine lost, a failure).
+        """
+        if self.registry is None:
+            return False
         try:
             filters = Filters.from_mapping(record.filters)
         except FilterError:
             self.registry.settle(record, done=True, end_ns=record.death_ns)
-            return
+            return True
         baseline = record.baseline if record.scope == "session" else None
-        report = self._prune(filters, baseline, within_lifetime(record, keep_live))
-        self.registry.settle(record, done=_done(report), end_ns=record.death_ns)
-        if not report.deleted_ids and not report.untagged and _done(report) is False:
-            return  # still owed to a live session: nothing to say yet
-        self.swept.append(Swept(record, state, report))
-        if self.record is not None and record.id == self.record.id:
-            who = "this session's own deferred prune"
-        else:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_ns / 1e9))
-            who = f"the prune of a session that {state} ({record.describe()}, started {when})"
-        self.lines.append(f"imageprune: finished {who}: {reporting.summary_line(report)}")
+        try:
+            report = self._prune(filters, baseline, within_lifetime(record, keep_live))
+            self.registry.settle(record, done=_done(report), end_ns=record.death_ns)
+        except Exception as exc:  # one session's leftovers never cost this one its report
+            self.lines.append(
+                f"imageprune: WARNING could not finish the prune of {record.describe()}: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            return False
+        if report.deleted_ids or report.untagged or _done(report):
+            self.swept.append(Swept(record, state, report))
+            if self.record is not None and record.id == self.record.id:
+                who = "this session's own deferred prune"
+            else:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_ns / 1e9))
+                who = f"the prune of a session that {state} ({record.describe()}, started {when})"
+            self.lines.append(f"imageprune: finished {who}: {reporting.summary_line(report)}")
+        return report.status == reporting.COMPLETED
 
     def _prune(self, filters: Filters, baseline: Baseline | None, keep: KeepRule) -> PruneReport:
-        engine = self.engine or DockerEngine.from_env()
-        self.engine = engine
         try:
+            engine = self.engine or DockerEngine.from_env()
+            self.engine = engine
             report = prune_images(
                 filters,
                 engine=engine,
@@ -319,7 +349,11 @@ class PruneSession:
             self.lines.append(f"imageprune: WARNING could not update the session registry: {exc}")
 
     def _fail(self, status: str, message: str) -> None:
+        """Say what went wrong; a report of deletions already made is kept, not replaced."""
         self.lines.append(f"imageprune: {message}")
+        if self.report is not None and self.report.status in RAN:
+            self.report.errors.append({"error": message})
+            return
         self.report = self._failed_report(self.filters, status, message)
 
     def _failed_report(self, filters: Filters, status: str, message: str) -> PruneReport:

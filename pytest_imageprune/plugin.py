@@ -179,11 +179,14 @@ class ImagePrunePlugin:
         if path is not None:
             try:
                 report.write_json(path, sessions=sessions)
-            except OSError as exc:
+            except Exception as exc:  # a report is never worth the verdict
                 state.lines.append(
                     f"imageprune: WARNING could not write the report to {path}: {exc}"
                 )
-        self._github(report, sessions)
+        try:
+            self._github(report, sessions)
+        except Exception as exc:
+            state.lines.append(f"imageprune: WARNING GitHub output failed: {exc}")
         try:
             self.config.hook.pytest_imageprune_report(report=report)
         except Exception as exc:  # another plugin's hook: never the verdict
@@ -220,6 +223,8 @@ class _ProgressLine:
         now = time.monotonic()
         if now - self.last < 0.1 and done != total:
             return
+        if self.config.pluginmanager.get_plugin("terminalreporter") is None:
+            return
         writer = self.config.get_terminal_writer()
         if not writer.hasmarkup or self.config.get_verbosity() < 0:
             return
@@ -233,7 +238,7 @@ class _ProgressLine:
         writer.write(f"\r{text}\x1b[K", flush=True)
 
     def clear(self) -> None:
-        if self.shown:
+        if self.shown and self.config.pluginmanager.get_plugin("terminalreporter") is not None:
             writer = self.config.get_terminal_writer()
             writer.write("\r\x1b[K", flush=True)
             self.shown = False

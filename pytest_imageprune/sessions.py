@@ -173,7 +173,8 @@ class Registry:
     def register(self, record: SessionRecord) -> None:
         """Hold the record's ``.alive`` lock, then write the record."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        alive = FileLock(str(self._alive_path(record.id)), mode=0o666)
+        # Taken in one thread and let go in another: not thread-local.
+        alive = FileLock(str(self._alive_path(record.id)), mode=0o666, thread_local=False)
         alive.acquire(timeout=0)
         self._alive = alive
         self.write(record)
@@ -244,6 +245,11 @@ class Registry:
         record = replace(record, heartbeat_ns=now_ns)
         self.write(record)
         return record
+
+    def release_taken(self) -> None:
+        """Let go of the dead sessions' locks taken by ``classify``: another may sweep them."""
+        for record_id in list(self._taken):
+            self._release(record_id)
 
     def close(self) -> None:
         """Let go of every lock this process holds in the registry."""

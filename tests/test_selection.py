@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_imageprune.deletion import SpaceCounter, _chain_ids
-from pytest_imageprune.engine import EngineError, ImageConflict, Record
+from pytest_imageprune.engine import Engine, EngineError, ImageConflict, Record
 from pytest_imageprune.errors import EngineUnavailable
 from pytest_imageprune.filters import parse_filters
 from pytest_imageprune.images import (
@@ -467,3 +467,21 @@ def test_an_image_already_gone_is_fine() -> None:
     assert report.deleted_ids == ["a", "c"]
     assert report.errors == []
     assert report.skipped == []
+
+
+def test_a_malformed_answer_in_a_worker_keeps_what_was_done() -> None:
+    """Two connections; one gets nonsense: the other's deletions are still reported."""
+
+    class _Twins(_FaultyEngine):
+        def spawn(self, count: int) -> list[Engine]:
+            twins: list[Engine] = [self, self]
+            return twins[:count]
+
+    snapshot = Snapshot.of([img("a"), img("b"), img("c")])
+    serial = prune_images([], engine=_FaultyEngine(snapshot, {"b": ValueError("not JSON")}))
+    assert serial.status == "failed"
+    assert serial.deleted_ids == ["a"]  # done before the failure: reported
+    assert any("not JSON" in e.get("error", "") for e in serial.errors)
+    twins = prune_images([], engine=_Twins(snapshot, {"b": ValueError("x")}), concurrency=2)
+    assert twins.status == "failed"
+    assert set(twins.deleted_ids) <= {"a", "c"}
