@@ -139,6 +139,8 @@ class PrivateDockerd:
 
     root: Path
     process: subprocess.Popen[bytes] | None = None
+    #: Also listen here (``tcp://127.0.0.1:PORT``, loopback only), if set.
+    tcp: str | None = None
 
     @property
     def socket(self) -> str:
@@ -159,6 +161,7 @@ class PrivateDockerd:
                 "--bridge=none",
                 "--iptables=false",
                 "--ip-masq=false",
+                *([f"--host={self.tcp}"] if self.tcp else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -200,7 +203,7 @@ class PrivateDockerd:
 
 
 @contextlib.contextmanager
-def private_dockerd() -> Iterator[PrivateDockerd]:
+def private_dockerd(tcp: str | None = None) -> Iterator[PrivateDockerd]:
     """Start a private dockerd (root and ``dockerd`` needed), stop and remove it afterwards."""
     if shutil.which("dockerd") is None:
         engine_missing("no dockerd binary for a private engine")
@@ -208,7 +211,7 @@ def private_dockerd() -> Iterator[PrivateDockerd]:
         engine_missing("a private dockerd needs root")
     # Short path: unix socket paths are limited to about 100 bytes.
     root = Path(tempfile.mkdtemp(prefix="ipd-", dir="/tmp"))
-    daemon = PrivateDockerd(root)
+    daemon = PrivateDockerd(root, tcp=tcp)
     try:
         daemon.start()
         yield daemon

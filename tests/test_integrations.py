@@ -188,3 +188,38 @@ def test_tox_run_parallel_with_the_ini_recipe(pytester: pytest.Pytester, ns: Nam
     assert result.returncode == 0, output
     assert not ns.exists(ns.built("env_a")[-1]), output
     assert not ns.exists(ns.built("env_b")[-1]), output
+
+
+@pytest.mark.private_engine
+def test_a_tcp_engine_named_by_docker_host(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``DOCKER_HOST=tcp://...``: the Docker SDK path, on a private dockerd on loopback."""
+    import socket
+
+    from tests.support import connect, private_dockerd
+    from tests.test_plugin_engine import INNER
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    host = f"tcp://127.0.0.1:{port}"
+    out = pytester.path / "built"
+    out.mkdir()
+    with private_dockerd(tcp=host):
+        monkeypatch.setenv("DOCKER_HOST", host)
+        monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
+        monkeypatch.setenv("IMAGEPRUNE_TEST_NS", "tcp")
+        monkeypatch.setenv("IMAGEPRUNE_TEST_OUT", str(out))
+        monkeypatch.setenv("PYTHONPATH", str(ROOT))
+        pytester.makepyfile(inner=INNER)
+        write_tests(pytester, 'def test_build():\n    make("over_tcp")\n')
+        result = run(pytester, "--prune-images=label=itest=tcp", "-v")
+        assert result.ret == 0, result.stdout.str()
+        result.stdout.fnmatch_lines([f"imageprune: at session end*; engine {host} (DOCKER_HOST)*"])
+        result.stdout.fnmatch_lines(["imageprune: deleted 2 images*"])
+        client = connect(host)
+        try:
+            assert client.images(all=True, filters={"label": "itest=tcp"}) == []
+        finally:
+            client.close()
