@@ -7,7 +7,9 @@ the classic builder, which records real parent and child images.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -46,16 +48,9 @@ def connect(base_url: str | None = None) -> docker.APIClient:
 
 def build_context(dockerfile: str, files: dict[str, bytes] | None = None) -> io.BytesIO:
     """A tar build context in memory, with fixed metadata so equal inputs give equal layers."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in {"Dockerfile": dockerfile.encode(), **(files or {})}.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 1_600_000_000
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(data))
-    buffer.seek(0)
-    return buffer
+    return io.BytesIO(
+        _tar({"Dockerfile": dockerfile.encode(), **(files or {})}, mtime=1_600_000_000)
+    )
 
 
 def build(
@@ -241,3 +236,55 @@ def lock_held_elsewhere(path: Path) -> Iterator[None]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def layer_tar(files: dict[str, bytes]) -> bytes:
+    """A layer: a tar of ``files``, with fixed metadata so equal inputs give equal layers."""
+    return _tar(files, mtime=1_600_000_000)
+
+
+def image_archive(images: Sequence[tuple[str | None, dict[str, str], Sequence[bytes]]]) -> bytes:
+    """A ``docker save`` archive: for each image, its tag (or None), labels and layer tars.
+
+    ``docker load`` makes images without parent links from it, as pulled or BuildKit images
+    are, in seconds and without a registry.
+    """
+    blobs: dict[str, bytes] = {}
+    manifest = []
+    for tag, labels, layers in images:
+        names = []
+        for layer in layers:
+            digest = hashlib.sha256(layer).hexdigest()
+            blobs[f"{digest}/layer.tar"] = layer
+            names.append(f"{digest}/layer.tar")
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "created": "2024-01-01T00:00:00Z",
+                "config": {"Labels": labels},
+                "rootfs": {
+                    "type": "layers",
+                    "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers],
+                },
+                "history": [{"created": "2024-01-01T00:00:00Z"} for _ in layers],
+            }
+        ).encode()
+        config_name = hashlib.sha256(config).hexdigest() + ".json"
+        blobs[config_name] = config
+        manifest.append(
+            {"Config": config_name, "RepoTags": [tag] if tag else None, "Layers": names}
+        )
+    blobs["manifest.json"] = json.dumps(manifest).encode()
+    return _tar(blobs)
+
+
+def _tar(files: dict[str, bytes], mtime: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = mtime
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

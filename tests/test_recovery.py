@@ -7,14 +7,11 @@ test_plugin_engine.py), so the engine may hold other images.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -22,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PrivateDockerd, connect, private_dockerd
+from tests.support import PrivateDockerd, connect, image_archive, layer_tar, private_dockerd
 from tests.test_plugin_engine import Namespace, ns, run, write_tests
 
 pytestmark = pytest.mark.engine
@@ -161,37 +158,9 @@ def test_sigint_during_the_tests_still_prunes(pytester: pytest.Pytester, ns: Nam
 
 # -- the engine dies during a prune ----------------------------------------------------------
 def _many_images_archive(count: int, label: str) -> bytes:
-    """A ``docker save`` archive of ``count`` untagged images sharing one tiny layer."""
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tar:
-        info = tarfile.TarInfo("f")
-        info.size = 1
-        tar.addfile(info, io.BytesIO(b"x"))
-    layer_bytes = layer.getvalue()
-    diff_id = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
-    blobs = {"layer.tar": layer_bytes}
-    manifest = []
-    for n in range(count):
-        config = json.dumps(
-            {
-                "architecture": "amd64",
-                "os": "linux",
-                "created": "2024-01-01T00:00:00Z",
-                "config": {"Labels": {"itest": label, "n": str(n)}},
-                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            }
-        ).encode()
-        name = hashlib.sha256(config).hexdigest() + ".json"
-        blobs[name] = config
-        manifest.append({"Config": name, "RepoTags": None, "Layers": ["layer.tar"]})
-    blobs["manifest.json"] = json.dumps(manifest).encode()
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in blobs.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+    """``count`` untagged images sharing one tiny layer: loaded in seconds."""
+    layer = layer_tar({"f": b"x"})
+    return image_archive([(None, {"itest": label, "n": str(n)}, [layer]) for n in range(count)])
 
 
 @pytest.fixture
