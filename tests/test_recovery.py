@@ -140,6 +140,11 @@ def test_a_session_killed_with_sigkill_is_swept_by_the_next(
 
 
 def test_sigint_during_the_tests_still_prunes(pytester: pytest.Pytester, ns: Namespace) -> None:
+    # A background job (as CI may start this suite) inherits SIGINT ignored, and Python
+    # keeps it so: the session takes Ctrl-C as a terminal would give it.
+    pytester.makeconftest(
+        "import signal\n\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    )
     pytester.makepyfile(
         test_wait="from inner import make\nfrom pathlib import Path\nimport time\n\n"
         "def test_build_and_wait():\n"
