@@ -15,6 +15,7 @@ The N images are loaded from an archive made here and removed at the end.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import time
@@ -91,6 +92,7 @@ def main() -> None:
     finally:
         engine.close()
         remove_labelled(api, label)
+        shutil.rmtree(project, ignore_errors=True)
 
 
 if __name__ == "__main__":

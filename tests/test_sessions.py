@@ -197,19 +197,20 @@ class Sessions(RuleBasedStateMachine):
         assert "preexisting" in self.engine.refs
 
     def teardown(self) -> None:
-        # Everyone finishes; then one more session, which finds no one alive, sweeps.
-        for session in list(self.live.values()):
-            session.finish()
-        self.live.clear()
-        last = self._session("a")
-        last.start()
-        last.finish()
-        leftovers = [
-            i for i in self.engine.refs if i in self.creator and self.engine.snapshot().is_head(i)
-        ]
-        assert leftovers == [], (leftovers, last.lines)
-        assert list(self.root.glob("prune.lock.sessions/*.json")) == []
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            # Everyone finishes; then one more session, which finds no one alive, sweeps.
+            for session in list(self.live.values()):
+                session.finish()
+            self.live.clear()
+            last = self._session("a")
+            last.start()
+            last.finish()
+            heads = self.engine.snapshot()
+            leftovers = [i for i in self.engine.refs if i in self.creator and heads.is_head(i)]
+            assert leftovers == [], (leftovers, last.lines)
+            assert list(self.root.glob("prune.lock.sessions/*.json")) == []
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 Sessions.TestCase.settings = settings(
