@@ -76,8 +76,9 @@ class PruneSession:
     _beat: threading.Event = field(default_factory=threading.Event)
     _beater: threading.Thread | None = None
     _starter: threading.Thread | None = None
-    #: Records still owed after this session's last sweep (waiting for a live session).
-    _still_owed: set[str] = field(default_factory=set)
+    #: The records this session swept, each with the live sessions it swept it under:
+    #: sweeping it again makes sense only once that set has changed.
+    _swept_under: dict[str, frozenset[str]] = field(default_factory=dict)
 
     # -- start ---------------------------------------------------------------------------
     def start(self, *, background: bool = False) -> None:
@@ -208,8 +209,9 @@ class PruneSession:
         for _ in range(3):
             others = self._others()
             finishing = any(r.state == FINISHING for r in others.live)
-            owed = {r.id for r in others.owed()}
-            if not finishing and owed <= self._still_owed:
+            live = frozenset(r.id for r in others.live)
+            todo = [r for r in others.owed() if self._swept_under.get(r.id) != live]
+            if not finishing and not todo:
                 self.registry.release_taken()
                 return  # nothing new: what is left waits for a live session to end
             if not lock.acquire():
@@ -249,14 +251,18 @@ class PruneSession:
             return
         for _ in range(_SETTLE_ROUNDS):
             others = self._others()
-            keep = protect_live(others.live)
-            if self.protect is not None:
-                keep = _either(keep, self.protect)
-            for record in others.owed():
-                state = "died" if record in others.dead else "deferred"
-                if not self._sweep(record, keep, state):
-                    return  # cancelled, or the engine is gone: the next session goes on
-            self._still_owed = {r.id for r in self._others().owed()}
+            live = frozenset(r.id for r in others.live)
+            todo = [r for r in others.owed() if self._swept_under.get(r.id) != live]
+            if todo:
+                keep = protect_live(others.live)
+                if self.protect is not None:
+                    keep = _either(keep, self.protect)
+                for record in todo:
+                    state = "died" if record in others.dead else "deferred"
+                    if not self._sweep(record, keep, state):
+                        return  # cancelled, or the engine is gone: the next session goes on
+                    self._swept_under[record.id] = live
+                continue  # sweeping took a while: someone may have deferred meanwhile
             if not any(r.state == FINISHING for r in others.live):
                 return
             time.sleep(0.05)

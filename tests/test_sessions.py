@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -322,3 +323,41 @@ def test_sessions_finishing_together_leave_nothing(tmp_path: Path) -> None:
     assert b.report.status == "locked"
     assert set(engine.refs) == set(), (a.lines, b.lines)
     assert any("finished the prune of a session that deferred" in line for line in a.lines)
+
+
+def test_a_session_deferring_while_the_holder_sweeps_is_swept_too(tmp_path: Path) -> None:
+    """Y defers to X just after X looked at the registry, while X still holds the lock."""
+    engine = GrowingEngine(Snapshot.of([]))
+
+    def session() -> PruneSession:
+        s = PruneSession(parse_filters(["label=s=a"]), lock_path=tmp_path / "l", engine=engine)
+        s.start()
+        return s
+
+    x, y = session(), session()
+    for name in ("built-by-x", "built-by-y"):
+        engine.add(
+            Image(
+                name,
+                labels={"s": "a"},
+                created_s=time.time_ns() // NANOS,
+                created_ns=time.time_ns(),
+                has_config=True,
+            )
+        )
+    sweep = x._sweep
+    calls: list[int] = []
+
+    def sweep_then_y_finishes(*args: Any) -> bool:
+        result = sweep(*args)
+        if not calls:
+            calls.append(1)
+            y.finish()  # Y finds the lock held by X, and defers to it
+        return result
+
+    x._sweep = sweep_then_y_finishes  # type: ignore[method-assign,assignment]
+    x.finish()
+    assert y.report is not None
+    assert y.report.status == "locked"
+    assert calls == [1]
+    assert set(engine.refs) == set(), (x.lines, y.lines)
