@@ -292,24 +292,7 @@ def test_sessions_finishing_together_leave_nothing(tmp_path: Path) -> None:
     """B finds the lock held by A and defers to it; A, holding it, waits and sweeps B's."""
     import threading
 
-    engine = GrowingEngine(Snapshot.of([]))
-
-    def session() -> PruneSession:
-        s = PruneSession(parse_filters(["label=s=a"]), lock_path=tmp_path / "l", engine=engine)
-        s.start()
-        return s
-
-    a, b = session(), session()
-    for name in ("built-by-a", "built-by-b"):
-        engine.add(
-            Image(
-                name,
-                labels={"s": "a"},
-                created_s=time.time_ns() // NANOS,
-                created_ns=time.time_ns(),
-                has_config=True,
-            )
-        )
+    engine, (a, b) = _two_sessions_that_built(tmp_path)
     b._mark_finishing()  # b is about to take the lock...
     holder = threading.Thread(target=a.finish)
     holder.start()  # ...but a takes it first, and protects what b may have built
@@ -327,24 +310,7 @@ def test_sessions_finishing_together_leave_nothing(tmp_path: Path) -> None:
 
 def test_a_session_deferring_while_the_holder_sweeps_is_swept_too(tmp_path: Path) -> None:
     """Y defers to X just after X looked at the registry, while X still holds the lock."""
-    engine = GrowingEngine(Snapshot.of([]))
-
-    def session() -> PruneSession:
-        s = PruneSession(parse_filters(["label=s=a"]), lock_path=tmp_path / "l", engine=engine)
-        s.start()
-        return s
-
-    x, y = session(), session()
-    for name in ("built-by-x", "built-by-y"):
-        engine.add(
-            Image(
-                name,
-                labels={"s": "a"},
-                created_s=time.time_ns() // NANOS,
-                created_ns=time.time_ns(),
-                has_config=True,
-            )
-        )
+    engine, (x, y) = _two_sessions_that_built(tmp_path)
     sweep = x._sweep
     calls: list[int] = []
 
@@ -361,3 +327,21 @@ def test_a_session_deferring_while_the_holder_sweeps_is_swept_too(tmp_path: Path
     assert y.report.status == "locked"
     assert calls == [1]
     assert set(engine.refs) == set(), (x.lines, y.lines)
+
+
+def _two_sessions_that_built(tmp_path: Path) -> tuple[GrowingEngine, tuple[PruneSession, ...]]:
+    """Two live sessions on one fake engine, each having built one image of label s=a."""
+    engine = GrowingEngine(Snapshot.of([]))
+    sessions = []
+    for _ in range(2):
+        session = PruneSession(
+            parse_filters(["label=s=a"]), lock_path=tmp_path / "l", engine=engine
+        )
+        session.start()
+        sessions.append(session)
+    for name in ("built-by-first", "built-by-second"):
+        now = time.time_ns()
+        engine.add(
+            Image(name, labels={"s": "a"}, created_s=now // NANOS, created_ns=now, has_config=True)
+        )
+    return engine, tuple(sessions)
