@@ -7,6 +7,7 @@ engine is ``EngineUnavailable``. Nothing else in the package knows about HTTP.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -18,6 +19,8 @@ from pytest_imageprune.images import Snapshot, full_id
 
 if TYPE_CHECKING:
     import docker
+
+    from pytest_imageprune._http import UnixConnection
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 
@@ -74,9 +77,9 @@ def endpoint_from_env(environ: Mapping[str, str] | None = None) -> str:
 class DockerEngine:
     """An ``Engine`` over HTTP: its own lean client on a unix socket, the SDK elsewhere.
 
-    On a unix socket (the usual case, CI included) the standard library's ``http.client``
-    keeps one connection alive and costs a fraction of a millisecond a request; the Docker
-    SDK would cost about 120 ms to import and a millisecond a request more. For tcp, TLS and
+    On a unix socket (the usual case, CI included) a lean HTTP/1.1 client (``_http``) keeps
+    one connection alive and costs a fraction of a millisecond a request; the Docker SDK
+    would cost about 120 ms to import and a millisecond a request more. For tcp, TLS and
     ssh endpoints the SDK's ``APIClient`` does the talking, imported on first use.
     """
 
@@ -231,70 +234,65 @@ def _quote(target: str) -> str:
 
 
 class _UnixHTTP:
-    """HTTP/1.1 with JSON over one kept-alive unix socket connection; errors mapped once."""
+    """JSON over one kept-alive unix socket connection (``_http``); errors mapped once."""
 
     def __init__(self, endpoint: str, path: str, timeout: float = 300.0) -> None:
         self.endpoint = endpoint
         self.path = path
         self.timeout = timeout
-        self._conn: Any = None
+        self._made: UnixConnection | None = None
+
+    @property
+    def _conn(self) -> UnixConnection:
+        if self._made is None:
+            from pytest_imageprune._http import UnixConnection
+
+            self._made = UnixConnection(self.path, self.timeout)
+        return self._made
 
     def call(self, method: str, url: str) -> Any:
-        import http.client
-        import json
+        self.send(method, url)
+        return self.receive(method, url)
 
-        reused = self._conn is not None
+    def send(self, method: str, url: str) -> None:
+        """Send a request whose answer ``receive`` reads, now or later."""
+        reused = self._conn.reused
         try:
-            conn = self._conn or self._open()
-            conn.request(method, url)
-            response = conn.getresponse()
-            body = response.read()
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-            self.close()
-            # The engine closed an idle connection: read again on a new one. Never a
+            self._conn.request(method, url)
+        except OSError as exc:
+            if reused and method == "GET":  # an idle connection the engine closed: once more
+                return self.send(method, url)
+            raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
+        return None
+
+    def receive(self, method: str, url: str) -> Any:
+        from pytest_imageprune._http import Closed
+
+        reused = self._conn.reused
+        try:
+            response = self._conn.response(method)
+        except (Closed, ConnectionResetError) as exc:
+            # The engine closed an idle connection: ask again on a new one. Never a
             # DELETE: it may have been carried out before the connection broke.
             if reused and method == "GET":
                 return self.call(method, url)
             raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
+        except OSError as exc:
             raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
-        except BaseException:  # Ctrl-C mid-request: the connection is half used
-            self.close()
-            raise
         if response.status >= 400:
-            raise _status_error(response.status, body)
+            raise _status_error(response.status, response.body)
         try:
-            return json.loads(body) if body else None
+            return json.loads(response.body) if response.body else None
         except ValueError as exc:
             raise EngineError(f"{response.status}: {method} {url}: not JSON: {exc}") from exc
 
-    def _open(self) -> Any:
-        import http.client
-        import socket
-
-        path, timeout = self.path, self.timeout
-
-        class Connection(http.client.HTTPConnection):
-            def connect(self) -> None:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(timeout)
-                sock.connect(path)
-                self.sock = sock
-
-        self._conn = Connection("localhost", timeout=timeout)
-        return self._conn
-
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._made is not None:
+            self._made.close()
 
 
 def _status_error(status: int, body: bytes) -> ImagePruneError:
     """404 is gone, 409 a conflict, anything else an engine error: as for the SDK."""
-    import json
-
     try:
         message = str(json.loads(body).get("message", ""))
     except (ValueError, AttributeError):

@@ -1,0 +1,147 @@
+"""HTTP/1.1 over one kept-alive unix socket, just what the Docker API needs.
+
+``http.client`` would do, but importing it costs about 40 ms here (it imports ``ssl`` and
+``email``), on the way to the first request of every session, and it parses each answer's
+headers with ``email``'s parser. The engine's API asks for little: requests without a body,
+answers with a ``Content-Length``, a chunked body, or a body that ends with the connection.
+``request`` and ``response`` are separate, so that a request can be sent early and its
+answer read later.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import BinaryIO
+
+#: A header line longer than this is not the engine talking.
+_MAX_LINE = 65536
+
+
+class ProtocolError(OSError):
+    """The peer's answer is not HTTP/1.1 as this module reads it."""
+
+
+class Closed(ConnectionError):
+    """The connection was closed before an answer began: on a reused one, the engine
+    closed it while it was idle."""
+
+
+class Response:
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
+        self.body = body
+
+
+class UnixConnection:
+    """One connection; ``OSError`` (with ``Closed`` and ``ProtocolError``) on any failure,
+    after which the connection is closed and the next request opens a new one."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._file: BinaryIO | None = None
+        #: Whether the open connection has carried an answer before.
+        self.reused = False
+
+    def request(self, method: str, url: str) -> None:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self.timeout)
+                sock.connect(self.path)
+            except BaseException:
+                sock.close()
+                raise
+            self._sock, self._file, self.reused = sock, sock.makefile("rb"), False
+        head = f"{method} {url} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\n\r\n"
+        try:
+            self._sock.sendall(head.encode("ascii"))
+        except BaseException:
+            self.close()
+            raise
+
+    def response(self, method: str = "GET") -> Response:
+        if self._file is None:
+            raise Closed("no request was sent")
+        try:
+            status, headers = self._head(self._file)
+            body = self._body(self._file, method, status, headers)
+        except BaseException:  # Ctrl-C mid-answer leaves the connection half read, too
+            self.close()
+            raise
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        else:
+            self.reused = True
+        return Response(status, body)
+
+    def close(self) -> None:
+        self.reused = False
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    @staticmethod
+    def _head(file: BinaryIO) -> tuple[int, dict[str, str]]:
+        line = file.readline(_MAX_LINE + 1)
+        if not line:
+            raise Closed("the engine closed the connection without answering")
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise ProtocolError(f"not an HTTP/1.1 status line: {line[:80]!r}")
+        status = int(parts[1])
+        headers: dict[str, str] = {}
+        while True:
+            line = file.readline(_MAX_LINE + 1)
+            if len(line) > _MAX_LINE:
+                raise ProtocolError("a header line is too long")
+            if line in (b"\r\n", b"\n"):
+                return status, headers
+            if not line:
+                raise ProtocolError("the connection ended in the headers")
+            name, sep, value = line.decode("latin-1").partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+
+    @staticmethod
+    def _body(file: BinaryIO, method: str, status: int, headers: dict[str, str]) -> bytes:
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            return b""
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return _chunked(file)
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise ProtocolError(f"a bad Content-Length: {length!r}")
+            return _exactly(file, int(length))
+        headers["connection"] = "close"  # the body ends with the connection
+        return file.read()
+
+
+def _exactly(file: BinaryIO, size: int) -> bytes:
+    data = file.read(size)
+    if len(data) != size:
+        raise ProtocolError(f"the connection ended {size - len(data)} bytes short of the body")
+    return data
+
+
+def _chunked(file: BinaryIO) -> bytes:
+    parts: list[bytes] = []
+    while True:
+        line = file.readline(_MAX_LINE + 1)
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise ProtocolError(f"a bad chunk size: {line[:80]!r}") from None
+        if size == 0:
+            while file.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(parts)
+        parts.append(_exactly(file, size))
+        if file.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n"):
+            raise ProtocolError("a chunk does not end with CRLF")
