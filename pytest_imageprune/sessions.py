@@ -184,7 +184,7 @@ class Registry:
         fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(record.to_json(), out)
+                out.write(json.dumps(record.to_json()))  # json.dump would encode in Python
             os.replace(temp, self._record_path(record.id))
         except BaseException:
             with contextlib.suppress(OSError):
