@@ -152,13 +152,19 @@ class DockerEngine:
             raise EngineUnavailable(self.endpoint, "no client")
         return self._connect()
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, meanwhile: Callable[[], object] | None = None) -> Snapshot:
+        """Every image and container; ``meanwhile`` runs while the engine lists the images."""
         taken_ns = time.time_ns()
         if self._http is not None:
-            images = self._http.call("GET", "/images/json?all=1")
+            self._http.send("GET", "/images/json?all=1")
+            if meanwhile is not None:
+                meanwhile()
+            images = self._http.receive("GET", "/images/json?all=1")
             containers = self._http.call("GET", "/containers/json?all=1")
         else:
             client = self.client
+            if meanwhile is not None:
+                meanwhile()
             with self._mapped():
                 images = client.images(all=True)
                 containers = client.containers(all=True)

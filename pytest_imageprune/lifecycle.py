@@ -12,35 +12,24 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytest_imageprune import report as reporting
-from pytest_imageprune.deletion import Progress
 from pytest_imageprune.engine import DockerEngine, Engine, endpoint_from_env
 from pytest_imageprune.errors import EngineUnavailable, FilterError
 from pytest_imageprune.filters import Filters
 from pytest_imageprune.images import Baseline, Image
-from pytest_imageprune.lock import ALREADY_RUNNING, PruneLock, default_lock_path
-from pytest_imageprune.prune import prune_images
-from pytest_imageprune.report import PruneReport
-from pytest_imageprune.selection import KeepRule
-from pytest_imageprune.sessions import (
-    FINISHING,
-    HEARTBEAT_NS,
-    Others,
-    Registry,
-    SessionRecord,
-    is_live_reason,
-    protect_live,
-    within_lifetime,
-)
+from pytest_imageprune.report import RAN
+
+if TYPE_CHECKING:
+    from pytest_imageprune.deletion import Progress
+    from pytest_imageprune.lock import PruneLock
+    from pytest_imageprune.report import PruneReport
+    from pytest_imageprune.selection import KeepRule
+    from pytest_imageprune.sessions import Others, Registry, SessionRecord
 
 #: How many times a lock holder looks again for sessions settling their work on it.
 _SETTLE_ROUNDS = 60
-
-#: Report statuses of a prune that ran, wholly or in part.
-RAN = frozenset(
-    {reporting.COMPLETED, reporting.CANCELLED, reporting.DEADLINE, reporting.ENGINE_LOST}
-)
 
 
 @dataclass
@@ -84,9 +73,9 @@ class PruneSession:
     def start(self, *, background: bool = False) -> None:
         """Record the baseline and register; on failure, note the problem and go on.
 
-        With ``background``, the work (mostly waiting for the engine to list its images)
-        runs in a thread while pytest collects; ``wait_started`` joins it, and must be
-        called before any test runs.
+        With ``background``, the engine lists its images in a thread while pytest goes on
+        configuring and collecting; ``wait_started`` joins it and registers the session,
+        and must be called before any test runs.
         """
         if self.engine is None:  # cheap: reads the docker CLI's config, contacts nothing
             try:
@@ -96,24 +85,29 @@ class PruneSession:
                 return
         if background:
             self._starter = threading.Thread(
-                target=self._start, name="imageprune-baseline", daemon=True
+                target=self._take_baseline, name="imageprune-baseline", daemon=True
             )
             self._starter.start()
         else:
-            self._start()
+            self._take_baseline()
+            self._register()
 
     def wait_started(self) -> None:
-        """The baseline is recorded (or has failed) once this returns."""
+        """The baseline is recorded and the session registered (or that failed) on return."""
         if self._starter is not None:
             self._starter.join()
             self._starter = None
+            self._register()
 
-    def _start(self) -> None:
+    def _take_baseline(self) -> None:
         if self.engine is None:
             return
         try:
             self.endpoint = self.engine.endpoint
-            snapshot = self.engine.snapshot()
+            if isinstance(self.engine, DockerEngine):
+                snapshot = self.engine.snapshot(meanwhile=_load_the_rest)
+            else:
+                snapshot = self.engine.snapshot()
         except EngineUnavailable as exc:
             self.problem = str(exc)
             return
@@ -121,8 +115,17 @@ class PruneSession:
             self.problem = f"Docker engine at {self.endpoint} failed: {type(exc).__name__}: {exc}"
             return
         self.baseline = Baseline.of(snapshot)
+
+    def _register(self) -> None:
+        from pytest_imageprune.sessions import Registry, SessionRecord
+
+        if self.baseline is None or self.registry is not None:
+            return
         self.record = SessionRecord.new(
-            self.baseline, self.filters.to_docker(), self.scope, snapshot.taken_ns or time.time_ns()
+            self.baseline,
+            self.filters.to_docker(),
+            self.scope,
+            self.baseline.taken_ns or time.time_ns(),
         )
         registry = Registry.beside(self._lock_path())
         try:
@@ -144,6 +147,8 @@ class PruneSession:
             self._beater = None
 
     def _heartbeat(self) -> None:
+        from pytest_imageprune.sessions import HEARTBEAT_NS
+
         while not self._beat.wait(HEARTBEAT_NS / 1e9):
             registry, record = self.registry, self.record
             if registry is None or record is None:
@@ -176,6 +181,8 @@ class PruneSession:
                 self.lines.insert(0, f"imageprune: {reporting.summary_line(self.report)}")
 
     def _finish(self) -> None:
+        from pytest_imageprune.lock import ALREADY_RUNNING, PruneLock
+
         if self.scope == "session" and self.baseline is None:
             self._fail(reporting.NO_BASELINE, f"WARNING {self.problem}; nothing pruned")
             return
@@ -202,6 +209,8 @@ class PruneSession:
         finishing, take the lock again (never waiting: if another holds it, that one
         sees what is owed) and sweep.
         """
+        from pytest_imageprune.sessions import FINISHING
+
         if self.registry is None or self.report is None:
             return
         if self.report.status != reporting.COMPLETED:
@@ -223,6 +232,8 @@ class PruneSession:
                 lock.release()
 
     def _prune_all(self) -> None:
+        from pytest_imageprune.sessions import protect_live
+
         if self.engine is None:
             try:
                 self.engine = DockerEngine.from_env()
@@ -247,6 +258,8 @@ class PruneSession:
         whoever holds it: so, holding it, wait a moment for such sessions to settle, and
         sweep again. (This session waits; the others never do.)
         """
+        from pytest_imageprune.sessions import FINISHING, protect_live
+
         if self.registry is None:
             return
         for _ in range(_SETTLE_ROUNDS):
@@ -269,6 +282,8 @@ class PruneSession:
 
     def _others(self) -> Others:
         """Every other record, this session's own included once it is deferred."""
+        from pytest_imageprune.sessions import Others
+
         if self.registry is None:
             return Others()
         others = self.registry.classify(None)
@@ -281,6 +296,8 @@ class PruneSession:
 
         False when sweeping should stop here (Ctrl-C, the engine lost, a failure).
         """
+        from pytest_imageprune.sessions import within_lifetime
+
         if self.registry is None:
             return False
         try:
@@ -309,6 +326,9 @@ class PruneSession:
         return report.status == reporting.COMPLETED
 
     def _prune(self, filters: Filters, baseline: Baseline | None, keep: KeepRule) -> PruneReport:
+        from pytest_imageprune.prune import prune_images
+        from pytest_imageprune.sessions import is_live_reason
+
         try:
             engine = self.engine or DockerEngine.from_env()
             self.engine = engine
@@ -338,6 +358,8 @@ class PruneSession:
 
     def _mark_finishing(self) -> None:
         """Say "finishing": a lock holder then waits for this session to settle."""
+        from pytest_imageprune.sessions import FINISHING
+
         if self.registry is None or self.record is None:
             return
         try:
@@ -363,7 +385,7 @@ class PruneSession:
         self.report = self._failed_report(self.filters, status, message)
 
     def _failed_report(self, filters: Filters, status: str, message: str) -> PruneReport:
-        return PruneReport(
+        return reporting.PruneReport(
             endpoint=self.endpoint,
             filters=filters,
             scope=self.scope,
@@ -373,6 +395,8 @@ class PruneSession:
         )
 
     def _lock_path(self) -> Path:
+        from pytest_imageprune.lock import default_lock_path
+
         return self.lock_path or default_lock_path(self.endpoint)
 
 
@@ -385,6 +409,15 @@ def _either(first: KeepRule, second: KeepRule) -> KeepRule:
 
 def _done(report: PruneReport) -> bool:
     """Nothing left owed: the prune ran to the end and kept nothing for a live session."""
+    from pytest_imageprune.sessions import is_live_reason
+
     return report.status == reporting.COMPLETED and not any(
         is_live_reason(why) for why in report.kept.values()
     )
+
+
+def _load_the_rest() -> None:
+    """Import what the session needs later, while the engine lists its images."""
+    import pytest_imageprune.lock
+    import pytest_imageprune.prune
+    import pytest_imageprune.sessions  # noqa: F401

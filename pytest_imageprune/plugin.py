@@ -106,10 +106,9 @@ class ImagePrunePlugin:
             protect=self._protect,
             progress=self._progress,
         )
-
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
-        # Before xdist's own (trylast) session start spawns the workers. The engine's answer
-        # is awaited in a thread while pytest collects, and joined before any test runs.
+        # The engine lists its images in a thread while pytest configures and collects;
+        # the session registers once that is joined, before xdist's workers start (in
+        # ``pytest_configure_node``) or the first test runs (``pytest_runtestloop``).
         self.session.start(background=True)
 
     @pytest.hookimpl(tryfirst=True)
@@ -160,8 +159,7 @@ class ImagePrunePlugin:
         return f"protected: {answer}" if isinstance(answer, str) else "protected by a hook"
 
     def _finish(self) -> None:
-        from pytest_imageprune.lifecycle import RAN
-        from pytest_imageprune.report import detail_lines
+        from pytest_imageprune.report import RAN, detail_lines
 
         state = self.session
         state.finish()  # never raises

@@ -28,6 +28,9 @@ NO_BASELINE = "no-baseline"
 #: Something unexpected went wrong; the report's errors say what.
 FAILED = "failed"
 
+#: Statuses of a prune that ran, wholly or in part.
+RAN = frozenset({COMPLETED, CANCELLED, DEADLINE, ENGINE_LOST})
+
 
 @dataclass(frozen=True)
 class Skipped:
