@@ -13,7 +13,7 @@ import hashlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
@@ -31,6 +31,9 @@ from pytest_imageprune.report import (
 
 #: Requests in flight at once, by default: see benchmarks/bench_prune.py for the figures.
 DEFAULT_CONCURRENCY = 4
+
+#: Of those, the connections that read layer sizes ahead of the deletions, when any are due.
+READERS = 1
 
 #: ``progress(done, total, bytes)``, called after each candidate.
 Progress = Callable[[int, int, int], None]
@@ -57,27 +60,40 @@ def delete_candidates(
     deadline: float | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Progress | None = None,
+    known: Mapping[str, Mapping[str, int]] | None = None,
 ) -> None:
-    """Delete ``candidates`` in ``report``; stop early on Ctrl-C, a deadline, a lost engine."""
+    """Delete ``candidates`` in ``report``; stop early on Ctrl-C, a deadline, a lost engine.
+
+    ``known`` holds layers read ahead (``read_ahead``), by root image ID.
+    """
     if not candidates:
         return
     # Podman's delete answers name no layers; it counts each deleted image's whole Size.
     by_image = report.dry_run or not _lists_layers(engine)
-    space = SpaceCounter(snapshot, estimate=by_image, whole=not report.dry_run)
+    space = SpaceCounter(snapshot, estimate=by_image, whole=not report.dry_run, known=known)
     outcomes = [Outcome() for _ in candidates]
     groups = _by_chain(snapshot, candidates)
+    roots = space.roots(candidates)
+    deleting = max(1, min(concurrency, len(groups)))
+    # With requests to spare, one connection reads the roots' layers ahead of the deletions.
+    reading = min(READERS, concurrency - 1) if roots else 0
+    deleting = max(1, min(deleting, concurrency - reading))
     spawn = getattr(engine, "spawn", None)
-    engines = spawn(max(1, min(concurrency, len(groups)))) if spawn is not None else [engine]
+    engines = spawn(deleting + reading) if spawn is not None else [engine]
+    deleters, readers = engines[:deleting], engines[deleting:]
     run = _Run(
         snapshot, candidates, outcomes=outcomes, space=space, deadline=deadline, progress=progress
     )
+    if readers:
+        space.read_ahead(roots)
     try:
         if len(engines) == 1:
             run.work(engines[0], deque(groups))
         else:
             queue = deque(groups)
             with ThreadPoolExecutor(len(engines), thread_name_prefix="imageprune") as pool:
-                futures = [pool.submit(run.work, e, queue) for e in engines]
+                futures = [pool.submit(run.work, e, queue) for e in deleters]
+                futures += [pool.submit(space.read, e, run.stopped) for e in readers]
                 try:
                     wait(futures)
                 except KeyboardInterrupt:
@@ -86,6 +102,7 @@ def delete_candidates(
     except KeyboardInterrupt:
         run.stop(CANCELLED)
     finally:
+        space.stop()
         for e in engines[1:]:
             e.close()
         _merge(report, snapshot, outcomes, run)
@@ -145,6 +162,11 @@ class _Run:
             if self.status is None:
                 self.status, self.error = status, error
         self._stopped.set()
+        self.space.stop()
+
+    @property
+    def stopped(self) -> threading.Event:
+        return self._stopped
 
     def work(self, engine: Engine, queue: deque[list[int]]) -> None:
         """Take chains from ``queue`` and delete their candidates in order."""
@@ -226,8 +248,17 @@ class SpaceCounter:
     ``RootFS.Layers``, read before it is deleted.
     """
 
-    def __init__(self, snapshot: Snapshot, *, estimate: bool = False, whole: bool = False) -> None:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        estimate: bool = False,
+        whole: bool = False,
+        known: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> None:
         self.snapshot = snapshot
+        #: Layers read before (``read_ahead``), by root image ID.
+        self.known = known or {}
         #: Records that name images but no layers (a dry run, Podman): each deleted image
         #: then counts the bytes it adds to its parent, an upper bound (a shared layer
         #: stays); or, with ``whole``, its whole ``Size``, as Podman's own prune counts.
@@ -235,28 +266,91 @@ class SpaceCounter:
         self.whole = whole
         self.layer_sizes: dict[str, int] = {}
         self._fetched: set[str] = set()
+        self._lock = threading.Lock()
+        self._queue: deque[str] = deque()
+        self._ready: dict[str, threading.Event] = {}
+        self._failures: dict[str, Exception] = {}
+
+    def roots(self, candidates: Sequence[str]) -> list[str]:
+        """The parentless roots whose layers deleting ``candidates`` may release, in order."""
+        roots: dict[str, None] = {}
+        for image_id in candidates:
+            root = self._root(image_id)
+            if root is not None and root not in self.known:
+                roots[root] = None
+        return list(roots)
+
+    def _root(self, image_id: str) -> str | None:
+        if self.estimate:
+            return None
+        root = self.snapshot.root(image_id)
+        if root.parent is not None or root.size <= 0:
+            return None
+        if root.id != image_id and root.refs:
+            return None  # a tagged root stays: the cascade stops below it
+        return root.id
+
+    def read_ahead(self, roots: Sequence[str]) -> None:
+        """``read`` will read ``roots``' layers; ``prefetch`` then waits for them."""
+        with self._lock:
+            self._queue.extend(roots)
+            for root in roots:
+                self._ready.setdefault(root, threading.Event())
+
+    def read(self, engine: Engine, stopped: threading.Event) -> None:
+        """Read the queued roots' layers, in order, until done or ``stopped``."""
+        while not stopped.is_set():
+            with self._lock:
+                if not self._queue:
+                    return
+                root = self._queue.popleft()
+            try:
+                self._fetch(engine, root)
+            except Exception as exc:  # a malformed answer: the deletion that waits says so
+                self._failures[root] = exc
+            finally:
+                self._ready[root].set()
+
+    def stop(self) -> None:
+        """Wake whoever waits for a read that will not happen."""
+        with self._lock:
+            self._queue.clear()
+            for event in self._ready.values():
+                event.set()
 
     def prefetch(self, engine: Engine, image_id: str) -> None:
         """Before deleting ``image_id``: the layer sizes of a parentless root it may release.
 
-        Candidates that share a root are deleted on one connection, in order, so a root is
-        read once, by the connection that may release it.
+        Read ahead by ``read`` on a connection of its own, or else here, on the deleting
+        connection. Candidates that share a root are deleted on one connection, in order,
+        so a root is read once, before the first deletion that may release it.
         """
-        if self.estimate:
+        root = self._root(image_id)
+        if root is None:
             return
-        root = self.snapshot.root(image_id)
-        if root.parent is not None or root.size <= 0 or root.id in self._fetched:
+        ready = self._ready.get(root)
+        if ready is not None:
+            ready.wait()
+            failure = self._failures.get(root)
+            if failure is not None:
+                raise failure
             return
-        if root.id != image_id and root.refs:
-            return  # a tagged root stays: the cascade stops below it
-        self._fetched.add(root.id)
-        try:
-            inspect = engine.inspect(root.id)
-            layers = inspect.get("RootFS", {}).get("Layers") or []
-            sizes = _layer_sizes(engine, root.id, layers, root.size)
-        except (ImageGone, EngineError):
-            return
-        self.layer_sizes.update(zip(_chain_ids(layers), sizes, strict=True))
+        with self._lock:
+            if root in self._fetched:
+                return
+        self._fetch(engine, root)
+
+    def _fetch(self, engine: Engine, root: str) -> None:
+        with self._lock:
+            if root in self._fetched:
+                return
+            self._fetched.add(root)
+        layers = self.known.get(root)
+        if layers is None:
+            layers = read_layers(engine, root, self.snapshot.images[root].size)
+        if layers is not None:
+            with self._lock:
+                self.layer_sizes.update(layers)
 
     def count(self, records: Sequence[Record]) -> int:
         """The bytes the layer records in ``records`` free."""
@@ -289,6 +383,40 @@ class SpaceCounter:
             return 0
         parent = self.snapshot.images.get(image.parent or "")
         return image.size - (parent.size if parent is not None else 0)
+
+
+def read_layers(engine: Engine, image_id: str, size: int) -> dict[str, int] | None:
+    """An image's layers, by chain ID, with their ``DiffSize``s; None if it cannot be read.
+
+    An image ID names its config, so the answer never changes: it may be read ahead.
+    """
+    try:
+        inspect = engine.inspect(image_id)
+        layers = inspect.get("RootFS", {}).get("Layers") or []
+        sizes = _layer_sizes(engine, image_id, layers, size)
+    except (ImageGone, EngineError, EngineUnavailable):
+        return None  # the deletion meets the same trouble, and reports it
+    return dict(zip(_chain_ids(layers), sizes, strict=True))
+
+
+def read_ahead(
+    engine: Engine,
+    snapshot: Snapshot,
+    candidates: Sequence[str],
+    into: dict[str, dict[str, int]],
+    stop: threading.Event,
+) -> None:
+    """Read the layers that deleting ``candidates`` may release into ``into``, by root,
+    until done or ``stop``: a prune given them as ``known`` need not read them again."""
+    for root in SpaceCounter(snapshot).roots(candidates):
+        if stop.is_set():
+            return
+        try:
+            layers = read_layers(engine, root, snapshot.images[root].size)
+        except Exception:  # a malformed answer: the prune reads it again, and says so
+            continue
+        if layers is not None:
+            into[root] = layers
 
 
 def _layer_sizes(engine: Engine, image_id: str, layers: Sequence[str], size: int) -> list[int]:

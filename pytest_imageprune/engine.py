@@ -141,7 +141,7 @@ class DockerEngine:
         if self._http is None and self._connect is None:
             return engines
         for _ in range(count - 1):
-            twin = DockerEngine(None, self.endpoint, connect=self._twin)
+            twin = type(self)(None, self.endpoint, connect=self._twin)
             if self._http is None:
                 twin._http = None
             engines.append(twin)

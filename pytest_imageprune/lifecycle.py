@@ -18,7 +18,7 @@ from pytest_imageprune import report as reporting
 from pytest_imageprune.engine import DockerEngine, Engine, endpoint_from_env
 from pytest_imageprune.errors import EngineUnavailable, FilterError
 from pytest_imageprune.filters import Filters
-from pytest_imageprune.images import Baseline, Image
+from pytest_imageprune.images import Baseline, Image, Snapshot
 from pytest_imageprune.report import RAN
 
 if TYPE_CHECKING:
@@ -68,6 +68,10 @@ class PruneSession:
     #: The records this session swept, each with the live sessions it swept it under:
     #: sweeping it again makes sense only once that set has changed.
     _swept_under: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: Layers read ahead while the tests ran (scope "all"), by root image ID.
+    _known_layers: dict[str, dict[str, int]] = field(default_factory=dict)
+    _reader: threading.Thread | None = None
+    _stop_reading: threading.Event = field(default_factory=threading.Event)
 
     # -- start ---------------------------------------------------------------------------
     def start(self, *, background: bool = False) -> None:
@@ -115,6 +119,47 @@ class PruneSession:
             self.problem = f"Docker engine at {self.endpoint} failed: {type(exc).__name__}: {exc}"
             return
         self.baseline = Baseline.of(snapshot)
+        self._read_ahead(snapshot)
+
+    def _read_ahead(self, snapshot: Snapshot) -> None:
+        """Scope "all": what the end's prune deletes is mostly here already. While the
+        tests run, read the layers those deletions may release (which the prune would
+        otherwise read then), in a thread, on a connection of its own."""
+        if self.scope != "all" or self.dry_run or not isinstance(self.engine, DockerEngine):
+            return
+        twins = self.engine.spawn(2)[1:]
+        if not twins:
+            return
+        self._reader = threading.Thread(
+            target=self._read,
+            args=(twins[0], snapshot),
+            name="imageprune-read-ahead",
+            daemon=True,
+        )
+        self._reader.start()
+
+    def _read(self, engine: Engine, snapshot: Snapshot) -> None:
+        from pytest_imageprune.deletion import read_ahead
+        from pytest_imageprune.prune import current_utc_offset
+        from pytest_imageprune.selection import select
+
+        try:
+            if not getattr(engine, "lists_layers", True):
+                return  # Podman: its prune counts whole images, no layers to read
+            now_ns = snapshot.taken_ns or time.time_ns()
+            until_ns = self.filters.until_ns(now_ns, current_utc_offset())
+            candidates = select(snapshot, self.filters, until_ns, None, None).candidates
+            read_ahead(engine, snapshot, candidates, self._known_layers, self._stop_reading)
+        except Exception:  # a help, never a failure: the prune reads what is missing
+            return
+        finally:
+            engine.close()
+
+    def _stop_read_ahead(self) -> None:
+        self._stop_reading.set()
+        if self._reader is not None:
+            self._reader.join()
+            self._reader = None
 
     def _register(self) -> None:
         from pytest_imageprune.sessions import Registry, SessionRecord
@@ -171,6 +216,7 @@ class PruneSession:
         except Exception as exc:  # the verdict is the tests', whatever happens here
             self._fail(reporting.FAILED, f"WARNING prune failed: {type(exc).__name__}: {exc}")
         finally:
+            self._stop_read_ahead()
             if self.registry is not None:
                 self.registry.close()
             if self.engine is not None:
@@ -245,7 +291,7 @@ class PruneSession:
         if self.protect is not None:
             keep_live = _either(keep_live, self.protect)
         own_baseline = self.baseline if self.scope == "session" else None
-        self.report = self._prune(self.filters, own_baseline, keep_live)
+        self.report = self._prune(self.filters, own_baseline, keep_live, own=True)
         self._settle_own(done=_done(self.report))
         if others is None or self.dry_run or self.report.status != reporting.COMPLETED:
             return
@@ -325,13 +371,19 @@ class PruneSession:
             self.lines.append(f"imageprune: finished {who}: {reporting.summary_line(report)}")
         return report.status == reporting.COMPLETED
 
-    def _prune(self, filters: Filters, baseline: Baseline | None, keep: KeepRule) -> PruneReport:
+    def _prune(
+        self, filters: Filters, baseline: Baseline | None, keep: KeepRule, *, own: bool = False
+    ) -> PruneReport:
         from pytest_imageprune.prune import prune_images
         from pytest_imageprune.sessions import is_live_reason
 
         try:
             engine = self.engine or DockerEngine.from_env()
             self.engine = engine
+            snapshot = None
+            if own and self._reader is not None:  # it reads on while the engine lists
+                snapshot = engine.snapshot()
+                self._stop_read_ahead()
             report = prune_images(
                 filters,
                 engine=engine,
@@ -339,6 +391,8 @@ class PruneSession:
                 dry_run=self.dry_run,
                 keep=keep,
                 progress=self.progress,
+                known_layers=self._known_layers,
+                snapshot=snapshot,
             )
         except EngineUnavailable as exc:  # before anything was deleted
             self.lines.append(f"imageprune: WARNING {exc}; nothing pruned")

@@ -10,7 +10,7 @@ The plugin and anyone scripting a CI step share this one engine::
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from pytest_imageprune.deletion import DEFAULT_CONCURRENCY, Progress, delete_candidates
@@ -34,6 +34,8 @@ def prune_images(
     keep: KeepRule | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Progress | None = None,
+    known_layers: Mapping[str, Mapping[str, int]] | None = None,
+    snapshot: Snapshot | None = None,
 ) -> PruneReport:
     """Prune images as ``docker image prune`` would, within ``baseline``'s scope if given.
 
@@ -45,7 +47,9 @@ def prune_images(
     partial report is returned. ``keep`` may keep images the filters select (see
     ``selection.select``). ``concurrency`` bounds the requests in flight (1: one at a
     time, as the daemon's own prune); ``progress(done, total, bytes)`` hears of each
-    candidate. Raises ``FilterError`` for bad filters and
+    candidate. ``known_layers`` are layers read ahead by ``deletion.read_ahead``, by image
+    ID (they never change). ``snapshot`` is the engine's images as just listed, if the
+    caller listed them (else they are listed here). Raises ``FilterError`` for bad filters and
     ``EngineUnavailable`` when the engine cannot be reached before anything was deleted.
     """
     if not isinstance(filters, Filters):
@@ -66,6 +70,8 @@ def prune_images(
             keep=keep,
             concurrency=concurrency,
             progress=progress,
+            known_layers=known_layers,
+            snapshot=snapshot,
         )
     finally:
         if owned:
@@ -97,8 +103,11 @@ def _prune(
     keep: KeepRule | None,
     concurrency: int,
     progress: Progress | None,
+    known_layers: Mapping[str, Mapping[str, int]] | None,
+    snapshot: Snapshot | None,
 ) -> PruneReport:
-    snapshot = engine.snapshot()
+    if snapshot is None:
+        snapshot = engine.snapshot()
     if now_ns is None:
         now_ns = snapshot.taken_ns or time.time_ns()
     if utc_offset_s is None:
@@ -123,6 +132,7 @@ def _prune(
         deadline=deadline,
         concurrency=concurrency,
         progress=progress,
+        known=known_layers,
     )
     return report
 

@@ -8,13 +8,20 @@ other, and the bytes each reports must be equal.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
 
 import docker
 import pytest
 
+from pytest_imageprune.deletion import read_ahead
 from pytest_imageprune.engine import DockerEngine
+from pytest_imageprune.filters import parse_filters
+from pytest_imageprune.lifecycle import PruneSession
 from pytest_imageprune.prune import prune_images
+from pytest_imageprune.report import PruneReport
 from tests.support import PrivateDockerd, connect, image_archive, layer_tar, remove_everything
 
 pytestmark = [pytest.mark.engine, pytest.mark.private_engine]
@@ -49,19 +56,52 @@ def load(client: docker.APIClient) -> None:
         assert not image["ParentId"], "loaded images have no parent links"
 
 
+FILTERS = ["dangling=false", "label=prune=yes"]
+
+
+class Counting(DockerEngine):
+    """The lean unix-socket engine, noting the candidates it inspects (its twins too).
+
+    (The selection inspects "kept:1" too: its list entry says ``Labels: null``.)
+    """
+
+    inspected: ClassVar[list[str]] = []
+    candidates: ClassVar[set[str]] = set()
+
+    def inspect(self, image_id: str) -> Mapping[str, Any]:
+        if image_id in Counting.candidates:
+            Counting.inspected.append(image_id)
+        return super().inspect(image_id)
+
+
+def labelled(client: docker.APIClient) -> set[str]:
+    """The loaded images the filters select; ``Counting`` notes their inspects from now."""
+    Counting.inspected = []
+    Counting.candidates = {i["Id"] for i in client.images(all=True, filters={"label": "prune"})}
+    assert len(Counting.candidates) == 2
+    return Counting.candidates
+
+
+def daemon_prune(client: docker.APIClient) -> dict[str, Any]:
+    """The daemon's own prune of the loaded images; the engine is left empty."""
+    load(client)
+    answer: dict[str, Any] = client.prune_images(  # type: ignore[no-untyped-call]
+        filters={"dangling": ["false"], "label": ["prune=yes"]}
+    )
+    remove_everything(client)
+    assert answer["SpaceReclaimed"] > 12_345 + 7_000  # two layers of "gone", one of "alone"
+    return answer
+
+
 def test_space_reclaimed_matches_the_daemon_when_lower_layers_are_shared(
     engine: docker.APIClient, private_engine: PrivateDockerd
 ) -> None:
-    filters = ["dangling=false", "label=prune=yes"]
-    load(engine)
-    daemon = engine.prune_images(filters={"dangling": ["false"], "label": ["prune=yes"]})  # type: ignore[no-untyped-call]
-    remove_everything(engine)
+    daemon = daemon_prune(engine)
 
     load(engine)
     # Through the Docker SDK, as for a tcp, TLS or ssh endpoint.
-    ours = prune_images(filters, engine=DockerEngine(engine, private_engine.socket))
+    ours = prune_images(FILTERS, engine=DockerEngine(engine, private_engine.socket))
 
-    assert daemon["SpaceReclaimed"] > 12_345 + 7_000  # two layers of "gone", one of "alone"
     assert ours.space_reclaimed == daemon["SpaceReclaimed"]
     assert sorted(ours.untagged) == ["alone:1", "gone:1"]
     layer_records = sorted(
@@ -76,3 +116,99 @@ def test_space_reclaimed_matches_the_daemon_when_lower_layers_are_shared(
     )
     assert layer_records == daemon_layers  # content-addressed: the same chain IDs
     assert len(layer_records) == 3  # the shared base layer stays with "kept:1"
+
+
+def assert_same_as_the_daemon(ours: PruneReport, daemon: dict[str, Any]) -> None:
+    assert ours.space_reclaimed == daemon["SpaceReclaimed"]
+    assert sorted(ours.images_deleted, key=str) == sorted(daemon["ImagesDeleted"], key=str)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_layers_read_on_a_connection_of_their_own_count_the_same(
+    engine: docker.APIClient, private_engine: PrivateDockerd, concurrency: int
+) -> None:
+    """The lean client; with requests to spare, one connection reads layers ahead."""
+    daemon = daemon_prune(engine)
+    load(engine)
+    labelled(engine)
+    ours = prune_images(
+        FILTERS, engine=Counting(None, private_engine.socket), concurrency=concurrency
+    )
+    assert_same_as_the_daemon(ours, daemon)
+    assert len(Counting.inspected) == 2  # the two parentless candidates, once each
+
+
+def test_layers_read_ahead_are_not_read_again(
+    engine: docker.APIClient, private_engine: PrivateDockerd
+) -> None:
+    daemon = daemon_prune(engine)
+    load(engine)
+    reader = DockerEngine(None, private_engine.socket)
+    snapshot = reader.snapshot()
+    candidates = sorted(labelled(engine))
+    known: dict[str, dict[str, int]] = {}
+    read_ahead(reader, snapshot, candidates, known, threading.Event())
+    reader.close()
+    assert sorted(known) == candidates
+
+    ours = prune_images(FILTERS, engine=Counting(None, private_engine.socket), known_layers=known)
+    assert_same_as_the_daemon(ours, daemon)
+    assert Counting.inspected == []
+
+
+def test_a_stopped_read_ahead_reads_nothing(
+    engine: docker.APIClient, private_engine: PrivateDockerd
+) -> None:
+    load(engine)
+    candidates = sorted(labelled(engine))
+    reader = Counting(None, private_engine.socket)
+    stop = threading.Event()
+    stop.set()  # the session ended before the reader began
+    known: dict[str, dict[str, int]] = {}
+    read_ahead(reader, reader.snapshot(), candidates, known, stop)
+    reader.close()
+    assert known == {}
+    assert Counting.inspected == []
+
+
+def test_a_scope_all_session_reads_ahead_while_the_tests_run(
+    engine: docker.APIClient, private_engine: PrivateDockerd, tmp_path: Path
+) -> None:
+    daemon = daemon_prune(engine)
+    load(engine)
+    labelled(engine)
+    session = PruneSession(
+        parse_filters(FILTERS),
+        scope="all",
+        lock_path=tmp_path / "prune.lock",
+        engine=Counting(None, private_engine.socket),
+    )
+    session.start(background=True)
+    session.wait_started()
+    assert session._reader is not None
+    session._reader.join()  # the tests ran long enough to read everything
+    read = list(Counting.inspected)
+    assert len(read) == 2
+
+    session.finish()
+    assert session.report is not None
+    assert session.report.status == "completed", session.lines
+    assert_same_as_the_daemon(session.report, daemon)
+    assert Counting.inspected == read  # the prune read nothing again
+
+
+def test_a_session_scope_session_does_not_read_ahead(
+    engine: docker.APIClient, private_engine: PrivateDockerd, tmp_path: Path
+) -> None:
+    load(engine)
+    session = PruneSession(
+        parse_filters(FILTERS),
+        lock_path=tmp_path / "prune.lock",
+        engine=DockerEngine(None, private_engine.socket),
+    )
+    session.start(background=True)
+    session.wait_started()
+    assert session._reader is None  # what it will prune is not built yet
+    session.finish()
+    assert session.report is not None
+    assert session.report.deleted_ids == []  # the loaded images were there before
