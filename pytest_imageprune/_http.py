@@ -10,11 +10,16 @@ answer read later.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import socket
 from typing import BinaryIO
 
 #: A header line longer than this is not the engine talking.
 _MAX_LINE = 65536
+
+_DECIMAL = re.compile(r"[0-9]+")
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
 
 
 class ProtocolError(OSError):
@@ -62,11 +67,17 @@ class UnixConnection:
             raise
 
     def response(self, method: str = "GET") -> Response:
-        if self._file is None:
+        file = self._file
+        if file is None:
             raise Closed("no request was sent")
         try:
-            status, headers = self._head(self._file)
-            body = self._body(self._file, method, status, headers)
+            status, headers = self._head(file)
+            while 100 <= status < 200:  # interim answers: the final one follows
+                status, headers = self._head(file)
+            body = self._body(file, method, status, headers)
+        except ValueError as exc:  # closed by another thread meanwhile
+            self.close()
+            raise Closed(str(exc)) from exc
         except BaseException:  # Ctrl-C mid-answer leaves the connection half read, too
             self.close()
             raise
@@ -77,13 +88,16 @@ class UnixConnection:
         return Response(status, body)
 
     def close(self) -> None:
+        """Close; a thread blocked reading this connection gets an error, not a hang."""
         self.reused = False
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        sock, file = self._sock, self._file
+        self._sock = self._file = None
+        if sock is not None:
+            with contextlib.suppress(OSError):  # not connected, or already shut
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in another thread
+            sock.close()
+        if file is not None:
+            file.close()
 
     @staticmethod
     def _head(file: BinaryIO) -> tuple[int, dict[str, str]]:
@@ -94,7 +108,8 @@ class UnixConnection:
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             raise ProtocolError(f"not an HTTP/1.1 status line: {line[:80]!r}")
         status = int(parts[1])
-        headers: dict[str, str] = {}
+        # HTTP/1.0 closes after each answer unless it says otherwise.
+        headers: dict[str, str] = {} if parts[0] != b"HTTP/1.0" else {"connection": "close"}
         while True:
             line = file.readline(_MAX_LINE + 1)
             if len(line) > _MAX_LINE:
@@ -109,13 +124,13 @@ class UnixConnection:
 
     @staticmethod
     def _body(file: BinaryIO, method: str, status: int, headers: dict[str, str]) -> bytes:
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        if method == "HEAD" or status in (204, 304):
             return b""
         if "chunked" in headers.get("transfer-encoding", "").lower():
             return _chunked(file)
         length = headers.get("content-length")
         if length is not None:
-            if not length.isdigit():
+            if not _DECIMAL.fullmatch(length):
                 raise ProtocolError(f"a bad Content-Length: {length!r}")
             return _exactly(file, int(length))
         headers["connection"] = "close"  # the body ends with the connection
@@ -134,10 +149,9 @@ def _chunked(file: BinaryIO) -> bytes:
     while True:
         line = file.readline(_MAX_LINE + 1)
         size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise ProtocolError(f"a bad chunk size: {line[:80]!r}") from None
+        if not _HEX.fullmatch(size_text):
+            raise ProtocolError(f"a bad chunk size: {line[:80]!r}")
+        size = int(size_text, 16)
         if size == 0:
             while file.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n", b""):
                 pass  # trailers

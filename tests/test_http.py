@@ -1,7 +1,8 @@
 """The lean HTTP/1.1 client against a scripted peer on a unix socket.
 
 The engine tests run it against real engines; this feeds it what they answer only now and
-then: chunked bodies split oddly, a connection closed while idle, a body cut short.
+then: chunked bodies with extensions and trailers, a connection closed while idle, a body
+cut short, interim answers, and what is not HTTP at all.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import BinaryIO
 
 import pytest
 
-from pytest_imageprune.engine import EngineError, ImageGone, _UnixHTTP
+from pytest_imageprune._http import UnixConnection
+from pytest_imageprune.engine import EngineError, ImageConflict, ImageGone, _UnixHTTP
 from pytest_imageprune.errors import EngineUnavailable
 
 
@@ -140,14 +142,93 @@ def test_a_body_cut_short_is_an_unavailable_engine(sock_dir: Path) -> None:
     peer.close()
 
 
-def test_a_body_without_length_ends_with_the_connection(sock_dir: Path) -> None:
-    peer, http = serve(sock_dir, Cut(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n[3]"))
+@pytest.mark.parametrize("connection", ["", "Connection: close\r\n"])
+def test_a_body_without_length_ends_with_the_connection(sock_dir: Path, connection: str) -> None:
+    reply = f"HTTP/1.1 200 OK\r\n{connection}\r\n[3]".encode()
+    peer, http = serve(sock_dir, Cut(reply), ok(b"4"))
     assert http.call("GET", "/x") == [3]
+    assert http.call("GET", "/x") == 4  # on a new connection: that one ended
+    assert peer.connections == 2
+    http.close()
     peer.close()
 
 
+def test_an_http_1_0_answer_closes_the_connection(sock_dir: Path) -> None:
+    peer, http = serve(sock_dir, Cut(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n5"), ok(b"6"))
+    assert http.call("GET", "/x") == 5
+    assert http.call("GET", "/x") == 6
+    assert peer.connections == 2
+    http.close()
+    peer.close()
+
+
+def test_interim_answers_are_skipped(sock_dir: Path) -> None:
+    peer, http = serve(sock_dir, b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"7"), ok(b"8"))
+    assert http.call("GET", "/x") == 7
+    assert http.call("GET", "/x") == 8  # in step: the interim answer was not taken as one
+    http.close()
+    peer.close()
+
+
+def test_a_request_sent_early_is_answered_later(sock_dir: Path) -> None:
+    peer, http = serve(sock_dir, ok(b"[1]"), ok(b"[2]"))
+    http.send("GET", "/early")
+    assert peer.requests == [] or peer.requests[0].startswith(b"GET /early ")
+    assert http.receive("GET", "/early") == [1]
+    assert http.call("GET", "/next") == [2]
+    http.close()
+    peer.close()
+
+
+def test_ctrl_c_mid_answer_leaves_no_half_read_connection(
+    sock_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    peer, http = serve(sock_dir, ok(b"1"), ok(b"2"))
+    body = UnixConnection.__dict__["_body"]  # the staticmethod itself
+
+    def interrupted(*args: object) -> bytes:
+        monkeypatch.setattr(UnixConnection, "_body", body)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(UnixConnection, "_body", staticmethod(interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        http.call("GET", "/x")
+    assert http.call("GET", "/x") == 2  # a new connection, not the rest of the first answer
+    assert peer.connections == 2
+    http.close()
+    peer.close()
+
+
+def test_closing_wakes_a_reader_blocked_in_another_thread(sock_dir: Path) -> None:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock_dir / "mute.sock"))
+    server.listen()  # accepts, never answers
+    conn = UnixConnection(str(sock_dir / "mute.sock"), timeout=60)
+    conn.request("GET", "/x")
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            conn.response()
+        except BaseException as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(0.2)
+    closer = threading.Thread(target=conn.close, daemon=True)
+    closer.start()
+    closer.join(5)
+    assert not closer.is_alive()  # closing did not wait for the 60 s timeout
+    reader.join(5)
+    assert not reader.is_alive()
+    assert len(errors) == 1
+    assert isinstance(errors[0], OSError)
+    server.close()
+
+
 @pytest.mark.parametrize(
-    ("status", "error"), [(404, ImageGone), (409, Exception), (500, EngineError)]
+    ("status", "error"), [(404, ImageGone), (409, ImageConflict), (500, EngineError)]
 )
 def test_error_statuses_carry_the_engines_message(
     sock_dir: Path, status: int, error: type[Exception]
@@ -167,6 +248,8 @@ def test_error_statuses_carry_the_engines_message(
         b"SSH-2.0-OpenSSH\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: \u00b2\r\n\r\n".encode(),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n",
     ],
 )
 def test_what_is_not_http_is_an_unavailable_engine(sock_dir: Path, reply: bytes) -> None:
