@@ -322,23 +322,29 @@ class SpaceCounter:
         """Before deleting ``image_id``: the layer sizes of a parentless root it may release.
 
         Read ahead by ``read`` on a connection of its own, or else here, on the deleting
-        connection. Candidates that share a root are deleted on one connection, in order,
-        so a root is read once, before the first deletion that may release it.
+        connection (also when the reader has not come to it yet). Candidates that share a
+        root are deleted on one connection, in order, so a root is read once, before the
+        first deletion that may release it.
         """
         root = self._root(image_id)
         if root is None:
             return
-        ready = self._ready.get(root)
-        if ready is not None:
+        with self._lock:
+            ready = self._ready.get(root)
+            queued = ready is not None and root in self._queue
+            if queued:  # the reader has not come to it yet: read it here, now
+                self._queue.remove(root)
+        if ready is not None and not queued:
             ready.wait()
             failure = self._failures.get(root)
             if failure is not None:
                 raise failure
             return
-        with self._lock:
-            if root in self._fetched:
-                return
-        self._fetch(engine, root)
+        try:
+            self._fetch(engine, root)
+        finally:
+            if ready is not None:
+                ready.set()
 
     def _fetch(self, engine: Engine, root: str) -> None:
         with self._lock:
@@ -394,8 +400,8 @@ def read_layers(engine: Engine, image_id: str, size: int) -> dict[str, int] | No
         inspect = engine.inspect(image_id)
         layers = inspect.get("RootFS", {}).get("Layers") or []
         sizes = _layer_sizes(engine, image_id, layers, size)
-    except (ImageGone, EngineError, EngineUnavailable):
-        return None  # the deletion meets the same trouble, and reports it
+    except (ImageGone, EngineError):
+        return None  # gone meanwhile, or refused: the deletion meets it too, and reports it
     return dict(zip(_chain_ids(layers), sizes, strict=True))
 
 
@@ -413,6 +419,8 @@ def read_ahead(
             return
         try:
             layers = read_layers(engine, root, snapshot.images[root].size)
+        except EngineUnavailable:
+            return  # the prune finds out for itself
         except Exception:  # a malformed answer: the prune reads it again, and says so
             continue
         if layers is not None:

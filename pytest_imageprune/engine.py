@@ -153,12 +153,20 @@ class DockerEngine:
         return self._connect()
 
     def snapshot(self, meanwhile: Callable[[], object] | None = None) -> Snapshot:
-        """Every image and container; ``meanwhile`` runs while the engine lists the images."""
+        """Every image and container.
+
+        ``meanwhile`` runs while the engine lists the images (on a unix socket; elsewhere,
+        before the request).
+        """
         taken_ns = time.time_ns()
         if self._http is not None:
             self._http.send("GET", "/images/json?all=1")
             if meanwhile is not None:
-                meanwhile()
+                try:
+                    meanwhile()
+                except BaseException:
+                    self._http.close()  # the answer is never read: no stale one for later
+                    raise
             images = self._http.receive("GET", "/images/json?all=1")
             containers = self._http.call("GET", "/containers/json?all=1")
         else:

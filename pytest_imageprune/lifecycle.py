@@ -155,9 +155,10 @@ class PruneSession:
         finally:
             engine.close()
 
-    def _stop_read_ahead(self) -> None:
+    def stop_read_ahead(self, *, wait: bool = True) -> None:
+        """Stop reading ahead; with ``wait``, once the request in flight is answered."""
         self._stop_reading.set()
-        if self._reader is not None:
+        if self._reader is not None and wait:
             self._reader.join()
             self._reader = None
 
@@ -216,7 +217,7 @@ class PruneSession:
         except Exception as exc:  # the verdict is the tests', whatever happens here
             self._fail(reporting.FAILED, f"WARNING prune failed: {type(exc).__name__}: {exc}")
         finally:
-            self._stop_read_ahead()
+            self.stop_read_ahead(wait=False)  # a daemon thread: it closes its connection
             if self.registry is not None:
                 self.registry.close()
             if self.engine is not None:
@@ -383,7 +384,7 @@ class PruneSession:
             snapshot = None
             if own and self._reader is not None:  # it reads on while the engine lists
                 snapshot = engine.snapshot()
-                self._stop_read_ahead()
+                self.stop_read_ahead()
             report = prune_images(
                 filters,
                 engine=engine,

@@ -85,6 +85,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if config.getoption("collectonly") or config.getoption("setupplan"):
         return  # nothing runs, nothing is built: an IDE's test discovery prunes nothing
+    if getattr(config.option, "help", False) or getattr(config.option, "markers", False):
+        return  # --help and --markers configure, then stop: no session, no engine
     config.pluginmanager.register(ImagePrunePlugin(config, settings), PLUGIN_NAME)
 
 
@@ -142,6 +144,9 @@ class ImagePrunePlugin:
             return (yield)
         finally:
             self._finish()
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.session.stop_read_ahead(wait=False)  # if no session ever finished: read no more
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         lines = self.session.lines

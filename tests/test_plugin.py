@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -197,6 +199,25 @@ def test_nothing_runs_nothing_is_pruned(
     result = pytester.runpytest_subprocess("--prune-images", flag)
     assert result.ret == pytest.ExitCode.OK
     assert "imageprune:" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("flag", ["--help", "--markers", "--collect-only"])
+def test_commands_that_run_no_session_never_call_the_engine(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, flag: str
+) -> None:
+    pytester.makepyfile("def test_ok(): pass")
+    with tempfile.TemporaryDirectory(prefix="ipe-") as folder:  # AF_UNIX paths are short
+        path = f"{folder}/engine.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen()  # a caller would wait in its backlog
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+        result = pytester.runpytest_subprocess("--prune-images", flag)
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+        listener.close()
+    assert result.ret == pytest.ExitCode.OK
 
 
 def test_xdist_workers_never_register_the_plugin(pytester: pytest.Pytester, no_engine: str) -> None:

@@ -6,6 +6,7 @@ The fake daemon is ``SimulatedEngine``, the dry run's replay of the classic stor
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -371,20 +372,79 @@ def test_space_counts_released_layers_only() -> None:
     assert counter.count([{"Deleted": "root"}, {"Deleted": "sha256:l1"}]) == 100
 
 
+class _Layered(SimulatedEngine):
+    """Three layers of 7, 20 and 100 bytes under every image; notes what it inspects."""
+
+    def __init__(self, snapshot: Snapshot, fault: Exception | None = None) -> None:
+        super().__init__(snapshot)
+        self.inspected: list[str] = []
+        self.fault = fault
+
+    def inspect(self, image_id: str) -> Mapping[str, Any]:
+        self.inspected.append(image_id)
+        if self.fault is not None:
+            raise self.fault
+        return {"RootFS": {"Layers": ["sha256:d1", "sha256:d2", "sha256:d3"]}}
+
+    def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
+        return [{"Size": 7}, {"Size": 0}, {"Size": 20}, {"Size": 0}, {"Size": 100}]
+
+
+_CHAIN = _chain_ids(["sha256:d1", "sha256:d2", "sha256:d3"])
+#: Deleting "app" releases its top two layers: the bottom one is shared with another image.
+_RELEASED = [{"Deleted": "app"}, {"Deleted": _CHAIN[2]}, {"Deleted": _CHAIN[1]}]
+
+
 def test_space_of_a_parentless_image_uses_its_layer_sizes() -> None:
-    class _Layered(SimulatedEngine):
-        def inspect(self, image_id: str) -> Mapping[str, Any]:
-            return {"RootFS": {"Layers": ["sha256:d1", "sha256:d2", "sha256:d3"]}}
-
-        def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
-            return [{"Size": 7}, {"Size": 0}, {"Size": 20}, {"Size": 0}, {"Size": 100}]
-
     snapshot = Snapshot.of([img("app", size=127)])
     counter = SpaceCounter(snapshot)
     counter.prefetch(_Layered(snapshot), "app")
-    chain = _chain_ids(["sha256:d1", "sha256:d2", "sha256:d3"])
-    # Only the top two layers are released: the bottom one is shared with another image.
-    assert counter.count([{"Deleted": "app"}, {"Deleted": chain[2]}, {"Deleted": chain[1]}]) == 27
+    assert counter.count(_RELEASED) == 27
+
+
+def test_layers_read_ahead_are_not_read_again_by_the_deleting_connection() -> None:
+    snapshot = Snapshot.of([img("app", size=127)])
+    counter = SpaceCounter(snapshot)
+    reader, deleter = _Layered(snapshot), _Layered(snapshot)
+    counter.read_ahead(counter.roots(["app"]))
+    counter.read(reader, threading.Event())
+    counter.prefetch(deleter, "app")
+    assert (reader.inspected, deleter.inspected) == (["app"], [])
+    assert counter.count(_RELEASED) == 27
+
+
+def test_a_root_the_reader_has_not_reached_is_read_by_the_deleter_once() -> None:
+    snapshot = Snapshot.of([img("app", size=127)])
+    counter = SpaceCounter(snapshot)
+    reader, deleter = _Layered(snapshot), _Layered(snapshot)
+    counter.read_ahead(["app"])
+    counter.prefetch(deleter, "app")  # before the reader came to it
+    counter.read(reader, threading.Event())
+    assert (reader.inspected, deleter.inspected) == ([], ["app"])
+    assert counter.count(_RELEASED) == 27
+
+
+@pytest.mark.parametrize("ahead", [True, False])
+def test_a_lost_engine_while_reading_layers_reaches_the_deletion(ahead: bool) -> None:
+    snapshot = Snapshot.of([img("app", size=127)])
+    counter = SpaceCounter(snapshot)
+    lost = _Layered(snapshot, EngineUnavailable("unix:///x.sock", "gone"))
+    if ahead:
+        counter.read_ahead(["app"])
+        counter.read(lost, threading.Event())
+    with pytest.raises(EngineUnavailable):  # the prune then stops, "engine lost"
+        counter.prefetch(lost, "app")
+
+
+def test_known_layers_are_never_read() -> None:
+    snapshot = Snapshot.of([img("app", size=127)])
+    known = {"app": {_CHAIN[2]: 100, _CHAIN[1]: 20, _CHAIN[0]: 7}}
+    counter = SpaceCounter(snapshot, known=known)
+    engine = _Layered(snapshot)
+    assert counter.roots(["app"]) == []
+    counter.prefetch(engine, "app")
+    assert engine.inspected == []
+    assert counter.count(_RELEASED) == 120  # 100 + 20
 
 
 def test_chain_ids_follow_the_image_spec() -> None:

@@ -136,6 +136,7 @@ def test_layers_read_on_a_connection_of_their_own_count_the_same(
     )
     assert_same_as_the_daemon(ours, daemon)
     assert len(Counting.inspected) == 2  # the two parentless candidates, once each
+    assert sorted(Counting.inspected) == sorted(Counting.candidates)
 
 
 def test_layers_read_ahead_are_not_read_again(
