@@ -32,9 +32,6 @@ from pytest_imageprune.report import (
 #: Requests in flight at once, by default: see benchmarks/bench_prune.py for the figures.
 DEFAULT_CONCURRENCY = 4
 
-#: Of those, the connections that read layer sizes ahead of the deletions, when any are due.
-READERS = 1
-
 #: ``progress(done, total, bytes)``, called after each candidate.
 Progress = Callable[[int, int, int], None]
 
@@ -73,27 +70,18 @@ def delete_candidates(
     space = SpaceCounter(snapshot, estimate=by_image, whole=not report.dry_run, known=known)
     outcomes = [Outcome() for _ in candidates]
     groups = _by_chain(snapshot, candidates)
-    roots = space.roots(candidates)
-    deleting = max(1, min(concurrency, len(groups)))
-    # With requests to spare, one connection reads the roots' layers ahead of the deletions.
-    reading = min(READERS, concurrency - 1) if roots else 0
-    deleting = max(1, min(deleting, concurrency - reading))
     spawn = getattr(engine, "spawn", None)
-    engines = spawn(deleting + reading) if spawn is not None else [engine]
-    deleters, readers = engines[:deleting], engines[deleting:]
+    engines = spawn(max(1, min(concurrency, len(groups)))) if spawn is not None else [engine]
     run = _Run(
         snapshot, candidates, outcomes=outcomes, space=space, deadline=deadline, progress=progress
     )
-    if readers:
-        space.read_ahead(roots)
     try:
         if len(engines) == 1:
             run.work(engines[0], deque(groups))
         else:
             queue = deque(groups)
             with ThreadPoolExecutor(len(engines), thread_name_prefix="imageprune") as pool:
-                futures = [pool.submit(run.work, e, queue) for e in deleters]
-                futures += [pool.submit(space.read, e, run.stopped) for e in readers]
+                futures = [pool.submit(run.work, e, queue) for e in engines]
                 try:
                     wait(futures)
                 except KeyboardInterrupt:
@@ -102,7 +90,6 @@ def delete_candidates(
     except KeyboardInterrupt:
         run.stop(CANCELLED)
     finally:
-        space.stop()
         for e in engines[1:]:
             e.close()
         _merge(report, snapshot, outcomes, run)
@@ -162,11 +149,6 @@ class _Run:
             if self.status is None:
                 self.status, self.error = status, error
         self._stopped.set()
-        self.space.stop()
-
-    @property
-    def stopped(self) -> threading.Event:
-        return self._stopped
 
     def work(self, engine: Engine, queue: deque[list[int]]) -> None:
         """Take chains from ``queue`` and delete their candidates in order."""
@@ -267,9 +249,6 @@ class SpaceCounter:
         self.layer_sizes: dict[str, int] = {}
         self._fetched: set[str] = set()
         self._lock = threading.Lock()
-        self._queue: deque[str] = deque()
-        self._ready: dict[str, threading.Event] = {}
-        self._failures: dict[str, Exception] = {}
 
     def roots(self, candidates: Sequence[str]) -> list[str]:
         """The parentless roots whose layers deleting ``candidates`` may release, in order."""
@@ -290,61 +269,15 @@ class SpaceCounter:
             return None  # a tagged root stays: the cascade stops below it
         return root.id
 
-    def read_ahead(self, roots: Sequence[str]) -> None:
-        """``read`` will read ``roots``' layers; ``prefetch`` then waits for them."""
-        with self._lock:
-            self._queue.extend(roots)
-            for root in roots:
-                self._ready.setdefault(root, threading.Event())
-
-    def read(self, engine: Engine, stopped: threading.Event) -> None:
-        """Read the queued roots' layers, in order, until done or ``stopped``."""
-        while not stopped.is_set():
-            with self._lock:
-                if not self._queue:
-                    return
-                root = self._queue.popleft()
-            try:
-                self._fetch(engine, root)
-            except Exception as exc:  # a malformed answer: the deletion that waits says so
-                self._failures[root] = exc
-            finally:
-                self._ready[root].set()
-
-    def stop(self) -> None:
-        """Wake whoever waits for a read that will not happen."""
-        with self._lock:
-            self._queue.clear()
-            for event in self._ready.values():
-                event.set()
-
     def prefetch(self, engine: Engine, image_id: str) -> None:
         """Before deleting ``image_id``: the layer sizes of a parentless root it may release.
 
-        Read ahead by ``read`` on a connection of its own, or else here, on the deleting
-        connection (also when the reader has not come to it yet). Candidates that share a
-        root are deleted on one connection, in order, so a root is read once, before the
-        first deletion that may release it.
+        Candidates that share a root are deleted on one connection, in order, so a root is
+        read once, by the connection that may release it (unless it is ``known``).
         """
         root = self._root(image_id)
-        if root is None:
-            return
-        with self._lock:
-            ready = self._ready.get(root)
-            queued = ready is not None and root in self._queue
-            if queued:  # the reader has not come to it yet: read it here, now
-                self._queue.remove(root)
-        if ready is not None and not queued:
-            ready.wait()
-            failure = self._failures.get(root)
-            if failure is not None:
-                raise failure
-            return
-        try:
+        if root is not None:
             self._fetch(engine, root)
-        finally:
-            if ready is not None:
-                ready.set()
 
     def _fetch(self, engine: Engine, root: str) -> None:
         with self._lock:

@@ -6,7 +6,6 @@ The fake daemon is ``SimulatedEngine``, the dry run's replay of the classic stor
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -402,38 +401,13 @@ def test_space_of_a_parentless_image_uses_its_layer_sizes() -> None:
     assert counter.count(_RELEASED) == 27
 
 
-def test_layers_read_ahead_are_not_read_again_by_the_deleting_connection() -> None:
+def test_a_lost_engine_while_reading_layers_stops_the_prune() -> None:
     snapshot = Snapshot.of([img("app", size=127)])
-    counter = SpaceCounter(snapshot)
-    reader, deleter = _Layered(snapshot), _Layered(snapshot)
-    counter.read_ahead(counter.roots(["app"]))
-    counter.read(reader, threading.Event())
-    counter.prefetch(deleter, "app")
-    assert (reader.inspected, deleter.inspected) == (["app"], [])
-    assert counter.count(_RELEASED) == 27
-
-
-def test_a_root_the_reader_has_not_reached_is_read_by_the_deleter_once() -> None:
-    snapshot = Snapshot.of([img("app", size=127)])
-    counter = SpaceCounter(snapshot)
-    reader, deleter = _Layered(snapshot), _Layered(snapshot)
-    counter.read_ahead(["app"])
-    counter.prefetch(deleter, "app")  # before the reader came to it
-    counter.read(reader, threading.Event())
-    assert (reader.inspected, deleter.inspected) == ([], ["app"])
-    assert counter.count(_RELEASED) == 27
-
-
-@pytest.mark.parametrize("ahead", [True, False])
-def test_a_lost_engine_while_reading_layers_reaches_the_deletion(ahead: bool) -> None:
-    snapshot = Snapshot.of([img("app", size=127)])
-    counter = SpaceCounter(snapshot)
     lost = _Layered(snapshot, EngineUnavailable("unix:///x.sock", "gone"))
-    if ahead:
-        counter.read_ahead(["app"])
-        counter.read(lost, threading.Event())
-    with pytest.raises(EngineUnavailable):  # the prune then stops, "engine lost"
-        counter.prefetch(lost, "app")
+    report = prune_images([], engine=lost)
+    assert report.status == ENGINE_LOST
+    assert report.deleted_ids == []
+    assert lost.inspected == ["app"]
 
 
 def test_known_layers_are_never_read() -> None:
