@@ -101,12 +101,13 @@ def run(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> No
         )
 
 
-def tiny_project() -> Path:
-    """A folder with a few trivial tests: the session the plugin rides on."""
+def tiny_project(seconds: float = 0.0) -> Path:
+    """A folder with 20 tests that take ``seconds`` in all: the session the plugin rides on."""
     root = Path(tempfile.mkdtemp(prefix="imageprune-bench-"))
     (root / "test_tiny.py").write_text(
-        "import pytest\n\n"
-        "@pytest.mark.parametrize('n', range(20))\ndef test_n(n):\n    assert n >= 0\n"
+        "import time\n\nimport pytest\n\n"
+        "@pytest.mark.parametrize('n', range(20))\ndef test_n(n):\n"
+        f"    time.sleep({seconds / 20!r})\n    assert n >= 0\n"
     )
     # Hypothesis, a test dependency of this project, would add 0.8 s to every start-up.
     (root / "pytest.ini").write_text(
