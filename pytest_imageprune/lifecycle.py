@@ -21,6 +21,9 @@ from pytest_imageprune.filters import Filters
 from pytest_imageprune.images import Baseline, Image, Snapshot
 from pytest_imageprune.report import RAN
 
+# The registry, the lock and the prune (filelock among them) are imported where first
+# used, so that pytest's start-up does not wait for them: ``_load_the_rest`` loads them
+# in the baseline thread while the engine lists its images.
 if TYPE_CHECKING:
     from pytest_imageprune.deletion import Progress
     from pytest_imageprune.lock import PruneLock
@@ -119,7 +122,10 @@ class PruneSession:
             self.problem = f"Docker engine at {self.endpoint} failed: {type(exc).__name__}: {exc}"
             return
         self.baseline = Baseline.of(snapshot)
-        self._read_ahead(snapshot)
+        try:
+            self._read_ahead(snapshot)
+        except Exception:  # a help, never a failure: the prune reads what is missing
+            return
 
     def _read_ahead(self, snapshot: Snapshot) -> None:
         """Scope "all": what the end's prune deletes is mostly here already. While the
@@ -176,7 +182,7 @@ class PruneSession:
         registry = Registry.beside(self._lock_path())
         try:
             registry.register(self.record)
-        except OSError as exc:
+        except Exception as exc:  # in a pytest hook now: never the verdict, never a traceback
             self.lines.append(f"imageprune: WARNING session registry unavailable: {exc}")
             return
         self.registry = registry
