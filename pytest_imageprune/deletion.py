@@ -248,7 +248,6 @@ class SpaceCounter:
         self.whole = whole
         self.layer_sizes: dict[str, int] = {}
         self._fetched: set[str] = set()
-        self._lock = threading.Lock()
 
     def roots(self, candidates: Sequence[str]) -> list[str]:
         """The parentless roots whose layers deleting ``candidates`` may release, in order."""
@@ -280,16 +279,14 @@ class SpaceCounter:
             self._fetch(engine, root)
 
     def _fetch(self, engine: Engine, root: str) -> None:
-        with self._lock:
-            if root in self._fetched:
-                return
-            self._fetched.add(root)
+        if root in self._fetched:
+            return
+        self._fetched.add(root)
         layers = self.known.get(root)
         if layers is None:
             layers = read_layers(engine, root, self.snapshot.images[root].size)
         if layers is not None:
-            with self._lock:
-                self.layer_sizes.update(layers)
+            self.layer_sizes.update(layers)
 
     def count(self, records: Sequence[Record]) -> int:
         """The bytes the layer records in ``records`` free."""

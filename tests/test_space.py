@@ -93,6 +93,14 @@ def daemon_prune(client: docker.APIClient) -> dict[str, Any]:
     return answer
 
 
+def daemon_then_load(client: docker.APIClient) -> dict[str, Any]:
+    """The daemon's prune of one copy; then the other copy loaded, its candidates noted."""
+    daemon = daemon_prune(client)
+    load(client)
+    labelled(client)
+    return daemon
+
+
 def test_space_reclaimed_matches_the_daemon_when_lower_layers_are_shared(
     engine: docker.APIClient, private_engine: PrivateDockerd
 ) -> None:
@@ -128,9 +136,7 @@ def test_the_unix_socket_client_counts_the_same_at_any_concurrency(
     engine: docker.APIClient, private_engine: PrivateDockerd, concurrency: int
 ) -> None:
     """One request at a time, or four in flight: each parentless candidate is read once."""
-    daemon = daemon_prune(engine)
-    load(engine)
-    labelled(engine)
+    daemon = daemon_then_load(engine)
     ours = prune_images(
         FILTERS, engine=Counting(None, private_engine.socket), concurrency=concurrency
     )
@@ -141,11 +147,10 @@ def test_the_unix_socket_client_counts_the_same_at_any_concurrency(
 def test_layers_read_ahead_are_not_read_again(
     engine: docker.APIClient, private_engine: PrivateDockerd
 ) -> None:
-    daemon = daemon_prune(engine)
-    load(engine)
+    daemon = daemon_then_load(engine)
     reader = DockerEngine(None, private_engine.socket)
     snapshot = reader.snapshot()
-    candidates = sorted(labelled(engine))
+    candidates = sorted(Counting.candidates)
     known: dict[str, dict[str, int]] = {}
     read_ahead(reader, snapshot, candidates, known, threading.Event())
     reader.close()
@@ -174,9 +179,7 @@ def test_a_stopped_read_ahead_reads_nothing(
 def test_a_scope_all_session_reads_ahead_while_the_tests_run(
     engine: docker.APIClient, private_engine: PrivateDockerd, tmp_path: Path
 ) -> None:
-    daemon = daemon_prune(engine)
-    load(engine)
-    labelled(engine)
+    daemon = daemon_then_load(engine)
     session = PruneSession(
         parse_filters(FILTERS),
         scope="all",
