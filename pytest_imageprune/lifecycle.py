@@ -8,6 +8,7 @@ Nothing here raises: every problem becomes a report status and a line to print.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -107,31 +108,33 @@ class PruneSession:
             self._register()
 
     def _take_baseline(self) -> None:
-        if self.engine is None:
+        engine = self.engine
+        if engine is None:
             return
         try:
-            self.endpoint = self.engine.endpoint
-            if isinstance(self.engine, DockerEngine):
-                snapshot = self.engine.snapshot(meanwhile=_load_the_rest)
+            self.endpoint = engine.endpoint
+            if isinstance(engine, DockerEngine):
+                snapshot = engine.snapshot(meanwhile=_load_the_rest)
             else:
-                snapshot = self.engine.snapshot()
+                snapshot = engine.snapshot()
+            self.baseline = Baseline.of(snapshot)
         except EngineUnavailable as exc:
             self.problem = str(exc)
-            return
         except Exception as exc:  # an engine error, a malformed answer: never the verdict
             self.problem = f"Docker engine at {self.endpoint} failed: {type(exc).__name__}: {exc}"
-            return
-        self.baseline = Baseline.of(snapshot)
-        try:
-            self._read_ahead(snapshot)
-        except Exception:  # a help, never a failure: the prune reads what is missing
-            return
+        else:
+            with contextlib.suppress(Exception):  # a help: the prune reads what is missing
+                self._read_ahead(snapshot)
+        if self._stop_reading.is_set():  # abandoned meanwhile: no one else will use it
+            engine.close()
 
     def _read_ahead(self, snapshot: Snapshot) -> None:
         """Scope "all": what the end's prune deletes is mostly here already. While the
         tests run, read the layers those deletions may release (which the prune would
         otherwise read then), in a thread, on a connection of its own."""
         if self.scope != "all" or self.dry_run or not isinstance(self.engine, DockerEngine):
+            return
+        if self._stop_reading.is_set():
             return
         twins = self.engine.spawn(2)[1:]
         if not twins:
@@ -167,6 +170,14 @@ class PruneSession:
         if self._reader is not None and wait:
             self._reader.join()
             self._reader = None
+
+    def abandon(self) -> None:
+        """This session will never finish (pytest stopped early, or its settings changed
+        after it started): read no more, and let the engine go once the listing is in."""
+        self._stop_reading.set()
+        starter = self._starter
+        if self.engine is not None and (starter is None or not starter.is_alive()):
+            self.engine.close()
 
     def _register(self) -> None:
         from pytest_imageprune.sessions import Registry, SessionRecord

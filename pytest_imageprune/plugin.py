@@ -9,6 +9,8 @@ the exit status or raises into the terminal.
 
 from __future__ import annotations
 
+import argparse
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -77,17 +79,59 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Ask the engine for the baseline now, before the conftests load and pytest configures.
+
+    The command line and the ini file are read; a conftest may still change an option,
+    so ``pytest_configure`` keeps this start only if the settings come out the same.
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") or not _runs_tests(early_config.known_args_namespace):
+        return
+    try:
+        settings = load_settings(early_config, early_config.known_args_namespace)
+    except pytest.UsageError:
+        return  # said by pytest_configure, which stops pytest with it
+    if settings is not None:
+        started = ImagePrunePlugin(early_config, settings)
+        early_config.stash[_STARTED] = started
+        early_config.add_cleanup(started.session.abandon)  # if pytest never configures
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     # tryfirst: registered before xdist's DSession, so that its session-finish (which
     # tears the workers down) runs before ours.
+    started = config.stash.get(_STARTED, None)
+    config.stash[_STARTED] = None
     settings = load_settings(config)  # a bad value is a UsageError, on workers too
-    if settings is None or hasattr(config, "workerinput"):
-        return
-    if config.getoption("collectonly") or config.getoption("setupplan"):
-        return  # nothing runs, nothing is built: an IDE's test discovery prunes nothing
-    if getattr(config.option, "help", False) or getattr(config.option, "markers", False):
-        return  # --help and --markers configure, then stop: no session, no engine
-    config.pluginmanager.register(ImagePrunePlugin(config, settings), PLUGIN_NAME)
+    if settings is None or hasattr(config, "workerinput") or not _runs_tests(config.option):
+        plugin = None
+    elif started is not None and started.settings == settings:
+        plugin, started = started, None
+    else:
+        plugin = ImagePrunePlugin(config, settings)
+    if started is not None:
+        started.session.abandon()  # the settings changed since: its baseline goes unused
+    if plugin is not None:
+        config.pluginmanager.register(plugin, PLUGIN_NAME)
+
+
+def _runs_tests(options: argparse.Namespace) -> bool:
+    """False for the commands that build nothing (an IDE's test discovery prunes nothing)."""
+    return not any(getattr(options, name, False) for name in _NO_TESTS)
+
+
+#: --help, --version, --markers, --fixtures, --fixtures-per-test, --collect-only and
+#: --setup-plan run no test: no session, no engine.
+_NO_TESTS = (
+    "help",
+    "version",
+    "markers",
+    "showfixtures",
+    "show_fixtures_per_test",
+    "collectonly",
+    "setupplan",
+)
 
 
 class ImagePrunePlugin:
@@ -248,6 +292,8 @@ class _ProgressLine:
 
 
 _BASELINE_KEY = "imageprune_baseline"
+#: The plugin started in ``pytest_load_initial_conftests``, until ``pytest_configure``.
+_STARTED = pytest.StashKey["ImagePrunePlugin | None"]()
 
 
 @pytest.fixture(scope="session")

@@ -82,11 +82,18 @@ class Settings:
     lock_path: Path | None = None
 
 
-def load_settings(config: pytest.Config) -> Settings | None:
-    """The settings, or None when pruning is not enabled."""
-    if config.getoption("no_prune_images"):
+def load_settings(
+    config: pytest.Config, options: argparse.Namespace | None = None
+) -> Settings | None:
+    """The settings, or None when pruning is not enabled.
+
+    ``options`` are the command line as parsed so far, before ``config.option`` is set
+    (``config.known_args_namespace``, in ``pytest_load_initial_conftests``).
+    """
+    option = _Options(config, options)
+    if option("no_prune_images"):
         return None
-    cli: list[str] | None = config.getoption("prune_images")
+    cli: list[str] | None = option("prune_images")
     ini: list[str] = config.getini("prune_images")
     if cli is not None:
         values, source = [v for v in cli if v], "the command line (--prune-images)"
@@ -105,17 +112,28 @@ def load_settings(config: pytest.Config) -> Settings | None:
         enabled=True,
         filters=filters,
         source=source,
-        scope=_scope(config),
-        dry_run=bool(
-            config.getoption("prune_images_dry_run") or config.getini("prune_images_dry_run")
-        ),
-        report_path=_path(config, "prune_images_report"),
-        lock_path=_path(config, "prune_images_lock"),
+        scope=_scope(config, option),
+        dry_run=bool(option("prune_images_dry_run") or config.getini("prune_images_dry_run")),
+        report_path=_path(config, option, "prune_images_report"),
+        lock_path=_path(config, option, "prune_images_lock"),
     )
 
 
-def _scope(config: pytest.Config) -> str:
-    cli = config.getoption("prune_images_scope")
+class _Options:
+    """An option's value: from ``config.option``, or from the command line parsed so far."""
+
+    def __init__(self, config: pytest.Config, options: argparse.Namespace | None) -> None:
+        self.config = config
+        self.options = options
+
+    def __call__(self, name: str) -> Any:
+        if self.options is None:
+            return self.config.getoption(name)
+        return getattr(self.options, name, None)
+
+
+def _scope(config: pytest.Config, option: _Options) -> str:
+    cli = option("prune_images_scope")
     if cli is not None:
         return str(cli)  # argparse checked the choices
     ini = str(config.getini("prune_images_scope") or "session").strip()
@@ -127,9 +145,9 @@ def _scope(config: pytest.Config) -> str:
     return ini
 
 
-def _path(config: pytest.Config, name: str) -> Path | None:
+def _path(config: pytest.Config, option: _Options, name: str) -> Path | None:
     """A path option, absolute: relative to where pytest was invoked, or to the ini file."""
-    cli = config.getoption(name)
+    cli = option(name)
     if cli:
         return Path(config.invocation_params.dir) / str(cli)
     ini = str(config.getini(name) or "").strip()

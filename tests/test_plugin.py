@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import select
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -201,23 +206,144 @@ def test_nothing_runs_nothing_is_pruned(
     assert "imageprune:" not in result.stdout.str()
 
 
-@pytest.mark.parametrize("flag", ["--help", "--markers", "--collect-only"])
-def test_commands_that_run_no_session_never_call_the_engine(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, flag: str
+class _Listener:
+    """A unix socket for ``DOCKER_HOST`` that counts who calls it and answers 500 to all.
+
+    It stands where an engine would be, to show when the plugin calls one and how often:
+    ``asked`` is a file made when the first request arrives, ``calls()`` the connections
+    made, every one of them once the caller has exited.
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.path = f"{folder}/engine.sock"
+        self.asked = Path(folder) / "asked"
+        self._connections = 0
+        self._stopped = threading.Event()
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._socket.bind(self.path)
+        self._socket.listen()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def calls(self) -> int:
+        """Stop listening, answer what is still waiting, and count it all."""
+        self._stopped.set()
+        self._thread.join()
+        return self._connections
+
+    def _serve(self) -> None:
+        while not self._stopped.is_set():
+            if select.select([self._socket], [], [], 0.05)[0]:
+                self._answer()
+        self._socket.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            while True:  # connections made before the caller exited
+                self._answer()
+
+    def _answer(self) -> None:
+        peer, _ = self._socket.accept()
+        self._connections += 1
+        with peer, contextlib.suppress(OSError):  # the caller may be gone
+            peer.settimeout(5)
+            if peer.recv(65536):
+                self.asked.touch()
+                body = b'{"message": "not an engine"}'
+                peer.sendall(
+                    b"HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+
+
+@pytest.fixture
+def listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Listener]:
+    with tempfile.TemporaryDirectory(prefix="ipe-") as folder:  # AF_UNIX paths are short
+        fake = _Listener(folder)
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{fake.path}")
+        try:
+            yield fake
+        finally:
+            fake.calls()
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--help"],
+        ["--version", "--version"],  # one --version stops before pytest loads any plugin
+        ["--markers"],
+        ["--fixtures"],
+        ["--fixtures-per-test"],
+        ["--collect-only"],
+        ["--setup-plan"],
+    ],
+    ids=lambda flags: flags[0],
+)
+def test_commands_that_run_no_test_never_call_the_engine(
+    pytester: pytest.Pytester, listener: _Listener, flags: list[str]
 ) -> None:
     pytester.makepyfile("def test_ok(): pass")
-    with tempfile.TemporaryDirectory(prefix="ipe-") as folder:  # AF_UNIX paths are short
-        path = f"{folder}/engine.sock"
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        listener.listen()  # a caller would wait in its backlog
-        monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
-        result = pytester.runpytest_subprocess("--prune-images", flag)
-        listener.setblocking(False)
-        with pytest.raises(BlockingIOError):
-            listener.accept()
-        listener.close()
+    result = pytester.runpytest_subprocess("--prune-images", *flags)
     assert result.ret == pytest.ExitCode.OK
+    assert listener.calls() == 0
+
+
+def test_the_engine_is_asked_before_the_conftests_load(
+    pytester: pytest.Pytester, listener: _Listener
+) -> None:
+    """A project's conftests may take a while to import: the baseline is asked for first."""
+    pytester.makeconftest(
+        f"""
+        import pathlib, time
+
+        asked = pathlib.Path({str(listener.asked)!r})
+        waited = time.monotonic() + 10
+        while not asked.exists() and time.monotonic() < waited:
+            time.sleep(0.01)
+        ASKED = asked.exists()
+
+        def pytest_report_header():
+            return [f"asked before the conftest loaded: {{ASKED}}"]
+        """
+    )
+    pytester.makepyfile("def test_ok(): pass")
+    result = pytester.runpytest_subprocess("--prune-images=label=ci")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["asked before the conftest loaded: True"])
+    assert listener.calls() == 1  # the session went on with the answer it got
+
+
+def test_a_conftest_that_changes_the_settings_wins(
+    pytester: pytest.Pytester, listener: _Listener
+) -> None:
+    """The early start read the command line; a conftest may change it before configure."""
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_configure(config):
+            config.option.prune_images = ["label=changed"]
+        """
+    )
+    pytester.makepyfile("def test_ok(): pass")
+    result = pytester.runpytest_subprocess(
+        "--prune-images=label=ci", "--prune-images-report=r.json"
+    )
+    result.assert_outcomes(passed=1)
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert report["filters"] == {"label": ["changed"]}
+    assert listener.calls() == 2  # the early start's, then the session's own
+
+
+def test_xdist_workers_never_call_the_engine(
+    pytester: pytest.Pytester, listener: _Listener
+) -> None:
+    pytester.makepyfile(
+        "import pytest\n\n@pytest.mark.parametrize('n', range(4))\ndef test_ok(n): pass"
+    )
+    result = pytester.runpytest_subprocess("--prune-images", "-n", "2")
+    result.assert_outcomes(passed=4)
+    assert listener.calls() == 1  # the controller's baseline
 
 
 def test_xdist_workers_never_register_the_plugin(pytester: pytest.Pytester, no_engine: str) -> None:

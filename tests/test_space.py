@@ -215,3 +215,24 @@ def test_a_session_scope_session_does_not_read_ahead(
     session.finish()
     assert session.report is not None
     assert session.report.deleted_ids == []  # the loaded images were there before
+
+
+def test_an_abandoned_session_reads_nothing_and_lets_the_engine_go(
+    engine: docker.APIClient, private_engine: PrivateDockerd, tmp_path: Path
+) -> None:
+    """Started early, then never to finish (its settings changed, or pytest stopped)."""
+    load(engine)
+    labelled(engine)
+    reader = Counting(None, private_engine.socket)
+    session = PruneSession(
+        parse_filters(FILTERS), scope="all", lock_path=tmp_path / "prune.lock", engine=reader
+    )
+    session.start(background=True)
+    session.abandon()  # while the engine lists its images
+    assert session._starter is not None
+    session._starter.join()
+    assert session.baseline is not None  # the listing it had asked for came in
+    assert session._reader is None  # but nothing is read ahead for a prune that never comes
+    assert Counting.inspected == []
+    assert reader._http is not None
+    assert reader._http._made is None or reader._http._made._sock is None  # closed
