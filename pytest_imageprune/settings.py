@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,7 +90,7 @@ def load_settings(
     ``options`` are the command line as parsed so far, before ``config.option`` is set
     (``config.known_args_namespace``, in ``pytest_load_initial_conftests``).
     """
-    option = _Options(config, options)
+    option = _options(config, options)
     if option("no_prune_images"):
         return None
     cli: list[str] | None = option("prune_images")
@@ -119,20 +119,14 @@ def load_settings(
     )
 
 
-class _Options:
+def _options(config: pytest.Config, options: argparse.Namespace | None) -> Callable[[str], Any]:
     """An option's value: from ``config.option``, or from the command line parsed so far."""
-
-    def __init__(self, config: pytest.Config, options: argparse.Namespace | None) -> None:
-        self.config = config
-        self.options = options
-
-    def __call__(self, name: str) -> Any:
-        if self.options is None:
-            return self.config.getoption(name)
-        return getattr(self.options, name, None)
+    if options is None:
+        return config.getoption
+    return lambda name: getattr(options, name, None)
 
 
-def _scope(config: pytest.Config, option: _Options) -> str:
+def _scope(config: pytest.Config, option: Callable[[str], Any]) -> str:
     cli = option("prune_images_scope")
     if cli is not None:
         return str(cli)  # argparse checked the choices
@@ -145,7 +139,7 @@ def _scope(config: pytest.Config, option: _Options) -> str:
     return ini
 
 
-def _path(config: pytest.Config, option: _Options, name: str) -> Path | None:
+def _path(config: pytest.Config, option: Callable[[str], Any], name: str) -> Path | None:
     """A path option, absolute: relative to where pytest was invoked, or to the ini file."""
     cli = option(name)
     if cli:
