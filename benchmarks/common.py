@@ -2,10 +2,15 @@
 
 Images come from ``docker load`` of an archive made here (each image its own small layer
 and its own label), which makes a thousand images in seconds; nothing is pulled.
+
+The package is timed as installed: an install from a wheel writes its bytecode, an
+editable one under ``PYTHONDONTWRITEBYTECODE`` would compile every module at each start
+(about 30 ms here), so importing this writes it first (``compileall``).
 """
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import hashlib
 import io
@@ -22,6 +27,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import docker
+
+import pytest_imageprune
+
+compileall.compile_dir(Path(pytest_imageprune.__file__).parent, quiet=1)
 
 
 def client() -> docker.APIClient:
@@ -101,14 +110,20 @@ def run(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> No
         )
 
 
-def tiny_project(seconds: float = 0.0) -> Path:
-    """A folder with 20 tests that take ``seconds`` in all: the session the plugin rides on."""
+def tiny_project(seconds: float = 0.0, conftest_seconds: float = 0.0) -> Path:
+    """A folder with 20 tests that take ``seconds`` in all: the session the plugin rides on.
+
+    With ``conftest_seconds``, its conftest takes that long to load, as a project's heavy
+    imports do.
+    """
     root = Path(tempfile.mkdtemp(prefix="imageprune-bench-"))
     (root / "test_tiny.py").write_text(
         "import time\n\nimport pytest\n\n"
         "@pytest.mark.parametrize('n', range(20))\ndef test_n(n):\n"
         f"    time.sleep({seconds / 20!r})\n    assert n >= 0\n"
     )
+    if conftest_seconds:
+        (root / "conftest.py").write_text(f"import time\n\ntime.sleep({conftest_seconds!r})\n")
     # Hypothesis, a test dependency of this project, would add 0.8 s to every start-up.
     (root / "pytest.ini").write_text(
         "[pytest]\naddopts = -p no:cacheprovider -p no:hypothesispytest -q\n"
