@@ -259,6 +259,9 @@ def listener(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Listener]:
     with tempfile.TemporaryDirectory(prefix="ipe-") as folder:  # AF_UNIX paths are short
         fake = _Listener(folder)
         monkeypatch.setenv("DOCKER_HOST", f"unix://{fake.path}")
+        # The pytest run under test controls its session, even when this one is an xdist
+        # worker's (whose variable it would inherit).
+        monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
         try:
             yield fake
         finally:
