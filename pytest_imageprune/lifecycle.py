@@ -149,14 +149,13 @@ class PruneSession:
 
     def _read(self, engine: Engine, snapshot: Snapshot) -> None:
         from pytest_imageprune.deletion import read_ahead
-        from pytest_imageprune.prune import current_utc_offset
+        from pytest_imageprune.prune import until_cutoff
         from pytest_imageprune.selection import select
 
         try:
             if not getattr(engine, "lists_layers", True):
                 return  # Podman: its prune counts whole images, no layers to read
-            now_ns = snapshot.taken_ns or time.time_ns()
-            until_ns = self.filters.until_ns(now_ns, current_utc_offset())
+            until_ns = until_cutoff(self.filters, snapshot)
             candidates = select(snapshot, self.filters, until_ns, None, None).candidates
             read_ahead(engine, snapshot, candidates, self._known_layers, self._stop_reading)
         except Exception:  # a help, never a failure: the prune reads what is missing

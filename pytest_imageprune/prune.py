@@ -108,11 +108,7 @@ def _prune(
 ) -> PruneReport:
     if snapshot is None:
         snapshot = engine.snapshot()
-    if now_ns is None:
-        now_ns = snapshot.taken_ns or time.time_ns()
-    if utc_offset_s is None:
-        utc_offset_s = current_utc_offset()
-    until_ns = filters.until_ns(now_ns, utc_offset_s)
+    until_ns = until_cutoff(filters, snapshot, now_ns, utc_offset_s)
     snapshot, selection = _settle(engine, snapshot, filters, until_ns, baseline, keep=keep)
     report = PruneReport(
         endpoint=engine.endpoint,
@@ -162,6 +158,21 @@ def _settle(
         images[image_id] = refine(images[image_id], data, created_ns)
     snapshot = Snapshot.of(images.values(), snapshot.containers, snapshot.taken_ns)
     return snapshot, select(snapshot, filters, until_ns, baseline, keep)
+
+
+def until_cutoff(
+    filters: Filters,
+    snapshot: Snapshot,
+    now_ns: int | None = None,
+    utc_offset_s: int | None = None,
+) -> int | None:
+    """The instant ``until`` names for a prune of ``snapshot``: "now" is when it was taken,
+    and a local date reads with this machine's UTC offset, unless given."""
+    if now_ns is None:
+        now_ns = snapshot.taken_ns or time.time_ns()
+    if utc_offset_s is None:
+        utc_offset_s = current_utc_offset()
+    return filters.until_ns(now_ns, utc_offset_s)
 
 
 def current_utc_offset() -> int:
