@@ -4,7 +4,9 @@ Untagged candidates go by ID, the others reference by reference in the daemon's 
 the daemon's own ``ImageDelete`` applies its conflict rules and its parent cascade. The
 daemon's prune deletes one image at a time; this overlaps requests on a few connections,
 but never two on one parent chain (a cascade would race the other request), and merges
-the outcomes in the serial order, so the report reads as a serial run's.
+the outcomes in the serial order, so the report reads as a serial run's. The layer sizes
+``SpaceReclaimed`` needs are all read before the first deletion: the engine takes longer
+over reads made between deletions.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 from pytest_imageprune.engine import Engine, EngineError, ImageConflict, ImageGone, Record
 from pytest_imageprune.errors import EngineUnavailable
@@ -28,6 +32,8 @@ from pytest_imageprune.report import (
     PruneReport,
     Skipped,
 )
+
+T = TypeVar("T")
 
 #: Requests in flight at once, by default: see benchmarks/bench_prune.py for the figures.
 DEFAULT_CONCURRENCY = 4
@@ -75,18 +81,24 @@ def delete_candidates(
     run = _Run(
         snapshot, candidates, outcomes=outcomes, space=space, deadline=deadline, progress=progress
     )
+    roots, queue = deque(space.roots(candidates)), deque(groups)
     try:
         if len(engines) == 1:
-            run.work(engines[0], deque(groups))
+            run.read(engines[0], roots)
+            run.work(engines[0], queue)
         else:
-            queue = deque(groups)
             with ThreadPoolExecutor(len(engines), thread_name_prefix="imageprune") as pool:
-                futures = [pool.submit(run.work, e, queue) for e in engines]
-                try:
-                    wait(futures)
-                except KeyboardInterrupt:
-                    run.stop(CANCELLED)
-                    wait(futures)  # each has at most one request left to finish
+                phases: list[Callable[[Engine], None]] = [
+                    lambda e: run.read(e, roots),
+                    lambda e: run.work(e, queue),
+                ]
+                for phase in phases:
+                    futures = [pool.submit(phase, e) for e in engines]
+                    try:
+                        wait(futures)
+                    except KeyboardInterrupt:
+                        run.stop(CANCELLED)
+                        wait(futures)  # each has at most one request left to finish
     except KeyboardInterrupt:
         run.stop(CANCELLED)
     finally:
@@ -150,34 +162,53 @@ class _Run:
                 self.status, self.error = status, error
         self._stopped.set()
 
+    def read(self, engine: Engine, roots: deque[str]) -> None:
+        """Take roots from ``roots`` and read the layers deleting them may release."""
+        while (root := self._next(roots)) is not None:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self.stop(DEADLINE)
+                return
+            if not self._attempt(partial(self.space.fetch, engine, root)):
+                return
+
     def work(self, engine: Engine, queue: deque[list[int]]) -> None:
         """Take chains from ``queue`` and delete their candidates in order."""
-        while not self._stopped.is_set():
-            with self._lock:
-                if not queue:
-                    return
-                group = queue.popleft()
+        while (group := self._next(queue)) is not None:
             for index in group:
                 if self._stopped.is_set():
                     return
                 outcome = self.outcomes[index]
-                try:
-                    self._delete_one(engine, self.candidates[index], outcome)
-                except EngineUnavailable as exc:
-                    self.stop(ENGINE_LOST, str(exc))
-                    return
-                except Exception as exc:  # a malformed answer: stop, and report the rest
-                    self.stop(FAILED, f"{type(exc).__name__}: {exc}")
+                if not self._attempt(
+                    partial(self._delete_one, engine, self.candidates[index], outcome)
+                ):
                     return
                 if outcome.stopped is not None:
                     self.stop(outcome.stopped)
                     return
                 self._advance(outcome.space)
 
+    def _next(self, queue: deque[T]) -> T | None:
+        """The next item of ``queue`` for this connection; None once stopped or done."""
+        with self._lock:
+            if self._stopped.is_set() or not queue:
+                return None
+            return queue.popleft()
+
+    def _attempt(self, request: Callable[[], None]) -> bool:
+        """Make ``request``; False, having stopped the run, if the engine went or failed."""
+        try:
+            request()
+        except EngineUnavailable as exc:
+            self.stop(ENGINE_LOST, str(exc))
+            return False
+        except Exception as exc:  # a malformed answer: stop, and report the rest
+            self.stop(FAILED, f"{type(exc).__name__}: {exc}")
+            return False
+        return True
+
     def _delete_one(self, engine: Engine, image_id: str, outcome: Outcome) -> None:
         """R14, R15: an untagged candidate by ID, a tagged one reference by reference."""
         image = self.snapshot.images[image_id]
-        self.space.prefetch(engine, image_id)
         for target in image.refs or (image.id,):
             if self._stopped.is_set():
                 outcome.stopped = self.status or CANCELLED
@@ -246,7 +277,10 @@ class SpaceCounter:
         #: stays); or, with ``whole``, its whole ``Size``, as Podman's own prune counts.
         self.estimate = estimate
         self.whole = whole
+        #: Each layer's ``DiffSize``, by chain ID (content-addressed: the same in any image).
         self.layer_sizes: dict[str, int] = {}
+        for layers in self.known.values():
+            self.layer_sizes.update(layers)
         self._fetched: set[str] = set()
 
     def roots(self, candidates: Sequence[str]) -> list[str]:
@@ -268,17 +302,9 @@ class SpaceCounter:
             return None  # a tagged root stays: the cascade stops below it
         return root.id
 
-    def prefetch(self, engine: Engine, image_id: str) -> None:
-        """Before deleting ``image_id``: the layer sizes of a parentless root it may release.
-
-        Candidates that share a root are deleted on one connection, in order, so a root is
-        read once, by the connection that may release it (unless it is ``known``).
-        """
-        root = self._root(image_id)
-        if root is not None:
-            self._fetch(engine, root)
-
-    def _fetch(self, engine: Engine, root: str) -> None:
+    def fetch(self, engine: Engine, root: str) -> None:
+        """Before any deletion: the layer sizes of ``root`` (one of ``roots``), unless they
+        are ``known`` or read already."""
         if root in self._fetched:
             return
         self._fetched.add(root)

@@ -397,7 +397,7 @@ _RELEASED = [{"Deleted": "app"}, {"Deleted": _CHAIN[2]}, {"Deleted": _CHAIN[1]}]
 def test_space_of_a_parentless_image_uses_its_layer_sizes() -> None:
     snapshot = Snapshot.of([img("app", size=127)])
     counter = SpaceCounter(snapshot)
-    counter.prefetch(_Layered(snapshot), "app")
+    counter.fetch(_Layered(snapshot), "app")
     assert counter.count(_RELEASED) == 27
 
 
@@ -416,9 +416,49 @@ def test_known_layers_are_never_read() -> None:
     counter = SpaceCounter(snapshot, known=known)
     engine = _Layered(snapshot)
     assert counter.roots(["app"]) == []
-    counter.prefetch(engine, "app")
+    assert counter.count(_RELEASED) == 120  # the known sizes of the two released layers
+    counter.fetch(engine, "app")
     assert engine.inspected == []
     assert counter.count(_RELEASED) == 120  # 100 + 20
+
+
+class _Logged(_Layered):
+    """``_Layered`` on ``count`` connections (one state), logging each request in order."""
+
+    def __init__(self, snapshot: Snapshot, fault: Exception | None = None) -> None:
+        super().__init__(snapshot, fault)
+        self.log: list[str] = []
+
+    def spawn(self, count: int) -> list[Engine]:
+        return [self] * count
+
+    def inspect(self, image_id: str) -> Mapping[str, Any]:
+        self.log.append("read")
+        return super().inspect(image_id)
+
+    def delete(self, target: str) -> list[Record]:
+        self.log.append("delete")
+        return super().delete(target)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_every_layer_is_read_before_the_first_deletion(concurrency: int) -> None:
+    """The engine takes longer over reads made between deletions: so none is."""
+    snapshot = Snapshot.of([img(f"app{n}", size=127) for n in range(8)])
+    engine = _Logged(snapshot)
+    report = prune_images([], engine=engine, concurrency=concurrency)
+    assert sorted(report.deleted_ids) == [f"app{n}" for n in range(8)]
+    assert engine.log == ["read"] * 8 + ["delete"] * 8
+
+
+def test_a_lost_engine_while_reading_layers_on_several_connections_deletes_nothing() -> None:
+    snapshot = Snapshot.of([img(f"app{n}", size=127) for n in range(8)])
+    lost = _Logged(snapshot, EngineUnavailable("unix:///x.sock", "gone"))
+    report = prune_images([], engine=lost, concurrency=4)
+    assert report.status == ENGINE_LOST
+    assert report.deleted_ids == []
+    assert "delete" not in lost.log
+    assert 1 <= len(lost.log) <= 4  # each connection stops at its first failure
 
 
 def test_chain_ids_follow_the_image_spec() -> None:
