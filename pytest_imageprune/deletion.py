@@ -36,7 +36,7 @@ from pytest_imageprune.report import (
 T = TypeVar("T")
 
 #: Requests in flight at once, by default: see benchmarks/bench_prune.py for the figures.
-DEFAULT_CONCURRENCY = 4
+DEFAULT_CONCURRENCY = 8
 
 #: ``progress(done, total, bytes)``, called after each candidate.
 Progress = Callable[[int, int, int], None]
