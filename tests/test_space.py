@@ -17,7 +17,7 @@ import docker
 import pytest
 
 from pytest_imageprune.deletion import read_ahead
-from pytest_imageprune.engine import DockerEngine
+from pytest_imageprune.engine import DockerEngine, Record
 from pytest_imageprune.filters import parse_filters
 from pytest_imageprune.lifecycle import PruneSession
 from pytest_imageprune.prune import prune_images
@@ -60,23 +60,30 @@ FILTERS = ["dangling=false", "label=prune=yes"]
 
 
 class Counting(DockerEngine):
-    """The lean unix-socket engine, noting the candidates it inspects (its twins too).
+    """The lean unix-socket engine, noting the candidates it inspects (its twins too), and
+    the order of its reads and deletions.
 
     (The selection inspects "kept:1" too: its list entry says ``Labels: null``.)
     """
 
     inspected: ClassVar[list[str]] = []
     candidates: ClassVar[set[str]] = set()
+    requests: ClassVar[list[str]] = []
 
     def inspect(self, image_id: str) -> Mapping[str, Any]:
         if image_id in Counting.candidates:
             Counting.inspected.append(image_id)
+            Counting.requests.append("read")
         return super().inspect(image_id)
+
+    def delete(self, target: str) -> list[Record]:
+        Counting.requests.append("delete")
+        return super().delete(target)
 
 
 def labelled(client: docker.APIClient) -> set[str]:
     """The loaded images the filters select; ``Counting`` notes their inspects from now."""
-    Counting.inspected = []
+    Counting.inspected, Counting.requests = [], []
     Counting.candidates = {i["Id"] for i in client.images(all=True, filters={"label": "prune"})}
     assert len(Counting.candidates) == 2
     return Counting.candidates
@@ -142,6 +149,7 @@ def test_the_unix_socket_client_counts_the_same_at_any_concurrency(
     )
     assert_same_as_the_daemon(ours, daemon)
     assert sorted(Counting.inspected) == sorted(Counting.candidates)  # once each
+    assert Counting.requests == ["read", "read", "delete", "delete"]  # every read comes first
 
 
 def test_layers_read_ahead_are_not_read_again(
