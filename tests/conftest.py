@@ -7,54 +7,88 @@ from dataclasses import dataclass
 import docker
 import pytest
 
-from tests.support import PrivateDockerd, connect, engine_missing, private_dockerd
+from tests.support import (
+    PrivateDockerd,
+    connect,
+    engine_missing,
+    private_c8d_dockerd,
+    private_dockerd,
+)
 
 pytest_plugins = ["pytester"]
 
 DOCKER_DEFAULT_HOST = "unix:///var/run/docker.sock"
 #: The engines the plugin's engine tests run on, each under its own test ID.
-ENGINES = ("docker", "podman")
+ENGINES = ("docker", "podman", "docker-c8d", "podman5")
+#: Each engine's kind, image store, and the variable naming its socket (None: the host's
+#: Docker, where the environment names it, as the docker CLI finds it).
+_ENGINE_SPECS: dict[str, tuple[str, str, str | None]] = {
+    "docker": ("docker", "classic", None),
+    "podman": ("podman", "podman", "IMAGEPRUNE_PODMAN_HOST"),
+    "docker-c8d": ("docker", "containerd", "IMAGEPRUNE_DOCKER_C8D_HOST"),
+    "podman5": ("podman", "podman", "IMAGEPRUNE_PODMAN5_HOST"),
+}
+_C8D_DRIVER_TYPE = "io.containerd.snapshotter.v1"
 
 
 @dataclass(frozen=True)
 class EngineUnderTest:
-    name: str  # "docker" or "podman"
+    name: str  # the test ID: one of ENGINES
     host: str  # its DOCKER_HOST
+    kind: str  # "docker" or "podman"
+    store: str  # "classic", "containerd" (Docker's containerd image store) or "podman"
 
 
 @pytest.fixture(scope="session", params=ENGINES)
 def engine_under_test(request: pytest.FixtureRequest) -> EngineUnderTest:
-    """Each engine once: Docker where the environment names it, Podman at
-    ``IMAGEPRUNE_PODMAN_HOST`` (``.ci/podman-service`` starts one). A missing engine skips,
-    except under ``CI=true``, where it fails."""
+    """Each engine once: ``docker``, the host's Docker where the environment names it;
+    ``podman`` at ``IMAGEPRUNE_PODMAN_HOST`` (``.ci/podman-service`` starts one);
+    ``docker-c8d`` (Docker 26.1 on the containerd image store) at
+    ``IMAGEPRUNE_DOCKER_C8D_HOST`` and ``podman5`` (Podman 5.4) at
+    ``IMAGEPRUNE_PODMAN5_HOST`` (``.ci/debian13-engines`` starts both). A missing engine
+    skips, except under ``CI=true``, where it fails."""
     name: str = request.param
-    if name == "podman":
-        host = os.environ.get("IMAGEPRUNE_PODMAN_HOST", "")
-        if not host:
-            engine_missing("IMAGEPRUNE_PODMAN_HOST names no Podman service")
-    else:
+    kind, store, variable = _ENGINE_SPECS[name]
+    if variable is None:
         host = os.environ.get("DOCKER_HOST") or DOCKER_DEFAULT_HOST
+    else:
+        host = os.environ.get(variable, "")
+        if not host:
+            engine_missing(f"{variable} names no {name} engine")
     try:
-        client = connect(host) if name == "podman" else connect()
+        client = connect() if variable is None else connect(host)
         try:
             client.ping()
+            if kind == "docker":
+                status = dict(client.info().get("DriverStatus") or [])
+                store = "containerd" if status.get("driver-type") == _C8D_DRIVER_TYPE else "classic"
         finally:
             client.close()
     except Exception as exc:
         engine_missing(f"no {name} engine answers at {host}: {exc}")
-    return EngineUnderTest(name, host)
+    if name == "docker-c8d" and store != "containerd":
+        engine_missing(f"the {name} engine at {host} is not on the containerd image store")
+    return EngineUnderTest(name, host, kind, store)
 
 
 @pytest.fixture
 def engine(engine_under_test: EngineUnderTest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The engine under test, ``"docker"`` or ``"podman"``; ``DOCKER_HOST`` names it for the
-    test and for the pytest sessions it runs in subprocesses."""
+    """The kind of the engine under test, ``"docker"`` or ``"podman"`` (its store:
+    ``engine_store``); ``DOCKER_HOST`` names it for the test and for the pytest sessions it
+    runs in subprocesses."""
     monkeypatch.setenv("DOCKER_HOST", engine_under_test.host)
-    if engine_under_test.name == "podman":
-        # A TLS setting meant for the Docker engine would not fit the Podman socket.
+    if engine_under_test.name != "docker":
+        # A TLS setting meant for the host's Docker would not fit these sockets.
         monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
         monkeypatch.delenv("DOCKER_CERT_PATH", raising=False)
-    return engine_under_test.name
+    return engine_under_test.kind
+
+
+@pytest.fixture
+def engine_store(engine: str, engine_under_test: EngineUnderTest) -> str:
+    """The image store of the engine under test: ``"classic"``, ``"containerd"`` (Docker's
+    containerd image store) or ``"podman"``."""
+    return engine_under_test.store
 
 
 @pytest.fixture
@@ -69,4 +103,12 @@ def docker_api(engine: str) -> Iterator[docker.APIClient]:
 def private_engine() -> Iterator[PrivateDockerd]:
     """A dockerd of the tests' own, which they may empty and prune without a filter."""
     with private_dockerd() as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="session")
+def private_c8d_engine() -> Iterator[PrivateDockerd]:
+    """A private, empty Docker 26.1 on the containerd image store, which tests may empty and
+    prune without a filter (the dockerd of the Debian 13 root at ``IMAGEPRUNE_TRIXIE_ROOT``)."""
+    with private_c8d_dockerd() as daemon:
         yield daemon

@@ -130,29 +130,45 @@ def remove_everything(client: docker.APIClient) -> None:
 
 @dataclass
 class PrivateDockerd:
-    """A dockerd of our own: its own data root, exec root, pidfile and socket; no networking."""
+    """A dockerd of our own: its own data root, exec root, pidfile and socket; no networking.
+
+    With ``chroot``, the dockerd of that Debian root (``IMAGEPRUNE_TRIXIE_ROOT``, made by
+    ``.ci/debian13-engines``) runs chrooted into it, in a private mount namespace: ``root``
+    must then lie inside it, and the host reaches the socket under ``root`` as usual.
+    """
 
     root: Path
     process: subprocess.Popen[bytes] | None = None
     #: Also listen here (``tcp://127.0.0.1:PORT``, loopback only), if set.
     tcp: str | None = None
+    #: Run the dockerd of this root filesystem, chrooted into it (see ``in_root_command``).
+    chroot: Path | None = None
+    #: Its ``--config-file`` (a host path, inside ``chroot`` if set); unset: dockerd's default.
+    config: Path | None = None
 
     @property
     def socket(self) -> str:
         return f"unix://{self.root}/docker.sock"
+
+    def _seen_by_dockerd(self, path: Path) -> str:
+        return str(path) if self.chroot is None else f"/{path.relative_to(self.chroot)}"
 
     def start(self, timeout: float = 60.0) -> None:
         # After a kill, the runtime state (containerd's socket and pid) is stale.
         shutil.rmtree(self.root / "exec", ignore_errors=True)
         (self.root / "dockerd.pid").unlink(missing_ok=True)
         log = (self.root / "dockerd.log").open("ab")
+        inner = self._seen_by_dockerd(self.root)
+        prefix = in_root_command(self.chroot) if self.chroot is not None else ["dockerd"]
+        config = [f"--config-file={self._seen_by_dockerd(self.config)}"] if self.config else []
         self.process = subprocess.Popen(
             [
-                "dockerd",
-                f"--data-root={self.root}/data",
-                f"--exec-root={self.root}/exec",
-                f"--pidfile={self.root}/dockerd.pid",
-                f"--host={self.socket}",
+                *prefix,
+                *config,
+                f"--data-root={inner}/data",
+                f"--exec-root={inner}/exec",
+                f"--pidfile={inner}/dockerd.pid",
+                f"--host=unix://{inner}/docker.sock",
                 "--bridge=none",
                 "--iptables=false",
                 "--ip-masq=false",
@@ -197,6 +213,35 @@ class PrivateDockerd:
         return "\n".join(text.splitlines()[-lines:])
 
 
+def in_root_command(chroot: Path) -> list[str]:
+    """``dockerd`` of the root filesystem ``chroot``, as ``.ci/debian13-engines`` runs it: in a
+    private mount namespace, with ``chroot`` bind-mounted on itself (the classic builder needs
+    it: ``remount /, flags: 0x84000: invalid argument`` without), proc, sys, dev and a tmpfs
+    on ``/run``. Every step execs, so the process started is dockerd itself, and the mounts
+    vanish with its namespace."""
+    script = (
+        'd="$1"; shift; mount --bind "$d" "$d"; mount -t proc proc "$d/proc";'
+        ' mount --rbind /sys "$d/sys"; mount --rbind /dev "$d/dev";'
+        ' mount -t tmpfs -o mode=755 tmpfs "$d/run";'
+        ' exec chroot "$d" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+        ' HOME=/root LANG=C.UTF-8 "$@"'
+    )
+    namespace = ["unshare", "--mount", "--propagation", "private"]
+    return [*namespace, "sh", "-euc", script, "sh", str(chroot), "dockerd"]
+
+
+@contextlib.contextmanager
+def _running(daemon: PrivateDockerd) -> Iterator[PrivateDockerd]:
+    """Start ``daemon``; afterwards stop it, unmount its data root and remove its folder."""
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        subprocess.run(["umount", "-R", f"{daemon.root}/data"], capture_output=True, check=False)
+        shutil.rmtree(daemon.root, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def private_dockerd(tcp: str | None = None) -> Iterator[PrivateDockerd]:
     """Start a private dockerd (root and ``dockerd`` needed), stop and remove it afterwards."""
@@ -206,14 +251,42 @@ def private_dockerd(tcp: str | None = None) -> Iterator[PrivateDockerd]:
         engine_missing("a private dockerd needs root")
     # Short path: unix socket paths are limited to about 100 bytes.
     root = Path(tempfile.mkdtemp(prefix="ipd-", dir="/tmp"))
-    daemon = PrivateDockerd(root, tcp=tcp)
-    try:
-        daemon.start()
+    with _running(PrivateDockerd(root, tcp=tcp)) as daemon:
         yield daemon
-    finally:
-        daemon.stop()
-        subprocess.run(["umount", "-R", f"{root}/data"], capture_output=True, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+
+
+#: Where ``.ci/debian13-engines`` made the Debian 13 root (``.ci/run`` sets it).
+TRIXIE_ROOT_VARIABLE = "IMAGEPRUNE_TRIXIE_ROOT"
+
+
+@contextlib.contextmanager
+def private_c8d_dockerd() -> Iterator[PrivateDockerd]:
+    """A private, empty Docker 26.1 on the containerd image store: the dockerd of the Debian 13
+    root named by ``IMAGEPRUNE_TRIXIE_ROOT``, with a fresh data root and socket inside it;
+    stopped and removed afterwards. Root needed."""
+    trixie = os.environ.get(TRIXIE_ROOT_VARIABLE, "")
+    if not trixie:
+        engine_missing(
+            f"{TRIXIE_ROOT_VARIABLE} names no Debian 13 root (.ci/debian13-engines root makes one)"
+        )
+    chroot = Path(trixie).resolve()
+    if not (chroot / "usr/sbin/dockerd").is_file():
+        engine_missing(f"{TRIXIE_ROOT_VARIABLE}={trixie} holds no usr/sbin/dockerd")
+    if os.geteuid() != 0:
+        engine_missing("a private dockerd needs root")
+    # Inside the root, where dockerd sees it; the host path must stay short for the socket.
+    root = Path(tempfile.mkdtemp(prefix="ipc8d-", dir=chroot / "tmp"))
+    config = root / "daemon.json"
+    config.write_text(json.dumps({"features": {"containerd-snapshotter": True}}))
+    with _running(PrivateDockerd(root, chroot=chroot, config=config)) as daemon:
+        client = connect(daemon.socket)
+        try:
+            status = dict(client.info().get("DriverStatus") or [])
+        finally:
+            client.close()
+        if status.get("driver-type") != "io.containerd.snapshotter.v1":
+            raise RuntimeError(f"the private dockerd is not on the containerd store: {status}")
+        yield daemon
 
 
 @contextlib.contextmanager
