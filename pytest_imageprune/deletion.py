@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from pytest_imageprune.engine import Engine, EngineError, ImageConflict, ImageGone, Record
 from pytest_imageprune.errors import EngineUnavailable
@@ -40,6 +40,25 @@ DEFAULT_CONCURRENCY = 8
 
 #: ``progress(done, total, bytes)``, called after each candidate.
 Progress = Callable[[int, int, int], None]
+
+
+class DeletePlan(Protocol):
+    """How to delete one candidate: what to send ``DELETE`` for, and how to report it."""
+
+    @property
+    def targets(self) -> tuple[str, ...]: ...
+
+    def shape(self, target: str, records: list[Record]) -> list[Record]: ...
+
+
+class Space(Protocol):
+    """Counts ``SpaceReclaimed``: reads what it needs first, then counts each answer."""
+
+    def roots(self, candidates: Sequence[str]) -> list[str]: ...
+
+    def fetch(self, engine: Engine, root: str) -> None: ...
+
+    def count(self, records: Sequence[Record]) -> int: ...
 
 
 @dataclass
@@ -64,22 +83,37 @@ def delete_candidates(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Progress | None = None,
     known: Mapping[str, Mapping[str, int]] | None = None,
+    plans: Mapping[str, DeletePlan] | None = None,
+    space: Space | None = None,
 ) -> None:
     """Delete ``candidates`` in ``report``; stop early on Ctrl-C, a deadline, a lost engine.
 
-    ``known`` holds layers read ahead (``read_ahead``), by root image ID.
+    ``known`` holds layers read ahead (``read_ahead``), by root image ID. ``plans`` say
+    how to delete each candidate where the classic store's way does not apply (the
+    containerd store: no parent chains, record by record), and ``space`` counts the bytes
+    (``SpaceCounter`` by default).
     """
     if not candidates:
         return
-    # Podman's delete answers name no layers; it counts each deleted image's whole Size.
-    by_image = report.dry_run or not _lists_layers(engine)
-    space = SpaceCounter(snapshot, estimate=by_image, whole=not report.dry_run, known=known)
+    if space is None:
+        # Podman's delete answers name no layers; it counts each deleted image's whole Size.
+        by_image = report.dry_run or not _lists_layers(engine)
+        space = SpaceCounter(snapshot, estimate=by_image, whole=not report.dry_run, known=known)
     outcomes = [Outcome() for _ in candidates]
-    groups = _by_chain(snapshot, candidates)
+    if plans is None:
+        groups = _by_chain(snapshot, candidates)
+    else:  # no cascade: every candidate on its own
+        groups = [[index] for index in range(len(candidates))]
     spawn = getattr(engine, "spawn", None)
     engines = spawn(max(1, min(concurrency, len(groups)))) if spawn is not None else [engine]
     run = _Run(
-        snapshot, candidates, outcomes=outcomes, space=space, deadline=deadline, progress=progress
+        snapshot,
+        candidates,
+        outcomes=outcomes,
+        space=space,
+        deadline=deadline,
+        progress=progress,
+        plans=plans,
     )
     roots, queue = deque(space.roots(candidates)), deque(groups)
     try:
@@ -139,11 +173,13 @@ class _Run:
         candidates: Sequence[str],
         *,
         outcomes: list[Outcome],
-        space: SpaceCounter,
+        space: Space,
         deadline: float | None,
         progress: Progress | None,
+        plans: Mapping[str, DeletePlan] | None = None,
     ) -> None:
         self.snapshot = snapshot
+        self.plans = plans
         self.candidates = candidates
         self.outcomes = outcomes
         self.space = space
@@ -207,9 +243,12 @@ class _Run:
         return True
 
     def _delete_one(self, engine: Engine, image_id: str, outcome: Outcome) -> None:
-        """R14, R15: an untagged candidate by ID, a tagged one reference by reference."""
+        """R14, R15: an untagged candidate by ID, a tagged one reference by reference (or
+        as its plan says)."""
         image = self.snapshot.images[image_id]
-        for target in image.refs or (image.id,):
+        plan = self.plans.get(image_id) if self.plans is not None else None
+        targets = plan.targets if plan is not None else image.refs or (image.id,)
+        for target in targets:
             if self._stopped.is_set():
                 outcome.stopped = self.status or CANCELLED
                 return
@@ -227,6 +266,8 @@ class _Run:
             except EngineError as exc:
                 outcome.errors.append({"Id": image.id, "Reference": target, "error": str(exc)})
                 continue
+            if plan is not None:
+                records = plan.shape(target, records)
             outcome.records.extend(records)
             outcome.space += self.space.count(records)
 
@@ -355,10 +396,10 @@ def read_layers(engine: Engine, image_id: str, size: int) -> dict[str, int] | No
     try:
         inspect = engine.inspect(image_id)
         layers = inspect.get("RootFS", {}).get("Layers") or []
-        sizes = _layer_sizes(engine, image_id, layers, size)
+        sizes = layer_sizes(engine, image_id, layers, size)
     except (ImageGone, EngineError):
         return None  # gone meanwhile, or refused: the deletion meets it too, and reports it
-    return dict(zip(_chain_ids(layers), sizes, strict=True))
+    return dict(zip(chain_ids(layers), sizes, strict=True))
 
 
 def read_ahead(
@@ -383,7 +424,7 @@ def read_ahead(
             into[root] = layers
 
 
-def _layer_sizes(engine: Engine, image_id: str, layers: Sequence[str], size: int) -> list[int]:
+def layer_sizes(engine: Engine, image_id: str, layers: Sequence[str], size: int) -> list[int]:
     """Each layer's ``DiffSize``, oldest first."""
     if len(layers) <= 1:
         return [size] * len(layers)
@@ -398,7 +439,7 @@ def _layer_sizes(engine: Engine, image_id: str, layers: Sequence[str], size: int
     return sizes
 
 
-def _chain_ids(diff_ids: Sequence[str]) -> list[str]:
+def chain_ids(diff_ids: Sequence[str]) -> list[str]:
     """The layer store's chain IDs for a list of diff IDs (image-spec ChainID)."""
     chain: list[str] = []
     for diff_id in diff_ids:

@@ -7,6 +7,7 @@ engine is ``EngineUnavailable``. Nothing else in the package knows about HTTP.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from pytest_imageprune.errors import EngineUnavailable, ImagePruneError
 from pytest_imageprune.images import Snapshot, full_id
+from pytest_imageprune.store import CLASSIC, CONTAINERD, UNSUPPORTED, Store, detect, is_podman
 
 if TYPE_CHECKING:
     import docker
@@ -95,7 +97,7 @@ class DockerEngine:
         self._client = client
         self._connect = connect
         self._lock = threading.Lock()
-        self._lists_layers: bool | None = None
+        self._store: Store | None = None
         socket_path = _unix_socket(endpoint)
         self._http = _UnixHTTP(endpoint, socket_path) if socket_path and client is None else None
 
@@ -142,6 +144,7 @@ class DockerEngine:
             return engines
         for _ in range(count - 1):
             twin = type(self)(None, self.endpoint, connect=self._twin)
+            twin._store = self._store
             if self._http is None:
                 twin._http = None
             engines.append(twin)
@@ -176,7 +179,26 @@ class DockerEngine:
             with self._mapped():
                 images = client.images(all=True)
                 containers = client.containers(all=True)
-        return Snapshot.from_api(images, containers, taken_ns)
+        snapshot = Snapshot.from_api(images, containers, taken_ns)
+        if snapshot.containers and self.store.kind == CONTAINERD:
+            snapshot = self._created_with(snapshot)
+        return snapshot
+
+    def _created_with(self, snapshot: Snapshot) -> Snapshot:
+        """On the containerd store a container protects the record it was created with
+        (R23): where the list shows the image ID instead, the container's inspect tells."""
+        containers = []
+        for listed in snapshot.containers:
+            if listed.created_with is not None:
+                containers.append(listed)
+                continue
+            try:
+                config = self._inspect_container(listed.id).get("Config")
+            except ImageGone:  # removed meanwhile: it protects nothing any more
+                continue
+            image = config.get("Image") if isinstance(config, Mapping) else None
+            containers.append(dataclasses.replace(listed, config_image=str(image or "")))
+        return dataclasses.replace(snapshot, containers=tuple(containers))
 
     def inspect(self, image_id: str) -> Mapping[str, Any]:
         if self._http is not None:
@@ -197,32 +219,58 @@ class DockerEngine:
             return cast("Sequence[Mapping[str, Any]]", client.history(image_id))  # type: ignore[no-untyped-call]
 
     def delete(self, target: str) -> list[Record]:
-        """``DELETE /images/{target}?force=0&noprune=0``: the daemon's parent cascade is kept."""
+        """``DELETE /images/{target}?force=0``: with the daemon's parent cascade on the classic
+        store (``noprune=0``), without it on the containerd store, whose prune has none."""
+        noprune = self.store.kind == CONTAINERD
         if self._http is not None:
-            records = self._http.call("DELETE", f"/images/{_quote(target)}?force=0&noprune=0")
+            query = f"force=0&noprune={int(noprune)}"
+            records = self._http.call("DELETE", f"/images/{_quote(target)}?{query}")
         else:
             client = self.client
             with self._mapped():
-                records = client.remove_image(target, force=False, noprune=False)
+                records = client.remove_image(target, force=False, noprune=noprune)
         return [
             {"Deleted": full_id(r["Deleted"])} if "Deleted" in r else dict(r) for r in records or ()
         ]
 
     @property
-    def lists_layers(self) -> bool:
-        """Whether delete answers name the layers released (Docker); Podman's do not."""
-        if self._lists_layers is None:
-            if self._http is not None:
-                version = self._http.call("GET", "/version")
+    def store(self) -> Store:
+        """The engine's image store, from ``/version`` and ``/info``: asked once."""
+        if self._store is None:
+            try:
+                version = self._get("/version")
+                info = None if is_podman(version) else self._get("/info")
+            except (EngineError, ImageGone, ImageConflict) as exc:
+                self._store = Store(UNSUPPORTED, "", f"the engine did not describe itself: {exc}")
             else:
-                client = self.client
-                with self._mapped():
-                    version = client.version()
-            components = version.get("Components") or ()
-            self._lists_layers = not any(
-                "podman" in str(c.get("Name", "")).lower() for c in components
+                self._store = detect(version, info)
+        return self._store
+
+    @property
+    def lists_layers(self) -> bool:
+        """Whether delete answers name the layers released (Docker's classic store)."""
+        return self.store.kind == CLASSIC
+
+    def _inspect_container(self, container_id: str) -> Mapping[str, Any]:
+        if self._http is not None:
+            answer: Mapping[str, Any] = self._http.call(
+                "GET", f"/containers/{_quote(container_id)}/json"
             )
-        return self._lists_layers
+            return answer
+        client = self.client
+        with self._mapped():
+            return cast("Mapping[str, Any]", client.inspect_container(container_id))
+
+    def _get(self, path: str) -> Mapping[str, Any]:
+        if self._http is not None:
+            answer = self._http.call("GET", path)
+        else:
+            client = self.client
+            with self._mapped():
+                answer = client.version() if path == "/version" else client.info()
+        if not isinstance(answer, Mapping):
+            raise EngineError(f"GET {path}: not an object")
+        return answer
 
     def close(self) -> None:
         if self._http is not None:

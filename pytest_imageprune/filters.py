@@ -140,6 +140,31 @@ class Filters:
         has_label_not = bool(self.label_not) or "label!" in self.raw
         return not (has_label_not and _match_kv_list(self.label_not, labels))
 
+    def match_labels_containerd(self, labels: Mapping[str, str] | None) -> bool:
+        """The containerd store's label rules (R25, Docker 29.4.1 and later).
+
+        Every ``label`` and ``label!`` value is a check of its own, all ANDed: ``label!=k``
+        passes when ``k`` is absent, ``label!=k=v`` when ``k`` is absent or differs, and a
+        key ending in ``!`` flips its check (``label=a!=b`` is ``label!=a=b``).
+        """
+        labels = labels or {}
+        checks = [(value, False) for value in self.label]
+        checks += [(value, True) for value in self.label_not]
+        for value, negated in checks:
+            key, found, wanted = value.partition("=")
+            negate = negated != key.endswith("!")
+            key = key.removesuffix("!")
+            present = key in labels
+            if not found:
+                if present == negate:
+                    return False
+            elif not present:
+                if not negate:
+                    return False
+            elif (labels[key] == wanted) == negate:
+                return False
+        return True
+
     @property
     def is_default(self) -> bool:
         """No filters given at all: dangling-only mode with nothing else."""

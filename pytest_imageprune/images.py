@@ -35,6 +35,9 @@ class Image:
     created_ns: int | None = None
     #: ``False`` when an inspect showed the image has no ``Config`` (label filters then skip it).
     has_config: bool | None = None
+    #: Inspect's ``Metadata.LastTagTime``: on the containerd store, the newest time one of
+    #: the image's records was made or moved (tagged, built, loaded, made dangling).
+    last_tag_ns: int | None = None
 
     @functools.cached_property
     def refs(self) -> tuple[str, ...]:
@@ -63,6 +66,11 @@ class Container:
     id: str
     image_id: str
     running: bool
+    #: The image as the container list shows it: the name or ID the container was created
+    #: with (``Config.Image``) while that still names ``image_id``, else ``image_id``.
+    image: str = ""
+    #: ``Config.Image`` as the container was created with it, where an inspect told it.
+    config_image: str | None = None
 
     @classmethod
     def from_api(cls, item: Mapping[str, Any]) -> Container:
@@ -70,7 +78,17 @@ class Container:
             id=item["Id"],
             image_id=item.get("ImageID") or "",
             running=item.get("State") == "running",
+            image=str(item.get("Image") or ""),
         )
+
+    @property
+    def created_with(self) -> str | None:
+        """``Config.Image``, where known: the list shows it unless it is the image ID."""
+        if self.config_image is not None:
+            return self.config_image
+        if self.image and self.image != self.image_id:
+            return self.image
+        return None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pytest_imageprune.report import PruneReport
     from pytest_imageprune.selection import KeepRule
     from pytest_imageprune.sessions import Others, Registry, SessionRecord
+    from pytest_imageprune.store import Store
 
 #: How many times a lock holder looks again for sessions settling their work on it.
 _SETTLE_ROUNDS = 60
@@ -76,6 +77,9 @@ class PruneSession:
     _known_layers: dict[str, dict[str, int]] = field(default_factory=dict)
     _reader: threading.Thread | None = None
     _stop_reading: threading.Event = field(default_factory=threading.Event)
+    #: The engine's image store, once asked (at start, before the baseline).
+    store: Store | None = None
+    _store_known: threading.Event = field(default_factory=threading.Event)
 
     # -- start ---------------------------------------------------------------------------
     def start(self, *, background: bool = False) -> None:
@@ -100,6 +104,12 @@ class PruneSession:
             self._take_baseline()
             self._register()
 
+    def known_store(self, timeout: float) -> Store | None:
+        """The engine's image store, waiting at most ``timeout`` seconds for it."""
+        if self._starter is not None:
+            self._store_known.wait(timeout)
+        return self.store
+
     def wait_started(self) -> None:
         """The baseline is recorded and the session registered (or that failed) on return."""
         if self._starter is not None:
@@ -114,6 +124,10 @@ class PruneSession:
         try:
             self.endpoint = engine.endpoint
             if isinstance(engine, DockerEngine):
+                try:
+                    self.store = engine.store
+                finally:
+                    self._store_known.set()
                 snapshot = engine.snapshot(meanwhile=_load_the_rest)
             else:
                 snapshot = engine.snapshot()
@@ -123,6 +137,8 @@ class PruneSession:
         except Exception as exc:  # an engine error, a malformed answer: never the verdict
             self.problem = f"Docker engine at {self.endpoint} failed: {type(exc).__name__}: {exc}"
         else:
+            if self.store is not None and not self.store.supported:
+                return  # nothing will be deleted: nothing to read ahead
             with contextlib.suppress(Exception):  # a help: the prune reads what is missing
                 self._read_ahead(snapshot)
         if self._stop_reading.is_set():  # abandoned meanwhile: no one else will use it
@@ -414,6 +430,9 @@ class PruneSession:
         except EngineUnavailable as exc:  # before anything was deleted
             self.lines.append(f"imageprune: WARNING {exc}; nothing pruned")
             return self._failed_report(filters, reporting.UNREACHABLE, str(exc))
+        if report.status == reporting.UNSUPPORTED_STORE:
+            self.lines.append(f"imageprune: WARNING {report.errors[0]['error']}")
+            return report
         deferred = sum(1 for why in report.kept.values() if is_live_reason(why))
         if deferred:
             self.lines.append(

@@ -175,7 +175,13 @@ class ImagePrunePlugin:
         dry = " (dry run)" if settings.dry_run else ""
         line = f"imageprune: at session end, prune {scope} matching {what}{dry}"
         line += f"; engine {getattr(state.engine, 'description', state.endpoint)}"
-        # (Whether the engine answered is known later: the summary says.)
+        # The store is asked first, in the baseline's thread: a few milliseconds. (Whether
+        # the listing worked is known later: the summary says.)
+        store = state.known_store(timeout=_HEADER_WAIT_S)
+        if store is not None:
+            line += f" ({store.describe()})"
+            if not store.supported:
+                return [line, f"imageprune: WARNING {store.reason}: nothing will be deleted"]
         return [line]
 
     @pytest.hookimpl(wrapper=True, trylast=True)
@@ -292,6 +298,8 @@ class _ProgressLine:
 
 
 _BASELINE_KEY = "imageprune_baseline"
+#: How long the header waits for the engine to say which image store it keeps.
+_HEADER_WAIT_S = 2.0
 #: The plugin started in ``pytest_load_initial_conftests``, until ``pytest_configure``.
 _STARTED = pytest.StashKey["ImagePrunePlugin | None"]()
 

@@ -9,17 +9,22 @@ The plugin and anyone scripting a CI step share this one engine::
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
+from pytest_imageprune import containerd
+from pytest_imageprune.containerd import Plan
 from pytest_imageprune.deletion import DEFAULT_CONCURRENCY, Progress, delete_candidates
 from pytest_imageprune.engine import DockerEngine, Engine, ImageGone
 from pytest_imageprune.filters import Filters, parse_filters, parse_rfc3339_nano
 from pytest_imageprune.images import Baseline, Snapshot
-from pytest_imageprune.report import PruneReport
+from pytest_imageprune.report import UNSUPPORTED_STORE, PruneReport, Skipped
 from pytest_imageprune.selection import KeepRule, Selection, refine, select
-from pytest_imageprune.simulate import SimulatedEngine
+from pytest_imageprune.simulate import SimulatedContainerdEngine, SimulatedEngine
+from pytest_imageprune.store import CONTAINERD, store_of
 
 
 def prune_images(
@@ -106,20 +111,74 @@ def _prune(
     known_layers: Mapping[str, Mapping[str, int]] | None,
     snapshot: Snapshot | None,
 ) -> PruneReport:
+    store = store_of(engine)
+    scope = "all" if baseline is None else "session"
+    if not store.supported:
+        return PruneReport(
+            endpoint=engine.endpoint,
+            filters=filters,
+            scope=scope,
+            dry_run=dry_run,
+            store=store,
+            status=UNSUPPORTED_STORE,
+            errors=[{"error": f"{store.describe()}: {store.reason}; nothing deleted"}],
+        )
     if snapshot is None:
         snapshot = engine.snapshot()
     until_ns = until_cutoff(filters, snapshot, now_ns, utc_offset_s)
-    snapshot, selection = _settle(engine, snapshot, filters, until_ns, baseline, keep=keep)
+    plans: dict[str, Plan] = {}
+    if store.kind == CONTAINERD:
+
+        def choose(snapshot: Snapshot) -> Selection:
+            selection, found = containerd.select(snapshot, filters, until_ns, baseline, keep)
+            plans.clear()
+            plans.update(found)
+            return selection
+
+    else:
+
+        def choose(snapshot: Snapshot) -> Selection:
+            return select(snapshot, filters, until_ns, baseline, keep)
+
+    snapshot, selection = _settle(engine, snapshot, choose)
     report = PruneReport(
         endpoint=engine.endpoint,
         filters=filters,
-        scope="all" if baseline is None else "session",
+        scope=scope,
         dry_run=dry_run,
+        store=store,
         candidates=selection.candidates,
         kept=selection.kept,
         names={i.id: i.refs for i in snapshot.images.values() if i.refs},
     )
-    target: Engine = SimulatedEngine(snapshot, engine.endpoint) if dry_run else engine
+    if store.kind == CONTAINERD:
+        # Containers protect images at selection here (R23): report them as the classic
+        # store's conflicts are, skipped in use.
+        for image_id, why in list(report.kept.items()):
+            if why.startswith(containerd.KEPT_IN_USE):
+                report.skipped.append(Skipped(image_id, why))
+        report.kept = {
+            i: why for i, why in report.kept.items() if not why.startswith(containerd.KEPT_IN_USE)
+        }
+        deleting = [image_id for image_id, plan in plans.items() if plan.deletes]
+        target: Engine = (
+            SimulatedContainerdEngine(snapshot, engine.endpoint, reader=engine)
+            if dry_run
+            else engine
+        )
+        delete_candidates(
+            target,
+            snapshot,
+            selection.candidates,
+            report,
+            deadline=deadline,
+            concurrency=concurrency,
+            progress=progress,
+            plans=plans,
+            space=containerd.ContainerdSpace(snapshot, deleting),
+        )
+        return report
+    target = SimulatedEngine(snapshot, engine.endpoint) if dry_run else engine
     delete_candidates(
         target,
         snapshot,
@@ -134,16 +193,10 @@ def _prune(
 
 
 def _settle(
-    engine: Engine,
-    snapshot: Snapshot,
-    filters: Filters,
-    until_ns: int | None,
-    baseline: Baseline | None,
-    *,
-    keep: KeepRule | None,
+    engine: Engine, snapshot: Snapshot, choose: Callable[[Snapshot], Selection]
 ) -> tuple[Snapshot, Selection]:
     """Select; inspect the images the list cannot decide on; select again."""
-    selection = select(snapshot, filters, until_ns, baseline, keep)
+    selection = choose(snapshot)
     if not selection.undecided:
         return snapshot, selection
     images = dict(snapshot.images)
@@ -153,11 +206,23 @@ def _settle(
         except ImageGone:
             del images[image_id]  # deleted meanwhile by someone else
             continue
-        created = data.get("Created")
-        created_ns = parse_rfc3339_nano(created) if isinstance(created, str) and created else None
-        images[image_id] = refine(images[image_id], data, created_ns)
-    snapshot = Snapshot.of(images.values(), snapshot.containers, snapshot.taken_ns)
-    return snapshot, select(snapshot, filters, until_ns, baseline, keep)
+        images[image_id] = refine(
+            images[image_id], data, _instant(data.get("Created")), _last_tag(data)
+        )
+    snapshot = dataclasses.replace(snapshot, images=images)
+    return snapshot, choose(snapshot)
+
+
+def _instant(value: object) -> int | None:
+    return parse_rfc3339_nano(value) if isinstance(value, str) and value else None
+
+
+def _last_tag(inspect: Mapping[str, Any]) -> int | None:
+    """Inspect's ``Metadata.LastTagTime``; None where the engine gives none (Go's zero)."""
+    metadata = inspect.get("Metadata")
+    value = metadata.get("LastTagTime") if isinstance(metadata, Mapping) else None
+    instant = _instant(value)
+    return instant if instant is not None and instant > 0 else None
 
 
 def until_cutoff(

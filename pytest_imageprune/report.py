@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_imageprune.filters import Filters
+    from pytest_imageprune.store import Store
 
 #: The prune ran to the end.
 COMPLETED = "completed"
@@ -27,6 +28,8 @@ UNREACHABLE = "engine-unreachable"
 NO_BASELINE = "no-baseline"
 #: Something unexpected went wrong; the report's errors say what.
 FAILED = "failed"
+#: The engine keeps its images in a store this package does not support: nothing deleted.
+UNSUPPORTED_STORE = "unsupported-store"
 
 #: Statuses of a prune that ran, wholly or in part.
 RAN = frozenset({COMPLETED, CANCELLED, DEADLINE, ENGINE_LOST})
@@ -72,6 +75,8 @@ class PruneReport:
     skipped: list[Skipped] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
+    #: The engine's image store, where it was asked.
+    store: Store | None = None
 
     @property
     def untagged(self) -> list[str]:
@@ -94,6 +99,7 @@ class PruneReport:
             "filters": self.filters.to_docker(),
             "dry_run": self.dry_run,
             "endpoint": self.endpoint,
+            "store": self.store.to_json() if self.store is not None else None,
             "skipped": [s.to_dict() for s in self.skipped],
             "errors": list(self.errors),
             "duration_s": round(self.duration_s, 6),

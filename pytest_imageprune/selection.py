@@ -125,8 +125,14 @@ def _judge_labels(image: Image, filters: Filters) -> str | None:
     return None if filters.match_labels(image.labels) else KEPT_LABELS
 
 
-def refine(image: Image, inspect: Mapping[str, object], created_ns: int | None) -> Image:
-    """``image`` with what an inspect tells: nanosecond ``Created``, config presence, labels."""
+def refine(
+    image: Image,
+    inspect: Mapping[str, object],
+    created_ns: int | None,
+    last_tag_ns: int | None = None,
+) -> Image:
+    """``image`` with what an inspect tells: nanosecond ``Created``, config presence, labels,
+    and when a record of it was last made."""
     config = inspect.get("Config")
     labels = config.get("Labels") if isinstance(config, Mapping) else None
     return dataclasses.replace(
@@ -134,4 +140,5 @@ def refine(image: Image, inspect: Mapping[str, object], created_ns: int | None) 
         labels=dict(labels) if isinstance(labels, Mapping) and labels else None,
         created_ns=created_ns,
         has_config=isinstance(config, Mapping),
+        last_tag_ns=last_tag_ns,
     )

@@ -154,3 +154,52 @@ def _with_refs(image: Image, refs: list[str]) -> Image:
     tags = tuple(r for r in refs if split_reference(r)[1] is not None)
     digests = tuple(r for r in refs if split_reference(r)[1] is None)
     return dataclasses.replace(image, tags=tags, digests=digests)
+
+
+class SimulatedContainerdEngine(SimulatedEngine):
+    """The containerd store's deletes (``containerd.Plan``'s targets) on a private copy.
+
+    ``reader``, if given, answers inspects and histories (they change nothing), so that a
+    dry run counts the bytes as a real run would.
+    """
+
+    def __init__(
+        self, snapshot: Snapshot, endpoint: str = "simulated", reader: Engine | None = None
+    ) -> None:
+        super().__init__(snapshot, endpoint)
+        self.reader = reader
+        # Names are the records; ``RepoDigests`` are only derived from them here.
+        self.refs = {i.id: list(i.tags) for i in snapshot.images.values()}
+
+    def inspect(self, image_id: str) -> Mapping[str, Any]:
+        if self.reader is not None:
+            return self.reader.inspect(image_id)
+        return super().inspect(image_id)
+
+    def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
+        if self.reader is not None:
+            return self.reader.history(image_id)
+        return super().history(image_id)
+
+    def delete(self, target: str) -> list[Record]:
+        from pytest_imageprune.containerd import DANGLING
+
+        name, _, digest = target.rpartition("@")
+        if name == DANGLING.rstrip("@") or not name:
+            image_id = digest if name else target
+            refs = self.refs.get(image_id)
+            if refs is None or (name and refs):
+                raise ImageGone(f"No such image: {target}")
+            if any(c.image_id == image_id for c in self.containers):
+                raise ImageConflict(
+                    f"conflict: unable to delete {_short(image_id)} (must be forced) - image is"
+                    " being used by a container"
+                )
+            records: list[Record] = [{"Untagged": ref} for ref in refs]
+            del self.refs[image_id]
+            return [*records, {"Deleted": image_id}]
+        refs = self.refs.get(digest, [])
+        if name not in refs:
+            raise ImageGone(f"No such image: {target}")
+        refs.remove(name)
+        return [{"Untagged": name}]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pytest_imageprune.deletion import SpaceCounter, _chain_ids
+from pytest_imageprune.deletion import SpaceCounter, chain_ids
 from pytest_imageprune.engine import Engine, EngineError, ImageConflict, Record
 from pytest_imageprune.errors import EngineUnavailable
 from pytest_imageprune.filters import parse_filters
@@ -389,7 +389,7 @@ class _Layered(SimulatedEngine):
         return [{"Size": 7}, {"Size": 0}, {"Size": 20}, {"Size": 0}, {"Size": 100}]
 
 
-_CHAIN = _chain_ids(["sha256:d1", "sha256:d2", "sha256:d3"])
+_CHAIN = chain_ids(["sha256:d1", "sha256:d2", "sha256:d3"])
 #: Deleting "app" releases its top two layers: the bottom one is shared with another image.
 _RELEASED = [{"Deleted": "app"}, {"Deleted": _CHAIN[2]}, {"Deleted": _CHAIN[1]}]
 
@@ -461,10 +461,10 @@ def test_a_lost_engine_while_reading_layers_on_several_connections_deletes_nothi
     assert 1 <= len(lost.log) <= 4  # each connection stops at its first failure
 
 
-def test_chain_ids_follow_the_image_spec() -> None:
+def testchain_ids_follow_the_image_spec() -> None:
     import hashlib
 
-    chain = _chain_ids(["sha256:a", "sha256:b"])
+    chain = chain_ids(["sha256:a", "sha256:b"])
     assert chain[0] == "sha256:a"
     assert chain[1] == "sha256:" + hashlib.sha256(b"sha256:a sha256:b").hexdigest()
 
