@@ -23,9 +23,9 @@ import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pytest_imageprune.deletion import chain_ids, layer_sizes
+from pytest_imageprune.deletion import chain_ids
 from pytest_imageprune.engine import Engine, EngineError, ImageGone, Record
 from pytest_imageprune.images import Baseline, Image, Snapshot, normalize_reference
 from pytest_imageprune.selection import (
@@ -324,6 +324,8 @@ class ContainerdSpace:
         self._containing: dict[str, list[str]] = {}
         self._base: dict[str, str] = {}
         self._counted: set[str] = set()
+        #: What was freed so far, by kind: ``content`` (blobs) and ``snapshots``.
+        self.parts = {"content": 0, "snapshots": 0}
 
     def roots(self, candidates: Sequence[str]) -> list[str]:
         """Every image, the ones going first: which layers survive depends on them all."""
@@ -339,7 +341,7 @@ class ContainerdSpace:
             layers = (inspect.get("RootFS") or {}).get("Layers") or []
             sizes = None
             if image_id in self.deleting:
-                sizes = layer_sizes(engine, image_id, layers, 0)
+                sizes = snapshot_sizes(engine.history(image_id), len(layers))
         except (ImageGone, EngineError):
             return  # gone meanwhile, or refused: it then holds nothing we can see
         chain = tuple(chain_ids(layers))
@@ -393,13 +395,16 @@ class ContainerdSpace:
             self._holders[chain_id] -= 1
             if self._holders[chain_id] == 0 and chain_id not in self._counted:
                 self._counted.add(chain_id)
+                self.parts["snapshots"] += self._usage.get(chain_id, 0)
                 freed += self._usage.get(chain_id, 0)
         # Content: this image's own, and that of the images it extended that went before.
         owner: str | None = image_id
         while owner is not None and owner not in self._present:
             if owner not in self._counted and not self._held(owner):
                 self._counted.add(owner)
-                freed += self._own_content(owner)
+                own = self._own_content(owner)
+                self.parts["content"] += own
+                freed += own
             owner = self._base.get(owner)
         return freed
 
@@ -425,3 +430,14 @@ class ContainerdSpace:
         base = self._base.get(image_id)
         own = self._content(image_id) - (self._content(base) if base is not None else 0)
         return max(0, own)
+
+
+def snapshot_sizes(history: Sequence[Mapping[str, Any]], layers: int) -> list[int]:
+    """Each layer's snapshot size, oldest first, from ``history`` (newest first), whose
+    steps give their snapshot's size on this store, and 0 for steps that made no layer
+    (a step that made an empty layer is 0 too: where the counts differ, the zeros are
+    interchangeable). Zeros where the history does not fit the layers."""
+    sizes = [int(step.get("Size") or 0) for step in reversed(history)]
+    while len(sizes) > layers and 0 in sizes:
+        sizes.remove(0)
+    return sizes if len(sizes) == layers else [0] * layers

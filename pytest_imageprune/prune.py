@@ -161,6 +161,8 @@ def _prune(
             i: why for i, why in report.kept.items() if not why.startswith(containerd.KEPT_IN_USE)
         }
         deleting = [image_id for image_id, plan in plans.items() if plan.deletes]
+        space = containerd.ContainerdSpace(snapshot, deleting)
+        report.space_parts = space.parts
         target: Engine = (
             SimulatedContainerdEngine(snapshot, engine.endpoint, reader=engine)
             if dry_run
@@ -175,7 +177,7 @@ def _prune(
             concurrency=concurrency,
             progress=progress,
             plans=plans,
-            space=containerd.ContainerdSpace(snapshot, deleting),
+            space=space,
         )
         return report
     target = SimulatedEngine(snapshot, engine.endpoint) if dry_run else engine

@@ -77,6 +77,9 @@ class PruneReport:
     duration_s: float = 0.0
     #: The engine's image store, where it was asked.
     store: Store | None = None
+    #: ``SpaceReclaimed`` by kind where the store frees several (the containerd store:
+    #: ``content`` blobs and ``snapshots``).
+    space_parts: Mapping[str, int] | None = None
 
     @property
     def untagged(self) -> list[str]:
@@ -103,6 +106,7 @@ class PruneReport:
             "skipped": [s.to_dict() for s in self.skipped],
             "errors": list(self.errors),
             "duration_s": round(self.duration_s, 6),
+            **({"space_parts": dict(self.space_parts)} if self.space_parts is not None else {}),
         }
 
     def write_json(self, path: str | Path, **extra: Any) -> None:

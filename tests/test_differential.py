@@ -4,6 +4,14 @@ Each case builds one random graph twice on a private dockerd: the daemon prunes 
 copy, ``prune_images`` (all scope, no baseline) the second, with the same filters. The
 images each deleted, named by their position in the graph, must be the same, and so must
 the untagged references and ``SpaceReclaimed``. The dry run's prediction is checked too.
+
+Both of Docker's image stores: the classic store (Debian 12's dockerd) and the containerd
+store (Docker 26.1 from a Debian 13 root). There, 26.1's prune has bugs current Docker has
+fixed, and the plugin follows current Docker, so the cases leave them out: ``label!=k=v``
+is spelled ``label!=k`` (26.1 excludes images without ``k``, moby/moby#52334), and
+containers are created by name, not by ID (26.1 deletes such images, moby/moby#48063).
+26.1 counts the content blobs it frees, and current Docker the snapshots too: the
+plugin's ``content`` part is compared, within the bound the README states.
 """
 
 from __future__ import annotations
@@ -73,7 +81,7 @@ def make_graph(seed: int) -> Graph:
     return graph
 
 
-def make_filters(seed: int) -> list[str]:
+def make_filters(seed: int, store: str = "classic") -> list[str]:
     rng = random.Random(seed * 7919)
     filters = []
     dangling = rng.choice([None, "true", "false", "false", "1", "0"])
@@ -84,7 +92,8 @@ def make_filters(seed: int) -> list[str]:
         filters.append(rng.choice([f"label={k}", f"label={k}={v}"]))
     for _ in range(rng.choice([0, 0, 1, 2])):
         k, v = rng.choice(LABELS)
-        filters.append(rng.choice([f"label!={k}", f"label!={k}={v}"]))
+        negated = rng.choice([f"label!={k}", f"label!={k}={v}"])
+        filters.append(f"label!={k}" if store == "containerd" else negated)
     if rng.random() < 0.5:
         filters.append("until=BOUNDARY")
     return filters
@@ -96,7 +105,7 @@ class Built:
     boundary_ns: int
 
 
-def build_graph(api: docker.APIClient, graph: Graph) -> Built:
+def build_graph(api: docker.APIClient, graph: Graph, store: str = "classic") -> Built:
     ids: list[list[str]] = []
     boundary_ns = 0
     for build_spec in graph.builds:
@@ -117,7 +126,12 @@ def build_graph(api: docker.APIClient, graph: Graph) -> Built:
             api.tag(chain[-1], repo, t)
         ids.append(chain)
     for b, step in graph.containers:
-        api.create_container(ids[b][step], command="/nothing")
+        image = ids[b][step]
+        if store == "containerd":  # by name (see the module's docstring), or not at all
+            if step != len(ids[b]) - 1 or not graph.builds[b].tags:
+                continue
+            image = graph.builds[b].tags[0]
+        api.create_container(image, command="/nothing")
     nodes = {
         image_id: f"{b}.{s}" for b, chain in enumerate(ids) for s, image_id in enumerate(chain)
     }
@@ -141,7 +155,10 @@ def outcome(
     records: list[dict[str, str]], before: set[str], after: set[str], built: Built
 ) -> dict[str, object]:
     deleted = sorted(built.nodes[i] for i in before - after)
-    untagged = Counter(r["Untagged"] for r in records if "Untagged" in r)
+    # A dangling record on the containerd store is untagged by its digest: name it too.
+    untagged = Counter(
+        built.nodes.get(r["Untagged"], r["Untagged"]) for r in records if "Untagged" in r
+    )
     image_records = sorted(
         built.nodes[r["Deleted"]] for r in records if r.get("Deleted") in built.nodes
     )
@@ -154,9 +171,22 @@ def outcome(
     }
 
 
+@pytest.fixture(params=["classic", "containerd"])
+def store(request: pytest.FixtureRequest) -> str:
+    """Which of Docker's image stores the private engine keeps."""
+    return str(request.param)
+
+
 @pytest.fixture
-def engine(private_engine: PrivateDockerd) -> Iterator[docker.APIClient]:
-    client = connect(private_engine.socket)
+def daemon(store: str, request: pytest.FixtureRequest) -> PrivateDockerd:
+    name = "private_engine" if store == "classic" else "private_c8d_engine"
+    engine: PrivateDockerd = request.getfixturevalue(name)
+    return engine
+
+
+@pytest.fixture
+def engine(daemon: PrivateDockerd) -> Iterator[docker.APIClient]:
+    client = connect(daemon.socket)
     remove_everything(client)
     yield client
     remove_everything(client)
@@ -164,30 +194,33 @@ def engine(private_engine: PrivateDockerd) -> Iterator[docker.APIClient]:
 
 
 SEEDS = list(range(24))
+#: How far the containerd store's content count may be from the daemon's, per image
+#: deleted (the README's figure; see containerd.ContainerdSpace).
+CONTENT_SLACK = 1024
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_engine_prunes_what_the_daemon_prunes(
-    engine: docker.APIClient, private_engine: PrivateDockerd, seed: int
+    engine: docker.APIClient, daemon: PrivateDockerd, store: str, seed: int
 ) -> None:
     client = engine
     graph = make_graph(seed)
-    raw_filters = make_filters(seed)
+    raw_filters = make_filters(seed, store)
 
     # Copy A: the daemon's own prune.
-    built_a = build_graph(client, graph)
+    built_a = build_graph(client, graph, store)
     filters_a = [f.replace("BOUNDARY", until_value(built_a.boundary_ns, seed)) for f in raw_filters]
     docker_form = Filters.from_mapping(_mapping(filters_a)).to_docker()
     before_a = image_ids(client)
-    daemon = client.prune_images(filters=docker_form)  # type: ignore[no-untyped-call]
+    answer = client.prune_images(filters=docker_form)  # type: ignore[no-untyped-call]
     after_a = image_ids(client)
-    expected = outcome(daemon["ImagesDeleted"] or [], before_a, after_a, built_a)
+    expected = outcome(answer["ImagesDeleted"] or [], before_a, after_a, built_a)
     remove_everything(client)
 
     # Copy B: the same graph, pruned by the engine.
-    built_b = build_graph(client, graph)
+    built_b = build_graph(client, graph, store)
     # The production path: the engine's own HTTP client on the unix socket.
-    ours_engine = DockerEngine(endpoint=private_engine.socket)
+    ours_engine = DockerEngine(endpoint=daemon.socket)
     predicted = prune_images(
         [f.replace("BOUNDARY", until_value(built_b.boundary_ns, seed)) for f in raw_filters],
         engine=ours_engine,
@@ -201,8 +234,18 @@ def test_engine_prunes_what_the_daemon_prunes(
     got = outcome([dict(r) for r in report.images_deleted], before_b, after_b, built_b)
 
     context = f"seed={seed} filters={filters_a}"
-    assert got == expected, context
-    assert report.space_reclaimed == daemon["SpaceReclaimed"], context
+    if store == "containerd":
+        # The daemon lists the manifests of the indexes it deleted as well; the API shows
+        # the plugin no manifests (they are reported as the classic store's layers are).
+        expected["layers"] = got["layers"] = 0
+        assert got == expected, context
+        assert report.space_parts is not None
+        content = report.space_parts["content"]
+        slack = CONTENT_SLACK * len(got["image_records"])  # type: ignore[arg-type]
+        assert abs(content - answer["SpaceReclaimed"]) <= slack, (context, content, answer)
+    else:
+        assert got == expected, context
+        assert report.space_reclaimed == answer["SpaceReclaimed"], context
     # The dry run predicted the image records (layers are not predicted).
     dry = outcome([dict(r) for r in predicted.images_deleted], before_b, before_b, built_b)
     assert dry["image_records"] == got["image_records"], context
