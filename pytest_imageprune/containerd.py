@@ -183,6 +183,8 @@ def _judge(image: Image, filters: Filters, until_ns: int | None) -> str | None:
         # the newest record time of the target (inspect's LastTagTime), which is never
         # earlier. A record the API cannot prove old enough stays.
         if image.last_tag_ns is None:
+            if image.has_config is not None:  # inspected, and still not told: keep it
+                return KEPT_UNTIL
             undecided = True
         elif not image.last_tag_ns < until_ns:
             return KEPT_UNTIL

@@ -171,6 +171,13 @@ class SimulatedContainerdEngine(SimulatedEngine):
         # Names are the records; ``RepoDigests`` are only derived from them here.
         self.refs = {i.id: list(i.tags) for i in snapshot.images.values()}
 
+    def snapshot(self) -> Snapshot:
+        left = (
+            dataclasses.replace(self._snapshot.images[i], tags=tuple(refs))
+            for i, refs in self.refs.items()
+        )
+        return Snapshot.of(left, self.containers, self._snapshot.taken_ns)
+
     def inspect(self, image_id: str) -> Mapping[str, Any]:
         if self.reader is not None:
             return self.reader.inspect(image_id)

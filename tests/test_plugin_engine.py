@@ -199,6 +199,50 @@ def test_session_images_that_match_go_and_everything_else_stays(
     )
 
 
+def test_nothing_from_before_the_session_is_deleted_or_untagged(
+    pytester: pytest.Pytester, ns: Namespace
+) -> None:
+    """The baseline promise on every store: the session's images go, and nothing that was
+    there before loses an image or a name; the old image of a rebuilt tag is the one
+    exception (it is the session's garbage)."""
+    base = ns.build("base", 'LABEL step="base"', tag=f"{ns.name}-base:1")
+    old_app = ns.build("app_v1", tag=f"{ns.name}-app:1")
+    lone = ns.build("lone")  # untagged: dangling, from before
+    used = ns.build("used", tag=f"{ns.name}-used:1")
+    ns.client.create_container(used[-1], command="/nothing")  # by ID
+    write_tests(
+        pytester,
+        f"""
+        from tests.support import connect
+
+        def test_session():
+            client = connect()
+            client.tag("{base[-1]}", "{ns.name}-new", "1")  # a new name, an old image
+            client.tag("{lone[-1]}", "{ns.name}-lone", "1")  # a name on an old dangling one
+            client.close()
+            # The same first steps as "base" (the builder's cache shares its untagged
+            # parents from before), then a step of its own.
+            make("child", 'LABEL step="base"', content=b"child")
+            make("app_v2", tag="{ns.name}-app:1", content=b"v2")
+        """,
+    )
+    result = run(pytester, ns.scope, "--prune-images=dangling=false", "-v")
+    assert result.ret == 0, result.stdout.str()
+    for image_id in [*base, *old_app[:-1], *lone, *used]:
+        assert ns.exists(image_id), f"an image from before the session was deleted: {image_id}"
+    names = {i["Id"]: set(i["RepoTags"] or ()) for i in ns.client.images(all=True)}
+    assert f"{ns.name}-base:1" in names[base[-1]]
+    assert f"{ns.name}-used:1" in names[used[-1]]
+    assert not ns.exists(old_app[-1])  # the old image of the rebuilt tag
+    assert not ns.exists(ns.built("child")[-1])
+    assert not ns.exists(ns.built("app_v2")[-1])
+    if ns.store == "containerd":
+        # Names are records there: the session's names go where the image can stay.
+        assert f"{ns.name}-new:1" not in names[base[-1]]
+        assert names[lone[-1]] == {f"{ns.name}-lone:1"}  # its only name: it stays with it
+        result.stdout.fnmatch_lines(["*kept * last name of an image from before the session*"])
+
+
 def test_label_not_and_until_keep_what_they_say(pytester: pytest.Pytester, ns: Namespace) -> None:
     write_tests(
         pytester,

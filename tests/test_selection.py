@@ -461,7 +461,7 @@ def test_a_lost_engine_while_reading_layers_on_several_connections_deletes_nothi
     assert 1 <= len(lost.log) <= 4  # each connection stops at its first failure
 
 
-def testchain_ids_follow_the_image_spec() -> None:
+def test_chain_ids_follow_the_image_spec() -> None:
     import hashlib
 
     chain = chain_ids(["sha256:a", "sha256:b"])
