@@ -128,6 +128,10 @@ class PruneSession:
                     self.store = engine.store
                 finally:
                     self._store_known.set()
+                if not self.store.supported:  # nothing will be deleted: no need to list
+                    self.problem = f"{self.store.describe()}: {self.store.reason}"
+                    engine.close()
+                    return
                 snapshot = engine.snapshot(meanwhile=_load_the_rest)
             else:
                 snapshot = engine.snapshot()
@@ -137,8 +141,6 @@ class PruneSession:
         except Exception as exc:  # an engine error, a malformed answer: never the verdict
             self.problem = f"Docker engine at {self.endpoint} failed: {type(exc).__name__}: {exc}"
         else:
-            if self.store is not None and not self.store.supported:
-                return  # nothing will be deleted: nothing to read ahead
             with contextlib.suppress(Exception):  # a help: the prune reads what is missing
                 self._read_ahead(snapshot)
         if self._stop_reading.is_set():  # abandoned meanwhile: no one else will use it
@@ -262,6 +264,9 @@ class PruneSession:
     def _finish(self) -> None:
         from pytest_imageprune.lock import ALREADY_RUNNING, PruneLock
 
+        if self.store is not None and not self.store.supported:
+            self._fail(reporting.UNSUPPORTED_STORE, f"WARNING {self.problem}; nothing deleted")
+            return
         if self.scope == "session" and self.baseline is None:
             self._fail(reporting.NO_BASELINE, f"WARNING {self.problem}; nothing pruned")
             return

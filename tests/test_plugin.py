@@ -218,6 +218,9 @@ class _Listener:
         self.path = f"{folder}/engine.sock"
         self.asked = Path(folder) / "asked"
         self._connections = 0
+        #: What it answers, by path (500 to anything else), and what it was asked.
+        self.answers: dict[str, object] = {}
+        self.paths: list[str] = []
         self._stopped = threading.Event()
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._socket.bind(self.path)
@@ -245,11 +248,20 @@ class _Listener:
         self._connections += 1
         with peer, contextlib.suppress(OSError):  # the caller may be gone
             peer.settimeout(5)
-            if peer.recv(65536):
+            while request := peer.recv(65536):  # one request a packet: small GETs
                 self.asked.touch()
-                body = b'{"message": "not an engine"}'
+                path = request.split(b" ", 2)[1].decode()
+                self.paths.append(path)
+                if path not in self.answers:
+                    body = b'{"message": "not an engine"}'
+                    peer.sendall(
+                        b"HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n"
+                        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                    )
+                    return
+                body = json.dumps(self.answers[path]).encode()
                 peer.sendall(
-                    b"HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
                 )
 
@@ -288,6 +300,29 @@ def test_commands_that_run_no_test_never_call_the_engine(
     result = pytester.runpytest_subprocess("--prune-images", *flags)
     assert result.ret == pytest.ExitCode.OK
     assert listener.calls() == 0
+
+
+@pytest.mark.parametrize(
+    ("info", "reason"),
+    [
+        ({"OSType": "windows", "Driver": "windowsfilter"}, "windows containers are not supported"),
+        ({"OSType": "linux", "Driver": "mystery"}, "image store 'mystery' is not recognised"),
+    ],
+    ids=["windows", "unknown-store"],
+)
+def test_an_unsupported_store_deletes_nothing_and_says_so_in_one_line(
+    pytester: pytest.Pytester, listener: _Listener, info: dict[str, str], reason: str
+) -> None:
+    """A fake engine: no Windows engine or unknown store can be had here."""
+    listener.answers["/version"] = {"Version": "29.4.0", "Components": [{"Name": "Engine"}]}
+    listener.answers["/info"] = {**info, "ServerVersion": "29.4.0"}
+    pytester.makepyfile("def test_ok(): pass")
+    result = pytester.runpytest_subprocess("--prune-images=label=ci", "--prune-images-scope=all")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines([f"imageprune: WARNING {reason}: nothing will be deleted"])
+    result.stdout.fnmatch_lines([f"imageprune: WARNING *{reason}; nothing deleted"])
+    assert listener.calls() == 1
+    assert listener.paths == ["/version", "/info"]  # no listing, no delete
 
 
 def test_the_engine_is_asked_before_the_conftests_load(
