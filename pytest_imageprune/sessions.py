@@ -129,11 +129,14 @@ class Others:
 
 
 def protect_live(live: Sequence[SessionRecord]) -> KeepRule:
-    """Keep what a live session may have produced: images absent from its baseline."""
+    """Keep what a live session may have produced: images absent from its baseline, and
+    images with a name they did not have in it (on the containerd store a name is a record
+    of its own, which that session may have made)."""
 
     def keep(image: Image) -> str | None:
         for record in live:
-            if image.id not in record.baseline.tags:
+            names = record.baseline.tags.get(image.id)
+            if names is None or not set(image.tags) <= set(names):
                 return f"may belong to a live session ({record.describe()})"
         return None
 

@@ -328,3 +328,21 @@ def test_a_dry_run_predicts_the_real_run() -> None:
     real = run(snapshot, "dangling=false")
     assert dry.images_deleted == real.images_deleted
     assert dry.deleted_ids == real.deleted_ids
+
+
+def test_a_name_another_live_session_gave_to_an_image_from_before_stays() -> None:
+    from pytest_imageprune.sessions import SessionRecord, protect_live
+
+    baseline = Baseline({digest("base"): ("base:1",)})
+    live = SessionRecord.new(baseline, {}, "session", NOW)
+    snapshot = Snapshot.of([img("base", "base:1", "theirs:1")])
+    report = prune_images(
+        ["dangling=false"],
+        engine=_Engine(snapshot),
+        baseline=baseline,
+        keep=protect_live([live]),
+        now_ns=NOW,
+        utc_offset_s=0,
+    )
+    assert not report.images_deleted
+    assert report.kept[digest("base")].startswith("may belong to a live session")
