@@ -62,14 +62,16 @@ def each(ids: list[str], level: int, request: Callable[[Engine, str], object]) -
 Times = dict[str, list[float]]
 
 
-def engine_cpu() -> Callable[[], float] | None:
+def engine_cpu(pid: int | None = None) -> Callable[[], float] | None:
     """The local dockerd's CPU time so far, in seconds, if this machine can read it.
 
     Wall times on a shared machine are noisy; the engine's CPU time for the same work is
-    much steadier, and it shows what the engine itself spent on each contender.
+    much steadier, and it shows what the engine itself spent on each contender. ``pid`` is
+    the engine's (default: ``/var/run/docker.pid``'s).
     """
     try:
-        pid = int(Path("/var/run/docker.pid").read_text())
+        if pid is None:
+            pid = int(Path("/var/run/docker.pid").read_text())
         stat = Path(f"/proc/{pid}/stat")
         tick = os.sysconf("SC_CLK_TCK")
         stat.read_text()
@@ -114,11 +116,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 2, 4, 8, 16])
     parser.add_argument("--test-seconds", type=float, nargs="*", default=[0.0])
+    parser.add_argument(
+        "--engine-pid",
+        type=int,
+        help="the pid of the dockerd that DOCKER_HOST names, for its CPU time"
+        " (default: /var/run/docker.pid's)",
+    )
     args = parser.parse_args()
     docker_cli = shutil.which("docker")
     if docker_cli is None:
         raise SystemExit("the docker CLI is needed for the comparison")
     bench = Bench(client(), args.count, f"imageprune-bench={uuid.uuid4().hex[:8]}")
+    bench.engine_cpu = engine_cpu(args.engine_pid)
+    engine = DockerEngine.from_env()
+    print(f"engine: {engine.store.describe()}", flush=True)
+    engine.close()
     projects = {seconds: tiny_project(seconds) for seconds in args.test_seconds}
     try:
         for round_no in range(1, args.rounds + 1):

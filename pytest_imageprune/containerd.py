@@ -340,12 +340,12 @@ class ContainerdSpace:
         """Read an image's chain, and for one that goes, its layers' snapshot sizes."""
         try:
             inspect = engine.inspect(image_id)
-            layers = (inspect.get("RootFS") or {}).get("Layers") or []
+            layers = [str(layer) for layer in (inspect.get("RootFS") or {}).get("Layers") or ()]
             sizes = None
             if image_id in self.deleting:
-                sizes = snapshot_sizes(engine.history(image_id), len(layers))
-        except (ImageGone, EngineError):
-            return  # gone meanwhile, or refused: it then holds nothing we can see
+                sizes = snapshot_sizes(engine.history(image_id) or (), len(layers))
+        except (ImageGone, EngineError, AttributeError, TypeError, ValueError):
+            return  # gone meanwhile, refused or malformed: it holds nothing we can see
         chain = tuple(chain_ids(layers))
         with self._lock:
             self._chain[image_id] = chain
@@ -439,7 +439,7 @@ def snapshot_sizes(history: Sequence[Mapping[str, Any]], layers: int) -> list[in
     steps give their snapshot's size on this store, and 0 for steps that made no layer
     (a step that made an empty layer is 0 too: where the counts differ, the zeros are
     interchangeable). Zeros where the history does not fit the layers."""
-    sizes = [int(step.get("Size") or 0) for step in reversed(history)]
+    sizes = [int(step.get("Size") or 0) for step in reversed(list(history))]
     while len(sizes) > layers and 0 in sizes:
         sizes.remove(0)
     return sizes if len(sizes) == layers else [0] * layers

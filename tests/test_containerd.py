@@ -346,3 +346,18 @@ def test_a_name_another_live_session_gave_to_an_image_from_before_stays() -> Non
     )
     assert not report.images_deleted
     assert report.kept[digest("base")].startswith("may belong to a live session")
+
+
+def test_an_image_without_history_is_counted_by_its_size_and_the_prune_goes_on() -> None:
+    class NoHistory(_Engine):
+        def inspect(self, image_id: str) -> Mapping[str, Any]:
+            return {**super().inspect(image_id), "RootFS": {"Layers": ["sha256:" + "a" * 64]}}
+
+        def history(self, image_id: str) -> Any:
+            return None  # what Docker 26.1 answers for a loaded image with no history
+
+    snapshot = Snapshot.of([img("x", size=1234)])
+    report = prune_images([], engine=NoHistory(snapshot), now_ns=NOW, utc_offset_s=0)
+    assert report.status == "completed"
+    assert report.deleted_ids == [digest("x")]
+    assert report.space_reclaimed == 1234
