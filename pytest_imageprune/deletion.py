@@ -104,8 +104,10 @@ def delete_candidates(
         groups = _by_chain(snapshot, candidates)
     else:  # no cascade: every candidate on its own
         groups = [[index] for index in range(len(candidates))]
+    roots, queue = deque(space.roots(candidates)), deque(groups)
+    width = max(1, min(concurrency, max(len(groups), len(roots))))
     spawn = getattr(engine, "spawn", None)
-    engines = spawn(max(1, min(concurrency, len(groups)))) if spawn is not None else [engine]
+    engines = spawn(width) if spawn is not None else [engine]
     run = _Run(
         snapshot,
         candidates,
@@ -115,7 +117,6 @@ def delete_candidates(
         progress=progress,
         plans=plans,
     )
-    roots, queue = deque(space.roots(candidates)), deque(groups)
     try:
         if len(engines) == 1:
             run.read(engines[0], roots)
