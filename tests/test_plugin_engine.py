@@ -18,6 +18,7 @@ import docker
 import docker.errors
 import pytest
 
+from pytest_imageprune.images import normalize_reference
 from tests.support import build, full_id, lock_held_elsewhere
 
 pytestmark = pytest.mark.engine
@@ -230,16 +231,21 @@ def test_nothing_from_before_the_session_is_deleted_or_untagged(
     assert result.ret == 0, result.stdout.str()
     for image_id in [*base, *old_app[:-1], *lone, *used]:
         assert ns.exists(image_id), f"an image from before the session was deleted: {image_id}"
-    names = {i["Id"]: set(i["RepoTags"] or ()) for i in ns.client.images(all=True)}
-    assert f"{ns.name}-base:1" in names[base[-1]]
-    assert f"{ns.name}-used:1" in names[used[-1]]
+    # Podman lists names fully qualified (docker.io/library/...): compare them so.
+    names = {
+        full_id(i["Id"]): {normalize_reference(t) for t in i["RepoTags"] or ()}
+        for i in ns.client.images(all=True)
+    }
+    assert normalize_reference(f"{ns.name}-base:1") in names[base[-1]]
+    assert normalize_reference(f"{ns.name}-used:1") in names[used[-1]]
     assert not ns.exists(old_app[-1])  # the old image of the rebuilt tag
     assert not ns.exists(ns.built("child")[-1])
     assert not ns.exists(ns.built("app_v2")[-1])
     if ns.store == "containerd":
         # Names are records there: the session's names go where the image can stay.
-        assert f"{ns.name}-new:1" not in names[base[-1]]
-        assert names[lone[-1]] == {f"{ns.name}-lone:1"}  # its only name: it stays with it
+        assert normalize_reference(f"{ns.name}-new:1") not in names[base[-1]]
+        # Its only name: it stays with it.
+        assert names[lone[-1]] == {normalize_reference(f"{ns.name}-lone:1")}
         result.stdout.fnmatch_lines(["*kept * last name of an image from before the session*"])
 
 
