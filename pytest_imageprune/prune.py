@@ -151,36 +151,15 @@ def _prune(
         kept=selection.kept,
         names={i.id: i.refs for i in snapshot.images.values() if i.refs},
     )
+    target: Engine = SimulatedEngine(snapshot, engine.endpoint) if dry_run else engine
+    space = None
     if store.kind == CONTAINERD:
-        # Containers protect images at selection here (R23): report them as the classic
-        # store's conflicts are, skipped in use.
-        for image_id, why in list(report.kept.items()):
-            if why.startswith(containerd.KEPT_IN_USE):
-                report.skipped.append(Skipped(image_id, why))
-        report.kept = {
-            i: why for i, why in report.kept.items() if not why.startswith(containerd.KEPT_IN_USE)
-        }
+        _in_use_is_skipped(report)
         deleting = [image_id for image_id, plan in plans.items() if plan.deletes]
         space = containerd.ContainerdSpace(snapshot, deleting)
         report.space_parts = space.parts
-        target: Engine = (
-            SimulatedContainerdEngine(snapshot, engine.endpoint, reader=engine)
-            if dry_run
-            else engine
-        )
-        delete_candidates(
-            target,
-            snapshot,
-            selection.candidates,
-            report,
-            deadline=deadline,
-            concurrency=concurrency,
-            progress=progress,
-            plans=plans,
-            space=space,
-        )
-        return report
-    target = SimulatedEngine(snapshot, engine.endpoint) if dry_run else engine
+        if dry_run:  # the reads are real: a dry run counts the bytes as a real run would
+            target = SimulatedContainerdEngine(snapshot, engine.endpoint, reader=engine)
     delete_candidates(
         target,
         snapshot,
@@ -190,8 +169,18 @@ def _prune(
         concurrency=concurrency,
         progress=progress,
         known=known_layers,
+        plans=plans if store.kind == CONTAINERD else None,
+        space=space,
     )
     return report
+
+
+def _in_use_is_skipped(report: PruneReport) -> None:
+    """On the containerd store containers protect images when the prune selects (R23):
+    report those as the classic store's conflicts are, skipped in use."""
+    in_use = {i: why for i, why in report.kept.items() if why.startswith(containerd.KEPT_IN_USE)}
+    report.skipped.extend(Skipped(i, why) for i, why in in_use.items())
+    report.kept = {i: why for i, why in report.kept.items() if i not in in_use}
 
 
 def _settle(
