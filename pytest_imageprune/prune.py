@@ -17,6 +17,7 @@ from typing import Any
 
 from pytest_imageprune import containerd
 from pytest_imageprune.containerd import Plan
+from pytest_imageprune.containerd_space import ContainerdSpace
 from pytest_imageprune.deletion import DEFAULT_CONCURRENCY, Progress, delete_candidates
 from pytest_imageprune.engine import DockerEngine, Engine, ImageGone
 from pytest_imageprune.filters import Filters, parse_filters, parse_rfc3339_nano
@@ -156,7 +157,7 @@ def _prune(
     if store.kind == CONTAINERD:
         _in_use_is_skipped(report)
         deleting = [image_id for image_id, plan in plans.items() if plan.deletes]
-        space = containerd.ContainerdSpace(snapshot, deleting)
+        space = ContainerdSpace(snapshot, deleting)
         report.space_parts = space.parts
         if dry_run:  # the reads are real: a dry run counts the bytes as a real run would
             target = SimulatedContainerdEngine(snapshot, engine.endpoint, reader=engine)

@@ -195,7 +195,7 @@ def engine(daemon: PrivateDockerd) -> Iterator[docker.APIClient]:
 
 SEEDS = list(range(24))
 #: How far the containerd store's content count may be from the daemon's, per image
-#: deleted (the README's figure; see containerd.ContainerdSpace).
+#: deleted (the README's figure; see containerd_space.ContainerdSpace).
 CONTENT_SLACK = 1024
 
 

@@ -1,0 +1,161 @@
+"""``SpaceReclaimed`` on Docker's containerd image store, as Docker 29.6 counts it (R26).
+
+The daemon sums the content blobs no longer present and the snapshots (unpacked layers)
+that disappeared; the API shows neither directly, so this reads what it can (each image's
+layer chain, each layer's snapshot size) and counts from the images' sizes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pytest_imageprune.deletion import chain_ids
+from pytest_imageprune.engine import Engine, EngineError, ImageGone, Record
+from pytest_imageprune.images import Snapshot
+
+
+class ContainerdSpace:
+    """``SpaceReclaimed`` on this store, as Docker 29.6 and later count it (R26): the bytes
+    of the content blobs no longer present, plus the snapshots (unpacked layers) that
+    disappeared.
+
+    The API shows, for each target, its layer chain (inspect's ``RootFS.Layers``), each
+    layer's snapshot size (``history``) and the content and snapshots together (the
+    list's ``Size``). A snapshot is freed when the last image holding it goes: exact. The
+    content of an image is counted as what it adds to the image its chain extends (the
+    longest prefix, ties by ID): exact for the layers, off by that image's manifest and
+    config (under a kilobyte each) where images share layers. Layers that only the build
+    cache still holds are counted as freed.
+    """
+
+    def __init__(self, snapshot: Snapshot, deleting: Iterable[str]) -> None:
+        self.snapshot = snapshot
+        self.deleting = frozenset(deleting)
+        self._chain: dict[str, tuple[str, ...]] = {}
+        self._usage: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._ready = False
+        self._present: set[str] = set(snapshot.images)
+        self._holders: dict[str, int] = {}
+        self._containing: dict[str, list[str]] = {}
+        self._base: dict[str, str] = {}
+        self._counted: set[str] = set()
+        #: What was freed so far, by kind: ``content`` (blobs) and ``snapshots``.
+        self.parts = {"content": 0, "snapshots": 0}
+
+    def roots(self, candidates: Sequence[str]) -> list[str]:
+        """Every image, the ones going first: which layers survive depends on them all."""
+        if not self.deleting:
+            return []
+        rest = sorted(set(self.snapshot.images) - self.deleting)
+        return sorted(self.deleting) + rest
+
+    def fetch(self, engine: Engine, image_id: str) -> None:
+        """Read an image's chain, and for one that goes, its layers' snapshot sizes."""
+        try:
+            inspect = engine.inspect(image_id)
+            layers = [str(layer) for layer in (inspect.get("RootFS") or {}).get("Layers") or ()]
+            sizes = None
+            if image_id in self.deleting:
+                sizes = snapshot_sizes(engine.history(image_id) or (), len(layers))
+        except (ImageGone, EngineError, AttributeError, TypeError, ValueError):
+            return  # gone meanwhile, refused or malformed: it holds nothing we can see
+        chain = tuple(chain_ids(layers))
+        with self._lock:
+            self._chain[image_id] = chain
+            if sizes is not None:
+                for chain_id, size in zip(chain, sizes, strict=True):
+                    self._usage[chain_id] = size
+
+    def count(self, records: Sequence[Record]) -> int:
+        """The bytes freed by the targets ``records`` say are deleted."""
+        gone = [r["Deleted"] for r in records if r.get("Deleted") in self.snapshot.images]
+        if not gone:
+            return 0
+        with self._lock:
+            self._prepare()
+            total = 0
+            for image_id in gone:
+                if image_id in self._present:
+                    self._present.discard(image_id)
+                    total += self._freed(image_id)
+            return total
+
+    def _prepare(self) -> None:
+        """Once all is read: who holds each layer, and which image each image extends."""
+        if self._ready:
+            return
+        self._ready = True
+        by_chain: dict[tuple[str, ...], list[str]] = {}
+        for image_id in sorted(self.snapshot.images):
+            chain = self._chain.get(image_id, ())
+            by_chain.setdefault(chain, []).append(image_id)
+            for chain_id in chain:
+                self._holders[chain_id] = self._holders.get(chain_id, 0) + 1
+                self._containing.setdefault(chain_id, []).append(image_id)
+        for image_id, chain in self._chain.items():
+            for k in range(len(chain), 0, -1):
+                group = by_chain.get(chain[:k], [])
+                if k == len(chain):  # an equal chain: the one with the next smaller ID
+                    group = [g for g in group if g < image_id]
+                if group:
+                    self._base[image_id] = group[-1]
+                    break
+
+    def _freed(self, image_id: str) -> int:
+        chain = self._chain.get(image_id)
+        if chain is None:
+            return 0  # never read: nothing to go by
+        freed = 0
+        for chain_id in chain:
+            self._holders[chain_id] -= 1
+            if self._holders[chain_id] == 0 and chain_id not in self._counted:
+                self._counted.add(chain_id)
+                self.parts["snapshots"] += self._usage.get(chain_id, 0)
+                freed += self._usage.get(chain_id, 0)
+        # Content: this image's own, and that of the images it extended that went before.
+        owner: str | None = image_id
+        while owner is not None and owner not in self._present:
+            if owner not in self._counted and not self._held(owner):
+                self._counted.add(owner)
+                own = self._own_content(owner)
+                self.parts["content"] += own
+                freed += own
+            owner = self._base.get(owner)
+        return freed
+
+    def _held(self, image_id: str) -> bool:
+        """Whether an image still present holds ``image_id``'s layers: its chain extends
+        that chain (an equal chain counts for the one with the larger ID)."""
+        chain = self._chain.get(image_id, ())
+        if not chain:
+            return False
+        return any(
+            other in self._present
+            and other != image_id
+            and (len(self._chain[other]) > len(chain) or other > image_id)
+            for other in self._containing.get(chain[-1], ())
+        )
+
+    def _content(self, image_id: str) -> int:
+        image = self.snapshot.images[image_id]
+        unpacked = sum(self._usage.get(c, 0) for c in self._chain.get(image_id, ()))
+        return max(0, image.size - unpacked)
+
+    def _own_content(self, image_id: str) -> int:
+        base = self._base.get(image_id)
+        own = self._content(image_id) - (self._content(base) if base is not None else 0)
+        return max(0, own)
+
+
+def snapshot_sizes(history: Sequence[Mapping[str, Any]], layers: int) -> list[int]:
+    """Each layer's snapshot size, oldest first, from ``history`` (newest first), whose
+    steps give their snapshot's size on this store, and 0 for steps that made no layer
+    (a step that made an empty layer is 0 too: where the counts differ, the zeros are
+    interchangeable). Zeros where the history does not fit the layers."""
+    sizes = [int(step.get("Size") or 0) for step in reversed(list(history))]
+    while len(sizes) > layers and 0 in sizes:
+        sizes.remove(0)
+    return sizes if len(sizes) == layers else [0] * layers
