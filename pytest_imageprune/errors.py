@@ -8,7 +8,25 @@ class ImagePruneError(Exception):
 
 
 class FilterError(ImagePruneError, ValueError):
-    """A prune filter is not one Docker would accept; the message names the text."""
+    """A prune filter is not one Docker would accept; the message, Docker's own, names the text.
+
+    It carries what a person needs to be told: ``key``, the filter's name (None when the
+    text has no ``=``, so no name); ``values``, the values at fault; ``texts``, the filters
+    as typed (``KEY=VALUE``), where they were parsed from text.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        values: tuple[str, ...] = (),
+        texts: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.values = values
+        self.texts = texts
 
 
 class EngineUnavailable(ImagePruneError, ConnectionError):

@@ -78,29 +78,35 @@ class Filters:
         }
         unknown = sorted(set(sets) - ACCEPTED_FILTERS)
         if unknown:  # Go reports one key, the first in map order; the first sorted here
-            raise FilterError(_invalid_filter(unknown[0]))
+            key = unknown[0]
+            raise FilterError(_invalid_filter(key), key=key, values=tuple(sorted(sets[key])))
         dangling = True
         if "dangling" in sets:
             values = sets["dangling"]
             if not values:
-                raise FilterError(_invalid_filter("dangling"))
+                raise FilterError(_invalid_filter("dangling"), key="dangling")
             is_false = "0" in values or "false" in values
             is_true = "1" in values or "true" in values
             if is_false == is_true:
-                raise FilterError(_invalid_filter("dangling", sorted(values)))
+                raise FilterError(
+                    _invalid_filter("dangling", sorted(values)),
+                    key="dangling",
+                    values=tuple(sorted(values)),
+                )
             dangling = is_true
         until = None
         if "until" in sets:
             untils = sets["until"]
             if len(untils) > 1:
-                raise FilterError("more than one until filter specified")
+                message = "more than one until filter specified"
+                raise FilterError(message, key="until", values=tuple(sorted(untils)))
             if not untils:  # the daemon indexes untilFilters[0] and panics
-                raise FilterError(_UNTIL_PREFIX + "no value given")
+                raise FilterError(_UNTIL_PREFIX + "no value given", key="until")
             (until,) = untils
             try:
                 parse_until(until, 0, 0)
             except FilterError as exc:
-                raise FilterError(_UNTIL_PREFIX + str(exc)) from None
+                raise FilterError(_UNTIL_PREFIX + str(exc), key="until", values=(until,)) from None
         return cls(
             dangling=dangling,
             label=sets.get("label", frozenset()),
@@ -201,14 +207,23 @@ def parse_filters(values: Iterable[str]) -> Filters:
     ``label=`` is ``label`` with the value ``""``). Then :meth:`Filters.from_mapping`.
     """
     args: dict[str, list[str]] = {}
+    typed: dict[str, list[str]] = {}
     for value in values:
         if value == "":
             continue
         name, has_equals, rest = value.partition("=")
         if not has_equals:
-            raise FilterError(f"bad format of filter '{value}' (expected name=value)")
-        args.setdefault(name.strip(GO_SPACE).lower(), []).append(rest.strip(GO_SPACE))
-    return Filters.from_mapping(args)
+            raise FilterError(
+                f"bad format of filter '{value}' (expected name=value)", texts=(value,)
+            )
+        key = name.strip(GO_SPACE).lower()
+        args.setdefault(key, []).append(rest.strip(GO_SPACE))
+        typed.setdefault(key, []).append(value)
+    try:
+        return Filters.from_mapping(args)
+    except FilterError as exc:
+        exc.texts = tuple(typed.get(exc.key or "", ()))
+        raise
 
 
 def parse_until(value: str, now_ns: int, utc_offset_s: int) -> int:

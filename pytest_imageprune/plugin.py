@@ -52,8 +52,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=FILTER_HELP,
     )
     group.addoption("--no-prune-images", action="store_true", dest="no_prune_images", help=NO_HELP)
-    group.addoption(
-        "--prune-images-scope", choices=SCOPES, dest="prune_images_scope", help=SCOPE_HELP
+    group.addoption(  # checked by load_settings, which says what is wrong as for the ini key
+        "--prune-images-scope",
+        metavar="{" + ",".join(SCOPES) + "}",
+        dest="prune_images_scope",
+        help=SCOPE_HELP,
     )
     group.addoption(
         "--prune-images-dry-run",

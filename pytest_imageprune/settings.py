@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from pytest_imageprune.errors import FilterError
     from pytest_imageprune.filters import Filters
 
 SCOPES = ("session", "all")
@@ -45,8 +46,8 @@ class FilterAction(argparse.Action):
     """``--prune-images[=FILTER]``, repeatable; refuses to swallow a path.
 
     With an optional value, ``pytest --prune-images tests/`` would read ``tests/`` as a
-    filter. Every filter has a ``=``, so a value without one is a usage error that shows
-    how to write it.
+    filter. Every filter has a ``=``, so a value without one (or one that names a path) is
+    a usage error that shows how to write it.
     """
 
     def __call__(
@@ -57,17 +58,69 @@ class FilterAction(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         value = "" if values is None else str(values)
-        path = os.path.exists(value.split("::")[0]) if value else False
-        if value and ("=" not in value or path):
-            looks = "a path" if path else "not a filter"
+        if value and os.path.exists(value.split("::")[0]):
             raise pytest.UsageError(
-                f"--prune-images took {value!r} as its filter, but that is {looks}: "
-                f"write --prune-images=FILTER (such as --prune-images=label=ci), "
-                f"or put a bare --prune-images after the paths"
+                f"{PREFIX}--prune-images {value} (command line): {value} is a path, not a"
+                " filter (--prune-images takes the word after it as its FILTER). Write"
+                " --prune-images=FILTER, such as --prune-images=label=ci, or put a bare"
+                " --prune-images after the paths"
             )
+        if value and "=" not in value:
+            from pytest_imageprune.errors import FilterError
+
+            raise filter_usage_error(FilterError("", texts=(value,)), None)
         items = list(getattr(namespace, self.dest, None) or [])
         items.append(value)
         setattr(namespace, self.dest, items)
+
+
+#: Every usage error of this plugin starts so (after pytest's own ``ERROR: ``).
+PREFIX = "pytest-imageprune: "
+#: What each filter accepts, said to a person; ``{o}`` is ``--prune-images=`` on the command
+#: line, nothing in an ini file.
+ACCEPTED = {
+    "dangling": "Write {o}dangling=true (or 1) or {o}dangling=false (or 0)",
+    "label": "Write {o}label=KEY or {o}label=KEY=VALUE, such as {o}label=ci",
+    "label!": "Write {o}label!=KEY or {o}label!=KEY=VALUE, such as {o}label!=keep",
+    "until": (
+        "Write {o}until= and a Go duration back from now (10m, 1h30m), an RFC 3339 date or"
+        " time (2024-01-15T10:00:00Z), a date (2024-01-15), or Unix seconds"
+        " (1700000000.5), such as {o}until=24h"
+    ),
+}
+FILTERS = "dangling=BOOL, label=KEY[=VALUE], label!=KEY[=VALUE] and until=TIME"
+
+
+def filter_usage_error(exc: FilterError, ini: str | None) -> pytest.UsageError:
+    """A bad filter said to a person: where it came from (the command line when ``ini`` is
+    None, else that ini file), what is wrong, and what to write instead. Docker's own
+    wording (``str(exc)``) is left out: it names Go's parser, not what to type."""
+    texts = exc.texts or tuple(f"{exc.key}={v}" for v in exc.values) or (f"{exc.key}=",)
+    if ini is None:
+        where = " ".join(f"--prune-images={t}" for t in texts) + " (command line)"
+        option = "--prune-images="
+    else:
+        where = "prune_images = " + ", ".join(texts) + f" ({ini})"
+        option = ""
+    accepted = {name: text.format(o=option) for name, text in ACCEPTED.items()}
+    key, values = exc.key, exc.values
+    if key is None:  # no "=" at all: a filter's name alone, or not a filter
+        word = texts[0].strip().lower()
+        if word in ACCEPTED:
+            what = f"the {word} filter has no value. {accepted[word]}"
+        else:
+            what = f"{texts[0]!r} is not a filter. A filter is {option}KEY=VALUE: {FILTERS}"
+    elif key not in ACCEPTED:
+        what = f"{key!r} is not a filter of docker image prune. The filters are {FILTERS}"
+    elif key == "dangling" and {"1", "true"} & set(values) and {"0", "false"} & set(values):
+        what = f"dangling is given both true and false. Give one. {accepted[key]}"
+    elif key == "until" and len(values) > 1:
+        what = f"until is given {len(values)} times; docker image prune takes one. Keep one"
+    else:
+        shown = ", ".join(repr(v) for v in values) if any(values) else "an empty value"
+        what = f"{shown} is not {'a time' if key == 'until' else 'true or false'}. "
+        what += accepted[key]
+    return pytest.UsageError(f"{PREFIX}{where}: {what}")
 
 
 @dataclass(frozen=True)
@@ -96,9 +149,10 @@ def load_settings(
     cli: list[str] | None = option("prune_images")
     ini: list[str] = config.getini("prune_images")
     if cli is not None:
-        values, source = [v for v in cli if v], "the command line (--prune-images)"
+        values, source, ini_name = [v for v in cli if v], "the command line (--prune-images)", None
     elif ini:
-        values, source = ini, f"prune_images in {_ini_name(config)}"
+        ini_name = _ini_name(config)
+        values, source = ini, f"prune_images in {ini_name}"
     else:
         return None
     from pytest_imageprune.errors import FilterError
@@ -107,7 +161,7 @@ def load_settings(
     try:
         filters = parse_filters(values)
     except FilterError as exc:
-        raise pytest.UsageError(f"pytest-imageprune: {exc}, from {source}") from None
+        raise filter_usage_error(exc, ini_name) from None
     return Settings(
         enabled=True,
         filters=filters,
@@ -129,14 +183,16 @@ def _options(config: pytest.Config, options: argparse.Namespace | None) -> Calla
 def _scope(config: pytest.Config, option: Callable[[str], Any]) -> str:
     cli = option("prune_images_scope")
     if cli is not None:
-        return str(cli)  # argparse checked the choices
-    ini = str(config.getini("prune_images_scope") or "session").strip()
-    if ini not in SCOPES:
+        value, where = str(cli), f"--prune-images-scope={cli} (command line)"
+    else:
+        value = str(config.getini("prune_images_scope") or "session").strip()
+        where = f"prune_images_scope = {value} ({_ini_name(config)})"
+    if value not in SCOPES:
         raise pytest.UsageError(
-            f"pytest-imageprune: prune_images_scope = {ini!r} in {_ini_name(config)}"
-            f" is not one of {', '.join(SCOPES)}"
+            f"{PREFIX}{where}: {value!r} is not a scope. Write session (the images this"
+            " session produced, the default) or all (every image, as docker image prune)"
         )
-    return ini
+    return value
 
 
 def _path(config: pytest.Config, option: Callable[[str], Any], name: str) -> Path | None:

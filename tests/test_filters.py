@@ -414,6 +414,27 @@ def test_until_invalid_value(value: str, pattern: str) -> None:
         Filters.from_mapping({"until": [value]})
 
 
+@pytest.mark.parametrize(
+    ("values", "key", "bad", "texts"),
+    [
+        (["label"], None, (), ("label",)),
+        (["label=ci", "reference=alpine"], "reference", ("alpine",), ("reference=alpine",)),
+        (["dangling=maybe"], "dangling", ("maybe",), ("dangling=maybe",)),
+        (["until=yesterday"], "until", ("yesterday",), ("until=yesterday",)),
+        (["until=1h", " Until = 2h"], "until", ("1h", "2h"), ("until=1h", " Until = 2h")),
+    ],
+    ids=["no-equals", "unknown-key", "dangling", "until", "two-untils"],
+)
+def test_a_filter_error_carries_what_a_message_needs(
+    values: list[str], key: str | None, bad: tuple[str, ...], texts: tuple[str, ...]
+) -> None:
+    """The key at fault, its values, and the filters as typed: the plugin words its usage
+    error from them (Docker's wording stays the exception's message)."""
+    with pytest.raises(FilterError) as caught:
+        parse_filters(values)
+    assert (caught.value.key, caught.value.values, caught.value.texts) == (key, bad, texts)
+
+
 def test_until_empty_set_is_an_error() -> None:
     with pytest.raises(FilterError, match=r"^invalid value for 'until' filter: no value given$"):
         Filters.from_mapping({"until": []})
