@@ -260,6 +260,9 @@ class PruneSession:
             self.report.duration_s = time.monotonic() - started
             if self.report.status in RAN:
                 self.lines.insert(0, f"imageprune: {reporting.summary_line(self.report)}")
+                hint = reporting.held_hint(self.report)
+                if hint is not None:
+                    self.lines.insert(1, f"imageprune: {hint}")
 
     def _finish(self) -> None:
         from pytest_imageprune.lock import ALREADY_RUNNING, PruneLock

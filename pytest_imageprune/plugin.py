@@ -255,12 +255,8 @@ class ImagePrunePlugin:
 
         if not github.in_github_actions():
             return
-        data = {**report.to_dict(), "deleted_ids": list(report.deleted_ids)}
-        swept = [
-            {**entry, "deleted_ids": list(s.report.deleted_ids)}
-            for entry, s in zip(sessions, self.session.swept, strict=True)
-        ]
-        error = github.append_step_summary(github.step_summary(data, swept))
+        data = report.to_dict()  # its deleted_ids count images, not layers
+        error = github.append_step_summary(github.step_summary(data, sessions))
         if error is not None:
             self.session.lines.append(f"imageprune: WARNING {error}")
         self.annotations = github.warning_annotations(data)

@@ -151,6 +151,7 @@ def _prune(
         candidates=selection.candidates,
         kept=selection.kept,
         names={i.id: i.refs for i in snapshot.images.values() if i.refs},
+        users=_users(snapshot),
     )
     target: Engine = SimulatedEngine(snapshot, engine.endpoint) if dry_run else engine
     space = None
@@ -173,6 +174,7 @@ def _prune(
         plans=plans if store.kind == CONTAINERD else None,
         space=space,
     )
+    _note_preexisting(report, baseline)
     return report
 
 
@@ -182,6 +184,20 @@ def _in_use_is_skipped(report: PruneReport) -> None:
     in_use = {i: why for i, why in report.kept.items() if why.startswith(containerd.KEPT_IN_USE)}
     report.skipped.extend(Skipped(i, why) for i, why in in_use.items())
     report.kept = {i: why for i, why in report.kept.items() if i not in in_use}
+
+
+def _users(snapshot: Snapshot) -> dict[str, tuple[str, ...]]:
+    """The containers that use each image, stopped ones too: for the report's hint."""
+    users: dict[str, list[str]] = {}
+    for container in snapshot.containers:
+        users.setdefault(container.image_id, []).append(container.id)
+    return {image_id: tuple(ids) for image_id, ids in users.items()}
+
+
+def _note_preexisting(report: PruneReport, baseline: Baseline | None) -> None:
+    """Which deleted images were there when the session started, with their tags then."""
+    if baseline is not None:
+        report.preexisting = {i: baseline.tags[i] for i in report.deleted_ids if i in baseline.tags}
 
 
 def _settle(

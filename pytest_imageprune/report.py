@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_imageprune.selection import KEPT_INTERMEDIATE, KEPT_NOT_HEAD
+
 if TYPE_CHECKING:
     from pytest_imageprune.filters import Filters
     from pytest_imageprune.store import Store
@@ -72,6 +74,11 @@ class PruneReport:
     kept: Mapping[str, str] = field(default_factory=dict)
     #: The references each image in scope had when the prune started, for display.
     names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The deleted images that were there when the session started, with the tags they had
+    #: then (the old image of a rebuilt tag; a parent the classic store's cascade removed).
+    preexisting: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The containers (stopped ones too) that used each image when the prune started.
+    users: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
@@ -85,6 +92,13 @@ class PruneReport:
     def untagged(self) -> list[str]:
         return [r["Untagged"] for r in self.images_deleted if "Untagged" in r]
 
+    @property
+    def held(self) -> list[str]:
+        """The images in scope that stay because containers use them, in ID order."""
+        deleted = set(self.deleted_ids)
+        in_scope = {*self.candidates, *self.kept, *(s.image for s in self.skipped)}
+        return sorted(i for i in in_scope if i in self.users and i not in deleted)
+
     def to_docker(self) -> dict[str, Any]:
         """Exactly what ``POST /images/prune`` answers (``null`` when nothing was deleted)."""
         return {
@@ -97,6 +111,8 @@ class PruneReport:
         return {
             "ImagesDeleted": [dict(r) for r in self.images_deleted],
             "SpaceReclaimed": self.space_reclaimed,
+            "deleted_ids": list(self.deleted_ids),
+            "preexisting": {i: list(tags) for i, tags in self.preexisting.items()},
             "status": self.status,
             "scope": self.scope,
             "filters": self.filters.to_docker(),
@@ -118,17 +134,19 @@ class PruneReport:
 
 
 def summary_line(report: PruneReport) -> str:
-    """One line: what went, what stayed, the bytes, the time."""
+    """One line: what went, what stayed, the bytes, the time (a dry run's all in one tense)."""
     deleted = len(report.deleted_ids)
     in_use = len({s.image for s in report.skipped if s.in_use})
     conflicts = len({s.image for s in report.skipped if not s.in_use})
-    verb = "would delete" if report.dry_run else "deleted"
+    errors = len(report.errors)
+    would = "would " if report.dry_run else ""
     parts = [
-        f"{verb} {deleted} image{'s' * (deleted != 1)}",
-        f"untagged {len(report.untagged)}",
-        f"skipped {in_use} in use" + (f" and {conflicts} with children" if conflicts else ""),
-        f"{len(report.errors)} error{'s' * (len(report.errors) != 1)}",
-        f"reclaimed {human_size(report.space_reclaimed)}"
+        f"{would}{'delete' if would else 'deleted'} {deleted} image{'s' * (deleted != 1)}",
+        f"{would}{'untag' if would else 'untagged'} {len(report.untagged)}",
+        f"{would}{'skip' if would else 'skipped'} {in_use} in use"
+        + (f" and {conflicts} with children" if conflicts else ""),
+        f"{errors} error{'s' * (errors != 1)}",
+        f"{would}{'reclaim' if would else 'reclaimed'} {human_size(report.space_reclaimed)}"
         + (" (estimated)" if report.dry_run else ""),
         f"in {report.duration_s:.2f}s",
     ]
@@ -138,33 +156,66 @@ def summary_line(report: PruneReport) -> str:
     return line
 
 
+def held_hint(report: PruneReport) -> str | None:
+    """What to do when images stay because containers use them, or None when none do."""
+    held = len(report.held)
+    if not held:
+        return None
+    they = "it" if held == 1 else "them"
+    return (
+        f"{held} image{'s' * (held != 1)} {'stays' if held == 1 else 'stay'} because"
+        f" containers use {they}, stopped ones too: remove those containers in the tests'"
+        " teardown (the Docker SDK's images.build keeps each build step's container"
+        " unless rm=True; docker build removes them). -v names them"
+    )
+
+
 def detail_lines(report: PruneReport) -> list[str]:
-    """With ``-v``: one line per image in scope, and why it went or stayed."""
+    """With ``-v``: one line per image in scope, and why it went or stayed; never two for one."""
     lines = []
     skipped = {s.image: s for s in report.skipped}
     failed = {e["Id"]: e["error"] for e in report.errors if "Id" in e}
     deleted = set(report.deleted_ids)
-    verb = "would delete" if report.dry_run else "deleted"
+    would = "would " if report.dry_run else ""
     for image_id in report.deleted_ids:
         why = "matches the filters" if image_id in report.candidates else "parent cascade"
-        lines.append(f"{verb} {_name(report, image_id)}: {why}")
+        if image_id not in report.candidates:
+            why += " (untagged, and left without children)"
+        if image_id in report.preexisting:
+            tags = report.preexisting[image_id]
+            was = f"tagged {', '.join(tags)} then" if tags else "untagged then"
+            why += f"; there before the session ({was})"
+        lines.append(f"{would}{'delete' if would else 'deleted'} {_name(report, image_id)}: {why}")
     for image_id in report.candidates:
         if image_id in deleted:
             continue
         if image_id in skipped:
-            lines.append(f"skipped {_name(report, image_id)}: {skipped[image_id].reason}")
+            verb = "would skip" if would else "skipped"
+            lines.append(f"{verb} {_name(report, image_id)}: {skipped[image_id].reason}")
         elif image_id in failed:
             lines.append(f"error {_name(report, image_id)}: {failed[image_id]}")
         elif report.status == COMPLETED:
+            verb = "would untag" if would else "untagged"
             lines.append(
-                f"untagged {_name(report, image_id)}: kept, it has children, is in use or"
+                f"{verb} {_name(report, image_id)}: kept, it has children, is in use or"
                 " has other references"
             )
         else:
             lines.append(f"not reached {_name(report, image_id)}: prune {report.status}")
-    for image_id, why in sorted(report.kept.items()):
+    for image_id, reason in sorted(report.kept.items()):
+        if image_id in deleted:
+            continue  # the cascade took it after all: said above
+        why = reason
+        if image_id in report.users and reason in _STRUCTURAL:
+            # It had children when selected; what holds it now is a container (the cascade
+            # would otherwise have taken it once they went).
+            why = f"used by container {', '.join(c[:12] for c in report.users[image_id])}"
         lines.append(f"kept {_name(report, image_id)}: {why}")
     return lines
+
+
+#: Reasons to keep an image that the prune itself may undo (the classic store's cascade).
+_STRUCTURAL = frozenset({KEPT_NOT_HEAD, KEPT_INTERMEDIATE})
 
 
 def _name(report: PruneReport, image_id: str) -> str:

@@ -58,7 +58,7 @@ def test_summary_of_a_typical_report() -> None:
     text = step_summary(typical())
     lines = text.splitlines()
     assert lines[0] == "### pytest-imageprune"
-    assert "| Deleted images and layers | 3 |" in lines  # the Deleted records
+    assert "| Deleted images | 2 |" in lines  # deleted_ids: the layer record is not counted
     assert "| Untagged references | 1 |" in lines
     assert "| Space reclaimed | 12.35kB |" in lines
     assert "| Skipped | 1 in use, 1 with children |" in lines
@@ -68,7 +68,7 @@ def test_summary_of_a_typical_report() -> None:
     assert "| Filters | `dangling=false` `label=ci` |" in lines
     assert "| Endpoint | `unix:///var/run/docker.sock` |" in lines
     assert "| Duration | 0.05s |" in lines
-    assert "<details><summary>Deleted images and layers (3)</summary>" in lines
+    assert "<details><summary>Deleted images (2)</summary>" in lines
     assert "- `aaaaaaaaaaaa`" in lines
     assert "- `app:1`" in lines
     assert (
@@ -78,21 +78,24 @@ def test_summary_of_a_typical_report() -> None:
     assert "Errors (" not in text  # no empty lists
     assert text.endswith("</details>\n")
     # A <details> body needs blank lines around it for GitHub to render its Markdown.
-    summary = lines.index("<details><summary>Deleted images and layers (3)</summary>")
+    summary = lines.index("<details><summary>Deleted images (2)</summary>")
     assert lines[summary + 1] == ""
 
 
-def test_summary_counts_images_with_deleted_ids() -> None:
-    text = step_summary(typical(deleted_ids=[A, B]))
-    assert "| Deleted images | 2 |" in text.splitlines()
-    assert "<details><summary>Deleted images (2)</summary>" in text
+def test_summary_of_a_report_without_deleted_ids_counts_the_deleted_records() -> None:
+    """A report written before ``deleted_ids`` existed: its layer records count too."""
+    report = typical()
+    del report["deleted_ids"]
+    text = step_summary(report)
+    assert "| Deleted images and layers | 3 |" in text.splitlines()
+    assert "<details><summary>Deleted images and layers (3)</summary>" in text
 
 
 def test_summary_of_a_dry_run_without_filters() -> None:
-    text = step_summary(typical(dry_run=True, filters={}, ImagesDeleted=[]))
+    text = step_summary(typical(dry_run=True, filters={}, ImagesDeleted=[], deleted_ids=[]))
     lines = text.splitlines()
     assert lines[0] == "### pytest-imageprune (dry run)"
-    assert "| Would delete images and layers | 0 |" in lines
+    assert "| Would delete images | 0 |" in lines
     assert "| Space reclaimed | 12.35kB (estimated) |" in lines
     assert "| Filters | `dangling=true` (the default) |" in lines
 
@@ -135,10 +138,11 @@ def test_summary_truncates_long_lists() -> None:
     many = [f"sha256:{i:064x}" for i in range(120)]
     report = typical(
         ImagesDeleted=[{"Deleted": i} for i in many],
+        deleted_ids=many,
         errors=[{"Id": i, "error": "x" * 5000} for i in many],
     )
     lines = step_summary(report, limit=10).splitlines()
-    assert "<details><summary>Deleted images and layers (120)</summary>" in lines
+    assert "<details><summary>Deleted images (120)</summary>" in lines
     assert lines.count("- ... and 110 more") == 2  # deleted images and errors
     assert sum(1 for line in lines if line.startswith("- `0000")) == 20
     longest = max(len(line) for line in lines)
