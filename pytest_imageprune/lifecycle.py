@@ -80,6 +80,9 @@ class PruneSession:
     #: The engine's image store, once asked (at start, before the baseline).
     store: Store | None = None
     _store_known: threading.Event = field(default_factory=threading.Event)
+    #: The images already said to be kept for another live session: a sweep that keeps
+    #: them again (this session's own deferral, say) says nothing new.
+    _said_live: set[str] = field(default_factory=set)
 
     # -- start ---------------------------------------------------------------------------
     def start(self, *, background: bool = False) -> None:
@@ -404,6 +407,7 @@ class PruneSession:
             return False
         if report.deleted_ids or report.untagged or _done(report):
             self.swept.append(Swept(record, state, report))
+        if report.deleted_ids or report.untagged:  # a line about nothing says nothing
             if self.record is not None and record.id == self.record.id:
                 who = "this session's own deferred prune"
             else:
@@ -441,12 +445,15 @@ class PruneSession:
         if report.status == reporting.UNSUPPORTED_STORE:
             self.lines.append(f"imageprune: WARNING {report.errors[0]['error']}")
             return report
-        deferred = sum(1 for why in report.kept.values() if is_live_reason(why))
+        live = {i for i, why in report.kept.items() if is_live_reason(why)}
+        deferred = len(live - self._said_live)
         if deferred:
+            more = " more" if self._said_live else ""
             self.lines.append(
-                f"imageprune: kept {deferred} image{'s' * (deferred != 1)} that another "
-                "live session may have produced: the last session out prunes them"
+                f"imageprune: kept {deferred}{more} image{'s' * (deferred != 1)} that another"
+                " live session may have produced: the last session out prunes them"
             )
+        self._said_live |= live
         if report.status == reporting.ENGINE_LOST:
             self.lines.append(
                 f"imageprune: WARNING the engine at {self.endpoint} stopped answering during "
