@@ -285,9 +285,9 @@ def _context_endpoint(name: str, config_dir: Path, source: str) -> Endpoint:
     try:
         text = meta_file.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise EndpointError(
-            f'context "{name}": context not found: {meta_file} does not exist (from {source};'
-            " `docker context ls` lists the contexts)",
+        raise EndpointError(  # the docker CLI names meta_file too: a 64-hex path, of no help
+            f'context "{name}": context not found (from {source}; `docker context ls` lists'
+            " the contexts)",
             context=name,
             path=meta_file,
         ) from exc

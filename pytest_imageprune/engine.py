@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from pytest_imageprune.errors import EngineUnavailable, ImagePruneError
+from pytest_imageprune.errors import EngineNotConfigured, EngineUnavailable, ImagePruneError
 from pytest_imageprune.images import Snapshot, full_id
 from pytest_imageprune.store import CLASSIC, CONTAINERD, UNSUPPORTED, Store, detect, is_podman
 
@@ -109,7 +109,7 @@ class DockerEngine:
         try:
             endpoint = resolve_endpoint()
         except EndpointError as exc:
-            raise EngineUnavailable("the configured Docker endpoint", str(exc)) from exc
+            raise EngineNotConfigured("the configured Docker endpoint", str(exc)) from exc
 
         def connect() -> docker.APIClient:
             import docker

@@ -39,3 +39,11 @@ class EngineUnavailable(ImagePruneError, ConnectionError):
 
     def __str__(self) -> str:
         return f"Docker engine at {self.endpoint} is unreachable: {self.reason}"
+
+
+class EngineNotConfigured(EngineUnavailable):
+    """The configuration names no usable engine (an unknown Docker context, a malformed
+    ``config.json``, TLS without ``ca.pem``): known before anything is asked."""
+
+    def __str__(self) -> str:
+        return f"no Docker engine can be chosen: {self.reason}"

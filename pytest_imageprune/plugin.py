@@ -177,6 +177,13 @@ class ImagePrunePlugin:
         scope = "images this session produces" if settings.scope == "session" else "all images"
         dry = " (dry run)" if settings.dry_run else ""
         line = f"imageprune: at session end, prune {scope} matching {what}{dry}"
+        if state.engine is None and state.problem is not None:
+            # Known before any test runs (an unknown Docker context, say): said now, not
+            # only in the summary after the tests.
+            return [
+                f"{line}; no engine",
+                f"imageprune: WARNING {state.problem}: nothing will be pruned",
+            ]
         line += f"; engine {getattr(state.engine, 'description', state.endpoint)}"
         # The store is asked first, in the baseline's thread: a few milliseconds. (Whether
         # the listing worked is known later: the summary says.)

@@ -37,8 +37,11 @@ SCOPE_HELP = (
 )
 DRY_RUN_HELP = "Decide and report what would be pruned, delete nothing"
 REPORT_HELP = "Write the prune report as JSON to this path"
+#: Where the default lock lives, as --help and the README say it (``lock.default_lock_path``).
+DEFAULT_LOCK = "/tmp/pytest-imageprune/<hash>.lock"
 LOCK_HELP = (
-    "The cross-process lock file (default: one per Docker endpoint under the system temp dir)"
+    f"The cross-process lock file (default: {DEFAULT_LOCK}, one per Docker endpoint, in /tmp"
+    " whatever TMPDIR says, so that every process on the host finds it)"
 )
 
 

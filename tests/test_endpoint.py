@@ -211,7 +211,7 @@ def test_context_field_names_match_in_any_case(home: Path) -> None:
 )
 def test_unknown_context_is_an_error_naming_it(home: Path, env: dict[str, str]) -> None:
     write_config(home / ".docker", {"currentContext": "nope"})
-    with pytest.raises(EndpointError, match=r'^context "nope": context not found: ') as info:
+    with pytest.raises(EndpointError, match=r'^context "nope": context not found \(from ') as info:
         resolve_endpoint(env, home)
     assert isinstance(info.value, ImagePruneError)
     assert isinstance(info.value, ValueError)

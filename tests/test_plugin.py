@@ -530,3 +530,49 @@ def test_the_entry_point_is_named_imageprune() -> None:
         [sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, check=False
     ).stdout
     assert "--prune-images-scope={session,all}" in out
+
+
+def test_an_unknown_docker_context_is_said_in_the_header_before_any_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Known at start, said at start: not a default socket the plugin will not use, and
+    not only after every test has run."""
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(pytester.path))
+    monkeypatch.setenv("DOCKER_CONTEXT", "nosuch")
+    pytester.makepyfile("def test_ok(): print('the test ran')")
+    result = pytester.runpytest_subprocess("--prune-images=label=ci", "-s")
+    assert result.ret == pytest.ExitCode.OK
+    problem = (
+        'no Docker engine can be chosen: context "nosuch": context not found (from'
+        " DOCKER_CONTEXT=nosuch; `docker context ls` lists the contexts)"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "imageprune: at session end, prune images this session produces matching"
+            " label=ci; no engine",
+            f"imageprune: WARNING {problem}: nothing will be pruned",
+            "*the test ran*",
+            f"imageprune: WARNING {problem}; nothing pruned",
+        ]
+    )
+    output = result.stdout.str()
+    assert "unix:///var/run/docker.sock" not in output
+    assert "meta.json" not in output
+
+
+def test_help_and_the_readme_agree_on_where_the_default_lock_lives() -> None:
+    from pytest_imageprune.lock import default_lock_path
+    from pytest_imageprune.settings import DEFAULT_LOCK
+
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, check=False
+    ).stdout
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert DEFAULT_LOCK in " ".join(out.split())
+    assert DEFAULT_LOCK in readme
+    folder, _, name = DEFAULT_LOCK.rpartition("/")
+    path = default_lock_path("unix:///var/run/docker.sock")
+    assert str(path.parent) == folder
+    assert name == "<hash>.lock"
+    assert path.suffix == ".lock"
