@@ -2,17 +2,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import docker
 import pytest
 
 from tests.support import (
+    SUITE_LABELS,
+    EngineUnderTest,
     PrivateDockerd,
     connect,
     engine_missing,
+    leftovers,
     private_c8d_dockerd,
     private_dockerd,
+    remove_leftovers,
 )
 
 pytest_plugins = ["pytester"]
@@ -31,12 +34,36 @@ _ENGINE_SPECS: dict[str, tuple[str, str, str | None]] = {
 _C8D_DRIVER_TYPE = "io.containerd.snapshotter.v1"
 
 
-@dataclass(frozen=True)
-class EngineUnderTest:
-    name: str  # the test ID: one of ENGINES
-    host: str  # its DOCKER_HOST
-    kind: str  # "docker" or "podman"
-    store: str  # "classic", "containerd" (Docker's containerd image store) or "podman"
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """At the end of the run (of each xdist worker), fail it if anything this run's tests
+    labelled (``SUITE_LABELS``) is left on any engine they may have used: the host's
+    Docker and every engine the environment names. What is found is removed, and named."""
+    yield
+    if not SUITE_LABELS:
+        return  # no test built anything on a shared engine
+    hosts = {"docker": os.environ.get("DOCKER_HOST") or DOCKER_DEFAULT_HOST}
+    for name, (_, _, variable) in _ENGINE_SPECS.items():
+        if variable is not None and os.environ.get(variable):
+            hosts[name] = os.environ[variable]
+    found = []
+    for name, host in hosts.items():
+        try:
+            client = connect() if name == "docker" else connect(host)
+            client.ping()
+        except Exception:
+            continue  # an engine that does not answer holds nothing of this run's
+        try:
+            left = leftovers(client, SUITE_LABELS)
+            if left:
+                found.append(f"{name} ({host}): {', '.join(left)}")
+                remove_leftovers(client, SUITE_LABELS)
+        finally:
+            client.close()
+    if found:
+        pytest.fail(
+            "the tests left these on engines (now removed): " + "; ".join(found), pytrace=False
+        )
 
 
 @pytest.fixture(scope="session", params=ENGINES)

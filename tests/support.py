@@ -32,6 +32,14 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+@dataclass(frozen=True)
+class EngineUnderTest:
+    name: str  # the test ID: one of conftest.ENGINES
+    host: str  # its DOCKER_HOST
+    kind: str  # "docker" or "podman"
+    store: str  # "classic", "containerd" (Docker's containerd image store) or "podman"
+
+
 def engine_missing(reason: str) -> None:
     """Skip on a laptop without an engine; under ``CI=true`` a missing engine is a failure."""
     if IN_CI:
@@ -40,10 +48,67 @@ def engine_missing(reason: str) -> None:
 
 
 def connect(base_url: str | None = None) -> docker.APIClient:
+    """A client of ``base_url``; without one, of the engine under test.
+
+    That is ``IMAGEPRUNE_TEST_HOST`` where a test names it (the ``ns`` fixture does: a test
+    may point ``DOCKER_HOST`` elsewhere or unset it, to see the plugin choose its engine,
+    and its images must still be built where the plugin prunes), else the engine that
+    ``DOCKER_HOST`` and the TLS variables name.
+    """
+    if not base_url:
+        test_host = os.environ.get(TEST_HOST_VARIABLE, "")
+        if test_host and test_host != os.environ.get("DOCKER_HOST", ""):
+            base_url = test_host
     kwargs: dict[str, Any] = {"base_url": base_url} if base_url else {}
     if not base_url:
         kwargs.update(docker.utils.kwargs_from_env())
     return docker.APIClient(version="auto", timeout=120, **kwargs)
+
+
+#: The engine under test, for the pytest sessions a test runs (see ``connect``).
+TEST_HOST_VARIABLE = "IMAGEPRUNE_TEST_HOST"
+#: Every ``(key, value)`` label this run's tests put on what they build or create on a
+#: shared engine (``tests/conftest.py`` checks at the end that nothing so labelled is left).
+SUITE_LABELS: set[tuple[str, str]] = set()
+
+
+def leftovers(client: docker.APIClient, labels: set[tuple[str, str]]) -> list[str]:
+    """What carries one of ``labels`` on the engine: containers first, then images."""
+    found = []
+    for key in sorted({key for key, _ in labels}):
+        for container in client.containers(all=True, filters={"label": key}):
+            value = (container.get("Labels") or {}).get(key)
+            if (key, value) in labels:
+                found.append(f"container {container['Id'][:12]} ({key}={value})")
+        for image in client.images(all=True, filters={"label": key}):
+            value = (image.get("Labels") or {}).get(key)
+            if (key, value) in labels:
+                found.append(f"image {full_id(image['Id'])[7:19]} ({key}={value})")
+    return found
+
+
+def remove_leftovers(client: docker.APIClient, labels: set[tuple[str, str]]) -> None:
+    """Remove what carries one of ``labels``: containers, then images, children first."""
+    keys = sorted({key for key, _ in labels})
+    for key in keys:
+        for container in client.containers(all=True, filters={"label": key}):
+            if (key, (container.get("Labels") or {}).get(key)) in labels:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.remove_container(container["Id"], force=True)
+    for _ in range(20):
+        images = [
+            image
+            for key in keys
+            for image in client.images(all=True, filters={"label": key})
+            if (key, (image.get("Labels") or {}).get(key)) in labels
+        ]
+        if not images:
+            return
+        parents = {full_id(i["ParentId"]) for i in images if i.get("ParentId")}
+        for image in images:
+            if full_id(image["Id"]) not in parents:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.remove_image(image["Id"], force=True)
 
 
 def build_context(dockerfile: str, files: dict[str, bytes] | None = None) -> io.BytesIO:

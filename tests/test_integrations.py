@@ -125,9 +125,14 @@ def test_the_engine_is_chosen_as_the_docker_cli_chooses_it(
     else:
         (config / "config.json").write_text(json.dumps({"currentContext": "ci-engine"}))
     write_tests(pytester, 'def test_build():\n    make("a")\n')
-    result = run(pytester, ns.scope)
+    report = pytester.path / "report.json"
+    result = run(pytester, ns.scope, f"--prune-images-report={report}")
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines([f"imageprune: at session end*; engine {host}*ci-engine*"])
+    # Built on the engine under test (IMAGEPRUNE_TEST_HOST: DOCKER_HOST is unset here), and
+    # pruned there: the context chose it. (Built on the default socket instead, the image
+    # would be missing from the engine under test and the report alike, and left behind.)
+    assert ns.built("a")[-1] in json.loads(report.read_text())["deleted_ids"]
     assert not ns.exists(ns.built("a")[-1])
 
 
@@ -157,7 +162,12 @@ def test_tox_run_parallel_with_the_ini_recipe(pytester: pytest.Pytester, ns: Nam
             [testenv]
             skip_install = true
             deps = {ROOT}
-            pass_env = DOCKER_HOST, IMAGEPRUNE_TEST_NS, IMAGEPRUNE_TEST_OUT, PYTHONPATH
+            pass_env =
+                DOCKER_HOST
+                IMAGEPRUNE_TEST_HOST
+                IMAGEPRUNE_TEST_NS
+                IMAGEPRUNE_TEST_OUT
+                PYTHONPATH
             commands = pytest -p no:cacheprovider {{posargs}}
 
             [testenv:a]

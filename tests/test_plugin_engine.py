@@ -7,7 +7,6 @@ removes whatever is left of the namespace afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import textwrap
 import uuid
@@ -19,7 +18,15 @@ import docker.errors
 import pytest
 
 from pytest_imageprune.images import normalize_reference
-from tests.support import build, full_id, lock_held_elsewhere
+from tests.support import (
+    SUITE_LABELS,
+    TEST_HOST_VARIABLE,
+    EngineUnderTest,
+    build,
+    full_id,
+    lock_held_elsewhere,
+    remove_leftovers,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -62,6 +69,7 @@ class Namespace:
         self.store = store  # "classic", "containerd" or "podman" (see conftest.engine_store)
         self.name = f"ns{uuid.uuid4().hex[:12]}"
         self.out = out
+        SUITE_LABELS.add(("itest", self.name))
 
     @property
     def scope(self) -> str:
@@ -91,36 +99,26 @@ class Namespace:
         return ids
 
     def cleanup(self) -> None:
-        selector = {"label": [f"itest={self.name}"]}
-        for container in self.client.containers(all=True):
-            image = container.get("ImageID", "")
-            if any(i["Id"] == image for i in self.client.images(all=True, filters=selector)):
-                self.client.remove_container(container["Id"], force=True)
-        for _ in range(20):
-            images = self.client.images(all=True, filters=selector)
-            if not images:
-                return
-            # Podman gives ParentId as bare hex, Docker as sha256:<hex>.
-            parents = {full_id(i["ParentId"]) for i in images if i.get("ParentId")}
-            for image in images:
-                if image["Id"] not in parents:
-                    with contextlib.suppress(docker.errors.APIError):
-                        self.client.remove_image(image["Id"], force=True)
+        """Remove what the namespace left: containers (they carry their image's labels,
+        and the tests label theirs), then images, children first."""
+        remove_leftovers(self.client, {("itest", self.name)})
 
 
 @pytest.fixture
 def ns(
-    engine: str,
-    engine_store: str,
+    engine_store: str,  # after ``engine``, which points DOCKER_HOST at the engine under test
+    engine_under_test: EngineUnderTest,
     docker_api: docker.APIClient,
     pytester: pytest.Pytester,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Namespace]:
-    """A namespace on the engine under test, once on Docker and once on Podman."""
+    """A namespace on the engine under test, once on each engine; what the test builds in
+    it goes there (``IMAGEPRUNE_TEST_HOST``), and what it leaves is removed afterwards."""
     out = pytester.path / "built"
     out.mkdir()
-    namespace = Namespace(docker_api, out, engine, engine_store)
+    namespace = Namespace(docker_api, out, engine_under_test.kind, engine_store)
     monkeypatch.setenv("IMAGEPRUNE_TEST_NS", namespace.name)
+    monkeypatch.setenv(TEST_HOST_VARIABLE, engine_under_test.host)
     monkeypatch.setenv("IMAGEPRUNE_TEST_OUT", str(out))
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makepyfile(inner=INNER)
@@ -292,12 +290,13 @@ def test_an_image_in_use_is_skipped_and_reported(pytester: pytest.Pytester, ns: 
     write_tests(
         pytester,
         """
+        import inner
         from tests.support import connect
 
         def test_use():
             image = make("used")[-1]
             client = connect()
-            client.create_container(image, command="/nothing", labels={"itest": "x"})
+            client.create_container(image, command="/nothing", labels={"itest": inner.NS})
             client.close()
         """,
     )
@@ -392,7 +391,7 @@ def test_dry_run_says_what_it_would_delete_and_deletes_nothing(
     report = pytester.path / "report.json"
     result = run(pytester, ns.scope, "--prune-images-dry-run", f"--prune-images-report={report}")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["*imageprune: would delete 3 images*reclaimed *B (estimated)*"])
+    result.stdout.fnmatch_lines(["*imageprune: would delete 3 images*would reclaim *(estimated)*"])
     assert all(ns.exists(i) for i in ns.built("a"))
     data = json.loads(report.read_text())
     assert data["dry_run"] is True
