@@ -8,6 +8,7 @@ containers hold images; a dry run in one tense; counts that reconcile with the J
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from pytest_imageprune.images import Baseline, Container, Image, Snapshot
@@ -117,3 +118,12 @@ def test_the_terminal_count_is_the_json_deleted_ids() -> None:
     count = int(re.match(r"deleted (\d+) images", summary_line(report)).group(1))  # type: ignore[union-attr]
     assert count == len(data["deleted_ids"]) == 2
     assert set(data["deleted_ids"]) <= {r.get("Deleted") for r in data["ImagesDeleted"]}
+
+
+def test_every_key_of_the_json_report_is_documented() -> None:
+    """docs/report.md has a row for each key the report writes (``sessions`` included)."""
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "report.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Za-z_]+)` \|", docs, re.M))
+    report = run(Snapshot.of([img("a", None)]), baseline=Baseline({}))
+    report.space_parts = {"content": 0, "snapshots": 0}  # written on the containerd store
+    assert documented == {*report.to_dict(), "sessions"}
