@@ -94,10 +94,14 @@ class PruneReport:
 
     @property
     def held(self) -> list[str]:
-        """The images in scope that stay because containers use them, in ID order."""
+        """The images in scope that stay because containers use them, in ID order: skipped
+        in use, or kept for children that the prune took (but not, say, a tagged image,
+        which stays in any case)."""
         deleted = set(self.deleted_ids)
-        in_scope = {*self.candidates, *self.kept, *(s.image for s in self.skipped)}
-        return sorted(i for i in in_scope if i in self.users and i not in deleted)
+        held = {s.image for s in self.skipped if s.in_use}
+        held |= {i for i in self.candidates if i in self.users}
+        held |= {i for i, why in self.kept.items() if why in _STRUCTURAL and i in self.users}
+        return sorted(held - deleted)
 
     def to_docker(self) -> dict[str, Any]:
         """Exactly what ``POST /images/prune`` answers (``null`` when nothing was deleted)."""

@@ -127,3 +127,14 @@ def test_every_key_of_the_json_report_is_documented() -> None:
     report = run(Snapshot.of([img("a", None)]), baseline=Baseline({}))
     report.space_parts = {"content": 0, "snapshots": 0}  # written on the containerd store
     assert documented == {*report.to_dict(), "sessions"}
+
+
+def test_a_tagged_image_a_container_uses_is_not_said_to_be_held() -> None:
+    """It stays because it is tagged (dangling mode), container or not."""
+    snapshot = Snapshot.of(
+        [img("app", None, "app:1")], [Container("c1" * 32, "sha256:app", running=True)]
+    )
+    report = run(snapshot, baseline=Baseline({}))
+    assert report.held == []
+    assert held_hint(report) is None
+    assert lines_about(report, "app") == ["kept app (app:1): tagged"]
