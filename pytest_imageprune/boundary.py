@@ -178,7 +178,7 @@ class Boundary:
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o002:
             raise Unsafe(path, f"mode {mode:o}: anyone may write", f"remove it (rm -rf {path})")
-        if mode & 0o020 and st.st_gid != self.gid:
+        if mode & 0o020 and st.st_gid not in (0, self.gid):
             raise Unsafe(
                 path,
                 f"group {_group_name(st.st_gid)} may write, and that is not the engine's group",
@@ -247,18 +247,22 @@ class Boundary:
                     os.fchown(fd, -1, self.gid)
                 os.fchmod(fd, self.file_mode)  # the umask may have taken the group's bits
             else:
-                if (
-                    stat.S_ISREG(st.st_mode)
-                    and st.st_uid == self.uid
-                    and stat.S_IMODE(st.st_mode) != self.file_mode
-                ):
-                    os.fchmod(fd, self.file_mode)  # ours, made by an older version: mend it
+                if stat.S_ISREG(st.st_mode) and st.st_uid == self.uid:
+                    self._mend(fd, st)  # ours, made by another version or tool
                     st = os.fstat(fd)
                 self.check_file(path, st)
         except BaseException:
             os.close(fd)
             raise
         return fd
+
+    def _mend(self, fd: int, st: os.stat_result) -> None:
+        """Give a file of our own the engine's group and ``file_mode``."""
+        with contextlib.suppress(OSError):
+            if self.gid is not None and st.st_gid != self.gid:
+                os.fchown(fd, -1, self.gid)
+            if stat.S_IMODE(st.st_mode) != self.file_mode:
+                os.fchmod(fd, self.file_mode)
 
     def check_file(self, path: Path, st: os.stat_result, limit: int | None = None) -> None:
         if not stat.S_ISREG(st.st_mode):
@@ -268,7 +272,7 @@ class Boundary:
                 path, f"owned by {_user_name(st.st_uid)}, who may not use the engine", "remove it"
             )
         mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o002 or (mode & 0o020 and st.st_gid != self.gid):
+        if mode & 0o002 or (mode & 0o020 and st.st_gid not in (0, self.gid)):
             raise Unsafe(path, f"mode {mode:o}: others may write", f"chmod o-w,g-w {path}")
         if limit is not None and st.st_size > limit:
             raise Unsafe(path, f"{st.st_size} bytes, more than {limit}", f"remove {path}")

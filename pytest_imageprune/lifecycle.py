@@ -248,13 +248,17 @@ class PruneSession:
 
         try:
             place = self._place()
-            registry = Registry(place.registry, place.boundary)
-            registry.open()
         except EngineUnavailable as exc:
             self.problem = str(exc)
             return None
         except Exception as exc:
-            self.unsafe = f"no safe session registry: {exc}"
+            self.unsafe = f"no safe place for the lock and the session registry: {exc}"
+            return None
+        registry = Registry(place.registry, place.boundary)
+        try:
+            registry.open()
+        except Exception as exc:
+            self.unsafe = f"no safe session registry beside the lock {place.lock}: {exc}"
             return None
         return registry
 

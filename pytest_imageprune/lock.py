@@ -61,10 +61,8 @@ def meeting_place(endpoint: str, engine_id: str, boundary: Boundary | None = Non
         base = boundary.make_folder(_private_base() / "pytest-imageprune")
         folder = boundary.make_folder(base / _digest(key))
         return Place(folder / "prune.lock", boundary)
-    temp = Path("/tmp") if os.path.isdir("/tmp") else Path(tempfile.gettempdir())
     refused: list[Unsafe] = []
-    for attempt in range(PLACES):
-        path = temp / f"pytest-imageprune-{_digest(key, _boot_id(), str(attempt))}"
+    for path in shared_folders(key):
         try:
             folder = boundary.make_folder(path)
         except Unsafe as exc:
@@ -72,6 +70,13 @@ def meeting_place(endpoint: str, engine_id: str, boundary: Boundary | None = Non
             continue
         return Place(folder / "prune.lock", boundary, tuple(refused))
     raise refused[-1]
+
+
+def shared_folders(key: str) -> list[Path]:
+    """The names a shared meeting place may take, in order: ``key`` is the engine's ID."""
+    temp = Path("/tmp") if os.path.isdir("/tmp") else Path(tempfile.gettempdir())
+    boot = _boot_id()
+    return [temp / f"pytest-imageprune-{_digest(key, boot, str(n))}" for n in range(PLACES)]
 
 
 def place_of_lock(lock: Path, endpoint: str) -> Place:

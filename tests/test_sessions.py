@@ -517,3 +517,34 @@ def test_whatever_the_registry_holds_the_own_prune_completes_and_takes_only_its_
         assert not any("Traceback" in line for line in session.lines)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_heartbeat_outlives_its_failures_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 8: a write error (a full disk) no longer stops the heartbeat silently."""
+    beat = Registry.beat
+    calls: list[int] = []
+
+    def failing_beat(self: Registry) -> None:
+        calls.append(1)
+        if len(calls) <= 3:
+            raise OSError(28, "No space left on device")
+        beat(self)
+
+    monkeypatch.setattr(Registry, "beat", failing_beat)
+    monkeypatch.setattr("pytest_imageprune.sessions.HEARTBEAT_NS", NANOS // 10)
+    session = PruneSession(
+        parse_filters([]), lock_path=tmp_path / "l", engine=GrowingEngine(Snapshot.of([]))
+    )
+    session.start()
+    assert session.registry is not None
+    (alive,) = session.registry.directory.glob("*.alive")
+    first = alive.stat().st_mtime_ns
+    deadline = time.monotonic() + 10
+    while len(calls) < 6:
+        assert time.monotonic() < deadline, "the heartbeat stopped"
+        time.sleep(0.02)
+    assert alive.stat().st_mtime_ns > first  # it beats again after the failures
+    session.finish()
+    assert any("heartbeat failed 3 times" in line for line in session.lines), session.lines
