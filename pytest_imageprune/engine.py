@@ -253,10 +253,8 @@ class DockerEngine:
     def engine_id(self) -> str:
         """The engine's ``ID`` from ``/info`` (asked with ``store``), which only the engine's
         users can read. Empty for Podman, whose ``ID`` changes with every request."""
-        store = self.store
-        if store.kind == PODMAN or self._info is None:
-            return ""
-        return str(self._info.get("ID") or "")
+        _ = self.store  # asks /version, and /info unless the engine is Podman
+        return "" if self._info is None else str(self._info.get("ID") or "")
 
     @property
     def lists_layers(self) -> bool:

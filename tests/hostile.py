@@ -81,6 +81,16 @@ class FreshTmp:
     """A private mount namespace with an empty tmpfs on ``/tmp``."""
 
     def __init__(self, tmp_options: str = "mode=1777") -> None:
+        # What this Python needs from the old /tmp (a virtualenv there, say) is bound back
+        # in place, through a descriptor of the old /tmp opened before the tmpfs hides it.
+        # (--no-canonicalize: mount would read /proc/self/fd/3 as the new /tmp.)
+        keep = [
+            f'mkdir -p "{p}" && mount --no-canonicalize --bind'
+            f' "/proc/self/fd/3/{p.relative_to("/tmp")}" "{p}"'
+            for p in sorted(p for p in _needed() if Path("/tmp") in p.parents)
+            if p.is_dir()
+        ]
+        script = [f"exec 3</tmp && mount -t tmpfs -o {tmp_options} tmpfs /tmp", *keep]
         self.holder = subprocess.Popen(
             [
                 "unshare",
@@ -89,7 +99,7 @@ class FreshTmp:
                 "private",
                 "sh",
                 "-c",
-                f"mount -t tmpfs -o {tmp_options} tmpfs /tmp && echo ready && exec sleep 3600",
+                " && ".join([*script, "echo ready", "exec sleep 3600 3<&-"]),
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -165,14 +175,10 @@ class FreshTmp:
         covered, in this namespace only, by a tmpfs they may enter, with what is needed
         bound back in place.
         """
-        needed = {Path(os.path.realpath(sys.executable)), ROOT}
-        needed |= {Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-        needed |= {Path(p) for p in sys.path if p and os.path.exists(p)}
         pairs: dict[Path, set[str]] = {}
-        for given in needed:
-            path = Path(os.path.realpath(given))
+        for path in _needed():
             if Path("/tmp") in path.parents:
-                continue  # hidden here anyway: a fresh /tmp
+                continue  # bound in place at the start (see __init__)
             for parent in reversed(path.parents):
                 child = path.relative_to(parent).parts[0]
                 if parent.stat().st_mode & 0o001 == 0:
@@ -189,6 +195,16 @@ class FreshTmp:
                 lines.append(f"{make} '{target}' && mount --move /tmp/.keep/{n} '{target}'")
             lines.append("rm -rf /tmp/.keep")
             self.sh("\n".join(lines))
+
+
+def _needed() -> set[Path]:
+    """The folders this Python and this checkout live in, as real paths."""
+    needed = {Path(sys.executable).parent, Path(os.path.realpath(sys.executable)), ROOT}
+    needed |= {Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    needed |= {Path(p) for p in sys.path if p and os.path.exists(p)}
+    real = {Path(os.path.realpath(p)) for p in needed}
+    # Under /tmp, the topmost folder of each (a virtualenv's root, not each of its parts).
+    return {p for p in real if not any(q in p.parents for q in real if Path("/tmp") in q.parents)}
 
 
 @contextlib.contextmanager

@@ -280,10 +280,10 @@ def test_finding_3_a_symlink_is_never_followed(
     done = project.run(label.scope, f"--prune-images-lock={lock}")
     out = _out(done)
     assert done.returncode == 0, out
+    assert _snapshot(victim) == before, out
     assert f"WARNING cannot use the prune lock {lock}" in out, out
     assert "nothing deleted" in out, out
     assert label.exists(project.built("own")), out
-    assert _snapshot(victim) == before, out
 
     # With a real lock, the session prunes; the symlinks in the registry are skipped.
     ns.sh("rm /tmp/shared/prune.lock", user=users.bob)
