@@ -56,11 +56,13 @@ def meeting_place(endpoint: str, engine_id: str, boundary: Boundary | None = Non
     (empty when the engine has no stable ID). Raises ``Unsafe`` when no safe folder can
     be had."""
     boundary = boundary if boundary is not None else Boundary.of_endpoint(endpoint)
-    key = engine_id or canonical_endpoint(endpoint)
-    if not boundary.shared:
-        base = boundary.make_folder(_private_base() / "pytest-imageprune")
-        folder = boundary.make_folder(base / _digest(key))
-        return Place(folder / "prune.lock", boundary)
+    if not boundary.shared or not engine_id:
+        # Without an ID to hide behind, a shared name could be made first by anyone.
+        private = Boundary()
+        base = private.make_folder(_private_base() / "pytest-imageprune")
+        folder = private.make_folder(base / _digest(engine_id or canonical_endpoint(endpoint)))
+        return Place(folder / "prune.lock", private)
+    key = engine_id
     refused: list[Unsafe] = []
     for path in shared_folders(key):
         try:

@@ -224,3 +224,17 @@ def test_the_meeting_place_skips_a_squatted_name(
     other = meeting_place("unix:///x.sock", "OTHER:ID", boundary)
     assert other.lock.parent not in (first.lock.parent, second.lock.parent)
     assert "ENGINE" not in str(second.lock)
+
+
+def test_an_engine_without_an_id_or_a_group_meets_in_a_private_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    for endpoint, engine_id, boundary in (
+        ("unix:///run/podman/podman.sock", "", Boundary(gid=os.getegid())),  # Podman: no ID
+        ("tcp://127.0.0.1:2375", "ENGINE:ID", Boundary()),
+    ):
+        place = meeting_place(endpoint, engine_id, boundary)
+        assert place.lock.parent.parent == tmp_path / "pytest-imageprune"
+        assert not place.boundary.shared
+        assert stat.S_IMODE(place.lock.parent.stat().st_mode) == 0o700
