@@ -27,6 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from pytest_imageprune.filters import parse_filters
 from pytest_imageprune.images import NANOS, Baseline, Image, Snapshot
 from pytest_imageprune.lifecycle import PruneSession
+from pytest_imageprune.lock import PruneLock
 from pytest_imageprune.sessions import (
     DEATH_SLACK_NS,
     DEFERRED,
@@ -195,6 +196,41 @@ class Sessions(RuleBasedStateMachine):
         assert session.registry is not None
         session.registry.close()
         self.dead.add(key)
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def finish_while_another_holds_the_lock(self, data: st.DataObject) -> None:
+        """A hand-over: the lock is held elsewhere, so the session defers its work."""
+        key = data.draw(st.sampled_from(sorted(self.live)))
+        session = self.live.pop(key)
+        holder = PruneLock(self.root / "prune.lock")
+        assert holder.acquire()
+        try:
+            before = set(self.engine.refs)
+            session.finish()
+        finally:
+            holder.release()
+        assert set(self.engine.refs) == before
+        assert session.report is not None
+        assert session.report.status == "locked", session.lines
+
+    @rule(kind=st.sampled_from(["garbage", "fifo", "symlink", "wrong-id"]), n=st.integers(0, 99))
+    def plant_a_bad_file(self, kind: str, n: int) -> None:
+        """Whatever lands in the registry, no rule above may break."""
+        folder = self.root / "prune.lock.sessions"
+        if not folder.is_dir():
+            return
+        path = folder / f"{n:032x}.json"
+        if path.exists() or path.is_symlink():
+            return
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "symlink":
+            path.symlink_to(self.root / "elsewhere.json")
+        elif kind == "wrong-id":
+            path.write_text(json.dumps(_valid_json(id="../../elsewhere")))
+        else:
+            path.write_text('{"filters": []}')
 
     @invariant()
     def nothing_from_before_is_ever_deleted(self) -> None:
