@@ -17,6 +17,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -60,8 +61,14 @@ class Users:
             self.made.append(name)
 
     def remove(self) -> None:
+        """Remove the accounts (their processes, all in a namespace now closed, are gone;
+        a process still exiting may hold one a moment)."""
         for name in self.made:
-            subprocess.run(["userdel", name], check=False, capture_output=True)
+            for _ in range(50):
+                done = subprocess.run(["userdel", name], check=False, capture_output=True)
+                if done.returncode in (0, 6):  # removed, or no such user
+                    break
+                time.sleep(0.1)
         self.made.clear()
 
     def uid(self, name: str) -> int:
@@ -164,6 +171,20 @@ class FreshTmp:
         return done.stdout
 
     def close(self) -> None:
+        """End every process in the namespace (all started here), the holder last."""
+        try:
+            namespace = os.stat(f"/proc/{self.holder.pid}/ns/mnt").st_ino
+        except OSError:
+            namespace = None
+        if namespace is not None:
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit() or int(entry) == self.holder.pid:
+                    continue
+                try:
+                    if os.stat(f"/proc/{entry}/ns/mnt").st_ino == namespace:
+                        os.kill(int(entry), signal.SIGKILL)
+                except OSError:
+                    continue  # gone meanwhile, or not ours to see
         if self.holder.poll() is None:
             os.killpg(self.holder.pid, signal.SIGKILL)
         self.holder.wait()
