@@ -98,6 +98,8 @@ class DockerEngine:
         self._connect = connect
         self._lock = threading.Lock()
         self._store: Store | None = None
+        #: ``GET /info``'s answer, kept by ``store`` (Docker only).
+        self._info: Mapping[str, Any] | None = None
         socket_path = _unix_socket(endpoint)
         self._http = _UnixHTTP(endpoint, socket_path) if socket_path and client is None else None
 
@@ -240,11 +242,19 @@ class DockerEngine:
             try:
                 version = self._get("/version")
                 info = None if is_podman(version) else self._get("/info")
+                self._info = info
             except (EngineError, ImageGone, ImageConflict) as exc:
                 self._store = Store(UNSUPPORTED, "", f"the engine did not describe itself: {exc}")
             else:
                 self._store = detect(version, info)
         return self._store
+
+    @property
+    def engine_id(self) -> str:
+        """The engine's ``ID`` from ``/info`` (asked with ``store``), which only the engine's
+        users can read. Empty for Podman, whose ``ID`` changes with every request."""
+        _ = self.store  # asks /version, and /info unless the engine is Podman
+        return "" if self._info is None else str(self._info.get("ID") or "")
 
     @property
     def lists_layers(self) -> bool:

@@ -27,10 +27,10 @@ from pytest_imageprune.report import RAN
 # in the baseline thread while the engine lists its images.
 if TYPE_CHECKING:
     from pytest_imageprune.deletion import Progress
-    from pytest_imageprune.lock import PruneLock
+    from pytest_imageprune.lock import Place, PruneLock
     from pytest_imageprune.report import PruneReport
     from pytest_imageprune.selection import KeepRule
-    from pytest_imageprune.sessions import Others, Registry, SessionRecord
+    from pytest_imageprune.sessions import BadRecord, Others, Registry, SessionRecord
     from pytest_imageprune.store import Store
 
 #: How many times a lock holder looks again for sessions settling their work on it.
@@ -44,6 +44,8 @@ class Swept:
     record: SessionRecord
     state: str
     report: PruneReport
+    #: The images kept for want of evidence they were that session's, with why.
+    doubted: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,6 +66,8 @@ class PruneSession:
     registry: Registry | None = None
     #: Why nothing can be pruned (the engine was unreachable at start), if so.
     problem: str | None = None
+    #: Why no safe registry or lock could be had (nothing is deleted then), if so.
+    unsafe: str | None = None
     report: PruneReport | None = None
     swept: list[Swept] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
@@ -83,6 +87,15 @@ class PruneSession:
     #: The images already said to be kept for another live session: a sweep that keeps
     #: them again (this session's own deferral, say) says nothing new.
     _said_live: set[str] = field(default_factory=set)
+    #: The engine's ID (``GET /info``, asked with the baseline); "" when it has none.
+    _engine_id: str | None = None
+    _place_found: Place | None = None
+    #: The bad registry files already said, by name (one line each per session).
+    _bad_said: set[str] = field(default_factory=set)
+    #: Heartbeats that failed: how many, the first one's time and the last error.
+    _beat_failures: int = 0
+    _beat_failed_at: float | None = None
+    _beat_error: str = ""
 
     # -- start ---------------------------------------------------------------------------
     def start(self, *, background: bool = False) -> None:
@@ -139,6 +152,10 @@ class PruneSession:
             else:
                 snapshot = engine.snapshot()
             self.baseline = Baseline.of(snapshot)
+            if isinstance(engine, DockerEngine) and self.lock_path is None:
+                self._engine_id = engine.engine_id  # names the meeting place (see lock.py)
+            elif self.lock_path is None:
+                self._engine_id = ""
         except EngineUnavailable as exc:
             self.problem = str(exc)
         except Exception as exc:  # an engine error, a malformed answer: never the verdict
@@ -200,7 +217,7 @@ class PruneSession:
             self.engine.close()
 
     def _register(self) -> None:
-        from pytest_imageprune.sessions import Registry, SessionRecord
+        from pytest_imageprune.sessions import SessionRecord
 
         if self.baseline is None or self.registry is not None:
             return
@@ -210,17 +227,40 @@ class PruneSession:
             self.scope,
             self.baseline.taken_ns or time.time_ns(),
         )
-        registry = Registry.beside(self._lock_path())
+        registry = self._open_registry()
+        if registry is None:
+            return
         try:
             registry.register(self.record)
         except Exception as exc:  # in a pytest hook now: never the verdict, never a traceback
-            self.lines.append(f"imageprune: WARNING session registry unavailable: {exc}")
+            self.unsafe = f"the session registry {registry.directory} is unusable: {exc}"
             return
         self.registry = registry
         self._beater = threading.Thread(
             target=self._heartbeat, name="imageprune-heartbeat", daemon=True
         )
         self._beater.start()
+
+    def _open_registry(self) -> Registry | None:
+        """The registry of the engine's meeting place, checked; None (and ``unsafe``
+        says why) when no safe one can be had."""
+        from pytest_imageprune.sessions import Registry
+
+        try:
+            place = self._place()
+        except EngineUnavailable as exc:
+            self.problem = str(exc)
+            return None
+        except Exception as exc:
+            self.unsafe = f"no safe place for the lock and the session registry: {exc}"
+            return None
+        registry = Registry(place.registry, place.boundary)
+        try:
+            registry.open()
+        except Exception as exc:
+            self.unsafe = f"no safe session registry beside the lock {place.lock}: {exc}"
+            return None
+        return registry
 
     def stop_heartbeat(self) -> None:
         """No more heartbeats: the record is this session's to settle from here on."""
@@ -230,16 +270,25 @@ class PruneSession:
             self._beater = None
 
     def _heartbeat(self) -> None:
+        """Touch the ``.alive`` file every second until told to stop; a failure is retried
+        (sooner) and counted, never the end of the heartbeat: ``finish`` says so."""
         from pytest_imageprune.sessions import HEARTBEAT_NS
 
-        while not self._beat.wait(HEARTBEAT_NS / 1e9):
-            registry, record = self.registry, self.record
-            if registry is None or record is None:
+        interval = HEARTBEAT_NS / 1e9
+        while not self._beat.wait(interval):
+            registry = self.registry
+            if registry is None:
                 return
             try:
-                self.record = registry.heartbeat(record, time.time_ns())
-            except OSError:
-                return
+                registry.beat()
+            except Exception as exc:
+                self._beat_failures += 1
+                self._beat_error = f"{type(exc).__name__}: {exc}"
+                if self._beat_failed_at is None:
+                    self._beat_failed_at = time.time()
+                interval = HEARTBEAT_NS / 5e9
+            else:
+                interval = HEARTBEAT_NS / 1e9
 
     # -- finish --------------------------------------------------------------------------
     def finish(self) -> None:
@@ -259,6 +308,13 @@ class PruneSession:
                 self.registry.close()
             if self.engine is not None:
                 self.engine.close()
+        if self._beat_failures:
+            when = time.strftime("%H:%M:%S", time.localtime(self._beat_failed_at or 0))
+            self.lines.append(
+                f"imageprune: WARNING the heartbeat failed {self._beat_failures} times from"
+                f" {when} ({self._beat_error}): had this session died, a later one would"
+                " have kept what it made after the last heartbeat"
+            )
         if self.report is not None:
             self.report.duration_s = time.monotonic() - started
             if self.report.status in RAN:
@@ -268,7 +324,7 @@ class PruneSession:
                     self.lines.insert(1, f"imageprune: {hint}")
 
     def _finish(self) -> None:
-        from pytest_imageprune.lock import ALREADY_RUNNING, PruneLock
+        from pytest_imageprune.lock import ALREADY_RUNNING, LockUnusable, PruneLock
 
         if self.store is not None and not self.store.supported:
             self._fail(reporting.UNSUPPORTED_STORE, f"WARNING {self.problem}; nothing deleted")
@@ -276,12 +332,29 @@ class PruneSession:
         if self.scope == "session" and self.baseline is None:
             self._fail(reporting.NO_BASELINE, f"WARNING {self.problem}; nothing pruned")
             return
+        if self.registry is None and self.unsafe is None:
+            # Scope "all" with no baseline: not registered, but it must see the others.
+            self.registry = self._open_registry()
         if self.dry_run:  # deletes nothing: no need to keep a real prune waiting
             self._prune_all()
             return
+        if self.registry is None and self.unsafe is None:
+            self._fail(reporting.UNREACHABLE, f"WARNING {self.problem}; nothing pruned")
+            return
+        if self.registry is None:
+            # Pruning without the registry could take another live session's images.
+            self._fail(reporting.NO_REGISTRY, f"WARNING {self.unsafe}; nothing deleted")
+            return
         self._mark_finishing()
-        lock = PruneLock(self._lock_path())
-        if not lock.acquire():
+        place = self._place()
+        lock = PruneLock(place.lock, place.boundary)
+        try:
+            acquired = lock.acquire()
+        except LockUnusable as exc:
+            self._fail(reporting.NO_REGISTRY, f"WARNING {exc}; nothing deleted")
+            self._settle_own(done=False)  # whoever prunes next does it
+            return
+        if not acquired:
             self._fail(reporting.LOCKED, f"{ALREADY_RUNNING} ({lock.path}); nothing deleted")
             self._settle_own(done=False)  # whoever prunes next does it
             return
@@ -330,13 +403,19 @@ class PruneSession:
             except EngineUnavailable as exc:
                 self._fail(reporting.UNREACHABLE, f"WARNING {exc}; nothing pruned")
                 return
-        others = self.registry.classify(self.record.id) if self.registry and self.record else None
+        others = None
+        if self.registry is not None:
+            others = self.registry.classify(self.record.id if self.record else None)
+            self._say_bad(others.bad)
         keep_live = protect_live(others.live if others else [])
         if self.protect is not None:
             keep_live = _either(keep_live, self.protect)
         own_baseline = self.baseline if self.scope == "session" else None
         self.report = self._prune(self.filters, own_baseline, keep_live, own=True)
-        self._settle_own(done=_done(self.report))
+        self._settle_own(
+            done=_done(self.report),
+            present=frozenset((*self.report.candidates, *self.report.kept)),
+        )
         if others is None or self.dry_run or self.report.status != reporting.COMPLETED:
             return
         self._sweep_owed()
@@ -377,6 +456,7 @@ class PruneSession:
         if self.registry is None:
             return Others()
         others = self.registry.classify(None)
+        self._say_bad(others.bad)
         own = self.record.id if self.record is not None else None
         others.live = [r for r in others.live if r.id != own]  # never wait for oneself
         return others
@@ -384,9 +464,10 @@ class PruneSession:
     def _sweep(self, record: SessionRecord, keep_live: KeepRule, state: str) -> bool:
         """Finish a dead or deferred session's prune, with its filters, over its lifetime.
 
+        Only what the engine shows arrived while that session lived goes (``Arrival``).
         False when sweeping should stop here (Ctrl-C, the engine lost, a failure).
         """
-        from pytest_imageprune.sessions import within_lifetime
+        from pytest_imageprune.sessions import Arrival, is_doubt_reason, within_lifetime
 
         if self.registry is None:
             return False
@@ -397,7 +478,12 @@ class PruneSession:
             return True
         baseline = record.baseline if record.scope == "session" else None
         try:
-            report = self._prune(filters, baseline, within_lifetime(record, keep_live))
+            engine = self.engine or DockerEngine.from_env()
+            self.engine = engine
+            snapshot = engine.snapshot()
+            arrival = Arrival(engine.inspect, snapshot)
+            keep = within_lifetime(record, keep_live, arrival)
+            report = self._prune(filters, baseline, keep, snapshot=snapshot)
             self.registry.settle(record, done=_done(report), end_ns=record.death_ns)
         except Exception as exc:  # one session's leftovers never cost this one its report
             self.lines.append(
@@ -405,8 +491,15 @@ class PruneSession:
                 f"{type(exc).__name__}: {exc}"
             )
             return False
-        if report.deleted_ids or report.untagged or _done(report):
-            self.swept.append(Swept(record, state, report))
+        doubted = {i: why for i, why in report.kept.items() if is_doubt_reason(why)}
+        if doubted:
+            self.lines.append(
+                f"imageprune: kept {len(doubted)} image{'s' * (len(doubted) != 1)} the session"
+                f" that {state} ({record.describe()}) cannot be shown to have left: they"
+                " arrived after it ended, or when is unknown"
+            )
+        if report.deleted_ids or report.untagged or _done(report) or doubted:
+            self.swept.append(Swept(record, state, report, doubted))
         if report.deleted_ids or report.untagged:  # a line about nothing says nothing
             if self.record is not None and record.id == self.record.id:
                 who = "this session's own deferred prune"
@@ -417,7 +510,13 @@ class PruneSession:
         return report.status == reporting.COMPLETED
 
     def _prune(
-        self, filters: Filters, baseline: Baseline | None, keep: KeepRule, *, own: bool = False
+        self,
+        filters: Filters,
+        baseline: Baseline | None,
+        keep: KeepRule,
+        *,
+        own: bool = False,
+        snapshot: Snapshot | None = None,
     ) -> PruneReport:
         from pytest_imageprune.prune import prune_images
         from pytest_imageprune.sessions import is_live_reason
@@ -425,7 +524,6 @@ class PruneSession:
         try:
             engine = self.engine or DockerEngine.from_env()
             self.engine = engine
-            snapshot = None
             if own and self._reader is not None:  # it reads on while the engine lists
                 snapshot = engine.snapshot()
                 self.stop_read_ahead()
@@ -473,13 +571,29 @@ class PruneSession:
         except OSError:
             pass
 
-    def _settle_own(self, *, done: bool) -> None:
+    def _settle_own(self, *, done: bool, present: frozenset[str] | None = None) -> None:
+        """Forget this session's record, or leave it deferred with what was in its scope
+        at its end (``present``: a later sweep's evidence of what it left; listed here if
+        not given)."""
         if self.registry is None or self.record is None:
             return
+        done = done or self.dry_run
+        if not done and present is None:
+            present = self._present()
         try:
-            self.registry.settle(self.record, done=done or self.dry_run, end_ns=time.time_ns())
+            self.registry.settle(self.record, done=done, end_ns=time.time_ns(), present=present)
         except OSError as exc:
             self.lines.append(f"imageprune: WARNING could not update the session registry: {exc}")
+
+    def _present(self) -> frozenset[str] | None:
+        """What is in this session's scope now, listed; None if the engine does not say."""
+        if self.engine is None:
+            return None
+        try:
+            snapshot = self.engine.snapshot()
+        except Exception:  # evidence for later, never a failure now
+            return None
+        return _in_scope(snapshot, self.baseline if self.scope == "session" else None)
 
     def _fail(self, status: str, message: str) -> None:
         """Say what went wrong; a report of deletions already made is kept, not replaced."""
@@ -499,10 +613,35 @@ class PruneSession:
             errors=[{"error": message}],
         )
 
-    def _lock_path(self) -> Path:
-        from pytest_imageprune.lock import default_lock_path
+    def _place(self) -> Place:
+        """Where this engine's sessions meet: the lock given, or the engine's own folder.
 
-        return self.lock_path or default_lock_path(self.endpoint)
+        Raises ``OSError`` (``Unsafe``) when no safe folder can be had.
+        """
+        from pytest_imageprune.lock import meeting_place, place_of_lock
+
+        if self._place_found is None:
+            if self.lock_path is not None:
+                place = place_of_lock(self.lock_path, self.endpoint)
+            else:
+                if self._engine_id is None:  # not asked at start: the engine did not answer
+                    self.engine = self.engine or DockerEngine.from_env()
+                    self.endpoint = self.engine.endpoint
+                    engine_id = getattr(self.engine, "engine_id", "")
+                    self._engine_id = engine_id if isinstance(engine_id, str) else ""
+                place = meeting_place(self.endpoint, self._engine_id)
+            for refused in place.refused:  # each squatted name: one line, then the next
+                self.lines.append(
+                    f"imageprune: WARNING {refused}; meeting at {place.lock.parent} instead"
+                )
+            self._place_found = place
+        return self._place_found
+
+    def _say_bad(self, bad: list[BadRecord]) -> None:
+        for item in bad:
+            if item.name not in self._bad_said:
+                self._bad_said.add(item.name)
+                self.lines.append(f"imageprune: WARNING {item.describe()}")
 
 
 def _either(first: KeepRule, second: KeepRule) -> KeepRule:
@@ -510,6 +649,11 @@ def _either(first: KeepRule, second: KeepRule) -> KeepRule:
         return first(image) or second(image)
 
     return keep
+
+
+def _in_scope(snapshot: Snapshot, baseline: Baseline | None) -> frozenset[str]:
+    images = snapshot.images.values()
+    return frozenset(i.id for i in images if baseline is None or baseline.in_scope(i))
 
 
 def _done(report: PruneReport) -> bool:

@@ -1,9 +1,23 @@
-"""The cross-process guard: one prune per Docker endpoint at a time, never waited for.
+"""The cross-process guard: one prune per Docker engine at a time, never waited for.
 
 A ``filelock.FileLock`` (an OS lock, released by the kernel when its holder dies) on one
-stable path per endpoint, shared by every process on the host that talks to that engine:
-xdist controllers, parallel tox environments, several CI jobs on one runner. The lock file
-is never deleted: unlinking it would let two processes lock two different files.
+stable path per engine, shared by every process on the host that talks to that engine:
+xdist controllers, parallel tox environments, several CI jobs on one runner, several
+accounts. The lock file is never deleted: unlinking it would let two processes lock two
+different files.
+
+Where the lock and the registry meet (``meeting_place``) is a folder only the engine's
+users can find or write into (see ``boundary``):
+
+- **A unix socket its group may use** (``/var/run/docker.sock``, ``root:docker 0660``):
+  ``/tmp/pytest-imageprune-<digest>/``, ``2770``, group the socket's, shared by every
+  account in that group. The digest is of the engine's ID (``GET /info``, which only the
+  engine's users can read) and this boot's ID: no one else can name the folder, so no one
+  else can make it first. A folder there that fails the checks (someone made it anyway) is
+  never used: the next name is tried, with one warning line.
+- **Anything else** (tcp, ssh, a socket only its owner may use, Podman, whose ID changes
+  with every request): a private folder, ``0700``, under this user's runtime folder
+  (``$XDG_RUNTIME_DIR``) or cache (``~/.cache``): only this account's sessions meet there.
 """
 
 from __future__ import annotations
@@ -11,24 +25,65 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from pytest_imageprune.boundary import Boundary, Unsafe
+
 ALREADY_RUNNING = "a prune operation is already running"
+#: How many names a shared meeting place may take before giving up (each one squatted).
+PLACES = 4
 
 
-def default_lock_path(endpoint: str) -> Path:
-    """``/tmp/pytest-imageprune/<hash of the endpoint>.lock``.
+@dataclass(frozen=True)
+class Place:
+    """Where one engine's sessions meet: the lock, the registry beside it, who is trusted."""
 
-    Every process on the host that talks to one engine must find the same file, so the
-    folder is ``/tmp`` whatever ``TMPDIR`` a job sets (the system temp dir where there is
-    no ``/tmp``), and a unix socket is named by its real path (``/var/run`` and ``/run``
-    are one folder on most systems).
-    """
-    digest = hashlib.sha256(canonical_endpoint(endpoint).encode()).hexdigest()[:16]
-    base = Path("/tmp") if os.path.isdir("/tmp") else Path(tempfile.gettempdir())
-    return base / "pytest-imageprune" / f"{digest}.lock"
+    lock: Path
+    boundary: Boundary
+    #: The folders tried first and refused, each with why (one warning line each).
+    refused: tuple[Unsafe, ...] = field(default=())
+
+    @property
+    def registry(self) -> Path:
+        return self.lock.with_name(self.lock.name + ".sessions")
+
+
+def meeting_place(endpoint: str, engine_id: str, boundary: Boundary | None = None) -> Place:
+    """The default lock and registry of the engine at ``endpoint`` with ID ``engine_id``
+    (empty when the engine has no stable ID). Raises ``Unsafe`` when no safe folder can
+    be had."""
+    boundary = boundary if boundary is not None else Boundary.of_endpoint(endpoint)
+    if not boundary.shared or not engine_id:
+        # Without an ID to hide behind, a shared name could be made first by anyone.
+        private = Boundary()
+        base = private.make_folder(_private_base() / "pytest-imageprune")
+        folder = private.make_folder(base / _digest(engine_id or canonical_endpoint(endpoint)))
+        return Place(folder / "prune.lock", private)
+    key = engine_id
+    refused: list[Unsafe] = []
+    for path in shared_folders(key):
+        try:
+            folder = boundary.make_folder(path)
+        except Unsafe as exc:
+            refused.append(exc)
+            continue
+        return Place(folder / "prune.lock", boundary, tuple(refused))
+    raise refused[-1]
+
+
+def shared_folders(key: str) -> list[Path]:
+    """The names a shared meeting place may take, in order: ``key`` is the engine's ID."""
+    temp = Path("/tmp") if os.path.isdir("/tmp") else Path(tempfile.gettempdir())
+    boot = _boot_id()
+    return [temp / f"pytest-imageprune-{_digest(key, boot, str(n))}" for n in range(PLACES)]
+
+
+def place_of_lock(lock: Path, endpoint: str) -> Place:
+    """The place of a lock given by ``--prune-images-lock``: its registry beside it."""
+    return Place(lock, Boundary.of_endpoint(endpoint))
 
 
 def canonical_endpoint(endpoint: str) -> str:
@@ -39,20 +94,57 @@ def canonical_endpoint(endpoint: str) -> str:
     return endpoint
 
 
-class PruneLock:
-    """Taken without waiting: ``acquire`` says False when another process holds it."""
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(("pytest-imageprune", *parts)).encode()).hexdigest()[:32]
 
-    def __init__(self, path: Path) -> None:
+
+def _boot_id() -> str:
+    """This boot's ID (Linux): the shared names change at every reboot, when /tmp empties."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
+            return file.read(64).strip()
+    except OSError:
+        return ""
+
+
+def _private_base() -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
+        return Path(runtime)
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    if cache and os.path.isabs(cache):
+        return Path(cache)
+    return Path.home() / ".cache"
+
+
+class LockUnusable(OSError):
+    """The lock file cannot be opened or fails the trust check: not "already running"."""
+
+
+class PruneLock:
+    """Taken without waiting: ``acquire`` says False when another process holds it, and
+    raises ``LockUnusable`` when the lock file cannot be used at all."""
+
+    def __init__(self, path: Path, boundary: Boundary | None = None) -> None:
         self.path = path
+        self.boundary = boundary if boundary is not None else Boundary()
         self._lock: FileLock | None = None
 
     def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.path), mode=0o666)
+        try:
+            # Made and checked here (no symlink, a regular file of a trusted user, 0660 or
+            # 0600), so that filelock only ever opens a file that passed.
+            self.path = self.boundary.resolve(self.path)
+            os.close(self.boundary.open_file(self.path, create=True))
+        except OSError as exc:
+            raise LockUnusable(f"cannot use the prune lock {self.path}: {exc}") from exc
+        lock = FileLock(str(self.path), mode=self.boundary.file_mode)
         try:
             lock.acquire(timeout=0)
         except Timeout:
             return False
+        except OSError as exc:
+            raise LockUnusable(f"cannot use the prune lock {self.path}: {exc}") from exc
         self._lock = lock
         return True
 

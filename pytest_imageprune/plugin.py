@@ -235,7 +235,13 @@ class ImagePrunePlugin:
         if self.config.get_verbosity() > 0 and report.status in RAN:
             state.lines[1:1] = [f"  {line}" for line in detail_lines(report)]
         sessions = [
-            {"id": s.record.id, "pid": s.record.pid, "state": s.state, **s.report.to_dict()}
+            {
+                "id": s.record.id,
+                "pid": s.record.pid,
+                "state": s.state,
+                **s.report.to_dict(),
+                "kept": [{"Id": i, "reason": why} for i, why in sorted(s.doubted.items())],
+            }
             for s in state.swept
         ]
         path = self.settings.report_path

@@ -28,6 +28,9 @@ LOCKED = "locked"
 UNREACHABLE = "engine-unreachable"
 #: Session scope without a baseline (the engine was unreachable at start): nothing deleted.
 NO_BASELINE = "no-baseline"
+#: The lock or the session registry could not be had safely: nothing was deleted (pruning
+#: without them could take another live session's images).
+NO_REGISTRY = "no-registry"
 #: Something unexpected went wrong; the report's errors say what.
 FAILED = "failed"
 #: The engine keeps its images in a store this package does not support: nothing deleted.
@@ -130,11 +133,14 @@ class PruneReport:
         }
 
     def write_json(self, path: str | Path, **extra: Any) -> None:
-        """Write ``to_dict()``, and any ``extra`` keys, as JSON."""
+        """Write ``to_dict()``, and any ``extra`` keys, as JSON (to a regular file only:
+        a FIFO there is an error, never a wait)."""
+        from pytest_imageprune.boundary import write_regular
+
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         data = {**self.to_dict(), **extra}
-        target.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        write_regular(target, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def summary_line(report: PruneReport) -> str:

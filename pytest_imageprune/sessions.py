@@ -1,50 +1,77 @@
-"""The registry of sessions on one Docker endpoint: who is alive, who died, what is owed.
+"""The registry of sessions on one Docker engine: who is alive, who died, what is owed.
 
 Each session writes ``<id>.json`` (its pid, start time, filters, scope and baseline) in the
-registry folder beside the prune lock, and holds ``<id>.alive`` locked while it runs: the
-kernel releases that lock when the process dies, however it dies. So at any moment a
-record is one of:
+registry folder beside the prune lock, and holds ``<id>.alive`` locked (``flock``) while it
+runs: the kernel releases that lock when the process dies, however it dies. Every second
+it touches ``<id>.alive`` (a change of its time stamp: no engine request, no disk block, so
+a full disk does not stop it). So at any moment a record is one of:
 
 - **live**: its ``.alive`` lock is held by a running session;
 - **dead**: the lock is free but the record still says ``running`` (SIGKILL, OOM, a
-  cancelled CI job): the session never pruned;
+  cancelled CI job): the session never pruned; it ended at most ``DEATH_SLACK_NS`` after
+  the last touch of its ``.alive``;
 - **deferred**: the session finished but left work: images another live session might
   have produced, or a prune that was cut short (engine lost, Ctrl-C, lock held).
 
-The rule, applied by every prune: an image absent from a live session's baseline may be
-that session's product, so no one else deletes it while that session lives. Whoever prunes
-next, with no such session left, finishes the dead and deferred sessions' work, each with
-its own filters and baseline, and only over its lifetime. So the last session out of a
-group of overlapping sessions prunes what the group produced.
+The rules, applied by every prune:
+
+1. An image absent from a live session's baseline may be that session's product, so no
+   one else deletes it while that session lives.
+2. Whoever prunes next, with no such session left, finishes the dead and deferred
+   sessions' work, each with its own filters and baseline, and only over its lifetime: an
+   image goes only with evidence that it appeared while that session lived (``Arrival``).
+   So the last session out of a group of overlapping sessions prunes what the group made.
+3. A record is data, never a path or code: every field is checked (``SessionRecord.
+   from_json``), the ``id`` is the file's own name, files are read with ``Boundary``'s
+   checks (no symlink, no FIFO, a size limit). A bad record is skipped with one line,
+   and removed when no live session holds its name.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
+import re
 import socket
 import tempfile
+import threading
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
-from pytest_imageprune.images import NANOS, Baseline, Image
+from pytest_imageprune.boundary import Boundary, Unsafe
+from pytest_imageprune.errors import FilterError
+from pytest_imageprune.filters import Filters, parse_rfc3339_nano
+from pytest_imageprune.images import NANOS, Baseline, Image, Snapshot
 from pytest_imageprune.selection import KeepRule
 
 RUNNING = "running"
 #: Running, and about to prune: it may find the lock held and defer to the holder.
 FINISHING = "finishing"
 DEFERRED = "deferred"
+DEAD = "dead"
+STATES = (RUNNING, FINISHING, DEFERRED)
+SCOPES = ("session", "all")
 
-#: How often a running session refreshes its record, and the slack allowed after the last
-#: refresh when judging what a dead session could have built.
-HEARTBEAT_NS = 5 * NANOS
-DEATH_SLACK_NS = 2 * HEARTBEAT_NS
+#: How often a running session touches its ``.alive`` file, and the slack allowed after
+#: the last touch when judging when a dead session ended.
+HEARTBEAT_NS = 1 * NANOS
+DEATH_SLACK_NS = 2 * NANOS
+#: The most a record may hold: a baseline of some 100,000 images.
+RECORD_LIMIT = 32 << 20
+#: How far ahead of this host's clock a record's times may be (a record from the future
+#: would stretch a dead session's lifetime).
+CLOCK_SKEW_NS = 60 * NANOS
+
+_ID = re.compile(r"[0-9a-f]{32}")
+_MAX_NS = 1 << 63
+_MAX_PID = 1 << 22  # the kernel's pid_max limit
 
 
 @dataclass(frozen=True)
@@ -61,6 +88,8 @@ class SessionRecord:
     heartbeat_ns: int = 0
     state: str = RUNNING
     finished_ns: int | None = None
+    #: Deferred: the images in its scope when it finished (what it left, at most).
+    present: frozenset[str] | None = None
 
     @classmethod
     def new(
@@ -82,6 +111,11 @@ class SessionRecord:
         """When a dead session ended at the latest: its last heartbeat, and some slack."""
         return self.heartbeat_ns + DEATH_SLACK_NS
 
+    @property
+    def end_ns(self) -> int:
+        """When the session ended: when it finished, else when it died at the latest."""
+        return self.finished_ns if self.finished_ns is not None else self.death_ns
+
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host or 'this host'}"
 
@@ -97,21 +131,110 @@ class SessionRecord:
             "filters": self.filters,
             "scope": self.scope,
             "baseline": self.baseline.to_json(),
+            "present": None if self.present is None else sorted(self.present),
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SessionRecord:
+    def from_json(
+        cls, data: object, *, name: str | None = None, now_ns: int | None = None
+    ) -> SessionRecord:
+        """Check every field; ``ValueError`` names the first that is wrong.
+
+        ``name`` is the file's own name (without ``.json``): the ``id`` must be it.
+        ``now_ns`` bounds the times a record may hold.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        record_id = _text(data, "id", 32)
+        if not _ID.fullmatch(record_id):
+            raise ValueError("id is not 32 lowercase hex digits")
+        if name is not None and record_id != name:
+            raise ValueError("id is not the file's own name")
+        latest = _MAX_NS if now_ns is None else now_ns + CLOCK_SKEW_NS
+        started = _int(data, "started_ns", 0, latest)
+        heartbeat = data.get("heartbeat_ns")
+        finished = data.get("finished_ns")
+        filters = data.get("filters")
+        if not isinstance(filters, dict) or not all(
+            isinstance(values, list) and all(isinstance(v, str) for v in values)
+            for values in filters.values()
+        ):
+            raise ValueError("filters is not an object of lists of strings")
+        try:
+            Filters.from_mapping(filters)
+        except FilterError as exc:
+            raise ValueError(f"filters: {exc}") from None
+        scope = _text(data, "scope", 16)
+        if scope not in SCOPES:
+            raise ValueError(f"scope is not one of {', '.join(SCOPES)}")
+        state = _text(data, "state", 16) if "state" in data else RUNNING
+        if state not in STATES:
+            raise ValueError(f"state is not one of {', '.join(STATES)}")
         return cls(
-            id=str(data["id"]),
-            pid=int(data["pid"]),
-            host=str(data.get("host", "")),
-            started_ns=int(data["started_ns"]),
-            heartbeat_ns=int(data.get("heartbeat_ns") or data["started_ns"]),
-            state=str(data.get("state", RUNNING)),
-            finished_ns=data.get("finished_ns"),
-            filters={k: list(v) for k, v in data["filters"].items()},
-            scope=str(data["scope"]),
-            baseline=Baseline.from_json(data["baseline"]),
+            id=record_id,
+            pid=_int(data, "pid", 1, _MAX_PID),
+            host=_text(data, "host", 255) if "host" in data else "",
+            started_ns=started,
+            heartbeat_ns=started if heartbeat is None else _int(data, "heartbeat_ns", 0, latest),
+            state=state,
+            finished_ns=None if finished is None else _int(data, "finished_ns", started, latest),
+            filters={key: list(values) for key, values in filters.items()},
+            scope=scope,
+            baseline=_baseline(data.get("baseline"), latest),
+            present=_present(data.get("present")),
+        )
+
+
+def _int(data: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    value = data.get(key)
+    if type(value) is not int:  # not a bool, not a float
+        raise ValueError(f"{key} is not an integer")
+    if not low <= value <= high:
+        raise ValueError(f"{key} is out of range")
+    return value
+
+
+def _text(data: Mapping[str, Any], key: str, limit: int) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or len(value) > limit:
+        raise ValueError(f"{key} is not a string of at most {limit} characters")
+    return value
+
+
+def _baseline(data: object, latest: int) -> Baseline:
+    if not isinstance(data, dict):
+        raise ValueError("baseline is not an object")
+    taken = _int(data, "taken_ns", 0, latest)
+    tags = data.get("tags")
+    if not isinstance(tags, dict):
+        raise ValueError("baseline.tags is not an object")
+    for image_id, refs in tags.items():
+        if len(image_id) > 256 or not isinstance(refs, list):
+            raise ValueError("baseline.tags is not an object of lists")
+        if not all(isinstance(ref, str) and len(ref) <= 1024 for ref in refs):
+            raise ValueError("baseline.tags holds a reference that is not a string")
+    return Baseline({k: tuple(v) for k, v in tags.items()}, taken)
+
+
+def _present(data: object) -> frozenset[str] | None:
+    if data is None:
+        return None
+    if not isinstance(data, list) or not all(isinstance(i, str) and len(i) <= 256 for i in data):
+        raise ValueError("present is not a list of image IDs")
+    return frozenset(data)
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A file in the registry that is not a record this package can trust."""
+
+    name: str
+    reason: str
+    removed: bool = False
+
+    def describe(self) -> str:
+        return f"skipped {self.name} in the session registry: {self.reason}" + (
+            " (removed)" if self.removed else ""
         )
 
 
@@ -122,6 +245,7 @@ class Others:
     live: list[SessionRecord] = field(default_factory=list)
     dead: list[SessionRecord] = field(default_factory=list)
     deferred: list[SessionRecord] = field(default_factory=list)
+    bad: list[BadRecord] = field(default_factory=list)
 
     def owed(self) -> list[SessionRecord]:
         """The sessions whose work is left to whoever prunes now, oldest first."""
@@ -143,49 +267,180 @@ def protect_live(live: Sequence[SessionRecord]) -> KeepRule:
     return keep
 
 
-def within_lifetime(record: SessionRecord, then: KeepRule) -> KeepRule:
-    """Keep, besides ``then``'s, what was created after ``record``'s session ended."""
-    end = record.finished_ns if record.finished_ns is not None else record.death_ns
+def within_lifetime(
+    record: SessionRecord, then: KeepRule, arrival: Arrival | None = None
+) -> KeepRule:
+    """Keep, besides ``then``'s, what ``record``'s session cannot be shown to have left.
+
+    An image created after the session ended is not its garbage. With ``arrival`` (an
+    engine to ask), neither is one that arrived after it ended (tagged, loaded, pulled),
+    nor one with no evidence it arrived while the session lived.
+    """
+    end = record.end_ns
 
     def keep(image: Image) -> str | None:
         created = image.created_ns if image.created_ns is not None else image.created_s * NANOS
         if created > end:
             return "created after that session ended"
+        if arrival is not None:
+            why = arrival.doubt(image, record)
+            if why is not None:
+                return why
         return then(image)
 
     return keep
+
+
+#: How far before a session's start an image it made may say it was created (the
+#: engine's clock and the session's, rounding).
+_START_SLACK_NS = 2 * NANOS
+
+
+class Arrival:
+    """When each image came to the engine, as far as the engine can tell.
+
+    ``Created`` says when an image was made, not when it came (``docker load`` keeps a
+    2024 image's date); ``Metadata.LastTagTime`` says when it was last tagged (a build, a
+    ``docker tag``, a pull, on newer engines a load). An image a dead session could have
+    left arrived after that session started and before it ended: one that did not, or
+    whose arrival cannot be told, stays (a leak can be mended later; a loss cannot).
+    """
+
+    def __init__(
+        self, inspect: Callable[[str], Mapping[str, Any]], snapshot: Snapshot | None = None
+    ) -> None:
+        self._inspect = inspect
+        self._snapshot = snapshot
+        self._seen: dict[str, tuple[int | None, int | None] | str] = {}
+
+    def doubt(self, image: Image, record: SessionRecord) -> str | None:
+        """Why ``image`` may not be ``record``'s garbage, or None."""
+        if record.present is not None:  # it said what it left when it finished
+            return None if image.id in record.present else "arrived after that session ended"
+        if image.id not in record.baseline.tags:
+            return self._arrived_in(image.id, record, "it arrived")
+        if record.scope != "session":
+            return None  # there when the session started: a scope-all prune takes it
+        # A baseline image whose tags were all taken (a rebuilt tag): the evidence is the
+        # image holding one of those tags now, tagged while the session lived.
+        wanted = set(record.baseline.tags[image.id])
+        holders = [
+            other.id
+            for other in (self._snapshot.images.values() if self._snapshot else ())
+            if wanted.intersection(other.tags)
+        ]
+        if not holders:
+            return "no evidence its tags were taken while that session lived"
+        reasons = [self._arrived_in(holder, record, "its tag moved") for holder in holders]
+        return None if None in reasons else reasons[0]
+
+    def _arrived_in(self, image_id: str, record: SessionRecord, what: str) -> str | None:
+        """Why ``image_id`` did not arrive while ``record``'s session lived, or None.
+
+        ``what`` is ``"it arrived"`` or ``"its tag moved"``.
+        """
+        seen = self._times(image_id)
+        if isinstance(seen, str):
+            return seen
+        created, tagged = seen
+        instant = max(t for t in (created, tagged, 0) if t is not None)
+        if instant > record.end_ns:
+            return f"{what.removeprefix('it ')} after that session ended"
+        if instant < record.started_ns - _START_SLACK_NS:
+            return f"no evidence {what} while that session lived"
+        return None
+
+    def _times(self, image_id: str) -> tuple[int | None, int | None] | str:
+        if image_id not in self._seen:
+            try:
+                data = self._inspect(image_id)
+            except LookupError:
+                self._seen[image_id] = "gone meanwhile"
+            except Exception as exc:  # doubt: keep it
+                self._seen[image_id] = f"could not inspect it: {type(exc).__name__}"
+            else:
+                metadata = data.get("Metadata")
+                tagged = metadata.get("LastTagTime") if isinstance(metadata, Mapping) else None
+                self._seen[image_id] = (_instant(data.get("Created")), _instant(tagged))
+        return self._seen[image_id]
+
+
+def _instant(value: object) -> int | None:
+    """An RFC 3339 time from the engine in ns; None for none (Go's zero time included)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        ns = parse_rfc3339_nano(value)
+    except (FilterError, ValueError):
+        return None
+    return ns if ns > 0 else None
 
 
 def is_live_reason(reason: str) -> bool:
     return reason.startswith("may belong to a live session")
 
 
+#: How the reasons of ``within_lifetime`` and ``Arrival`` begin.
+_DOUBTS = (
+    "created after that session ended",
+    "arrived after",
+    "its tag moved after",
+    "no evidence",
+    "could not inspect",
+)
+
+
+def is_doubt_reason(reason: str) -> bool:
+    """Whether an image was kept for want of evidence it was a dead session's."""
+    return reason.startswith(_DOUBTS)
+
+
 class Registry:
     """The registry folder of one endpoint. Every method may raise ``OSError``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, boundary: Boundary | None = None) -> None:
         self.directory = directory
-        self._alive: FileLock | None = None
-        #: The ``.alive`` locks of dead sessions this process is sweeping.
-        self._taken: dict[str, FileLock] = {}
+        self.boundary = boundary if boundary is not None else Boundary()
+        self._alive: int | None = None
+        #: Guards ``_alive``: the heartbeat thread touches it while another closes it.
+        self._alive_guard = threading.Lock()
+        #: The ``.alive`` files of dead sessions this process is sweeping, locked.
+        self._taken: dict[str, int] = {}
+        self._opened = False
 
     @classmethod
-    def beside(cls, lock_path: Path) -> Registry:
-        return cls(lock_path.with_name(lock_path.name + ".sessions"))
+    def beside(cls, lock_path: Path, boundary: Boundary | None = None) -> Registry:
+        return cls(lock_path.with_name(lock_path.name + ".sessions"), boundary)
+
+    def open(self) -> None:
+        """Make the folder if missing, and check it (``Unsafe`` if it fails)."""
+        self.directory = self.boundary.make_folder(self.directory)
+        self._opened = True
 
     def register(self, record: SessionRecord) -> None:
         """Hold the record's ``.alive`` lock, then write the record."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        # Taken in one thread and let go in another: not thread-local.
-        alive = FileLock(str(self._alive_path(record.id)), mode=0o666, thread_local=False)
-        alive.acquire(timeout=0)
-        self._alive = alive
+        if not self._opened:
+            self.open()
+        fd = self.boundary.open_file(self._alive_path(record.id), create=True)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._alive = fd
         self.write(record)
+
+    def beat(self) -> None:
+        """Say this session is still running: touch its ``.alive`` file."""
+        with self._alive_guard:
+            if self._alive is not None:
+                os.utime(self._alive)
 
     def write(self, record: SessionRecord) -> None:
         """Replace the record atomically (a reader never sees half of it)."""
         fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
         try:
+            os.fchmod(fd, self.boundary.file_mode)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 out.write(json.dumps(record.to_json()))  # json.dump would encode in Python
             os.replace(temp, self._record_path(record.id))
@@ -194,60 +449,139 @@ class Registry:
                 os.unlink(temp)
             raise
 
-    def others(self, own_id: str | None) -> Iterator[tuple[SessionRecord, str]]:
-        """Each other record with its state: live, dead or deferred.
+    def others(
+        self, own_id: str | None, now_ns: int | None = None
+    ) -> Iterator[tuple[SessionRecord, str] | BadRecord]:
+        """Each other record with its state (live, dead or deferred), or why it is bad.
 
-        A dead record's ``.alive`` lock stays held by this process until ``forget`` or
-        ``finish``, so that two sweepers never take the same dead session.
+        A dead record's ``.alive`` lock stays held by this process until ``settle`` or
+        ``release_taken``, so that two sweepers never take the same dead session.
         """
-        for path in sorted(self.directory.glob("*.json")):
-            if path.name.startswith(".tmp-") or path.stem == own_id:
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        for name in sorted(os.listdir(self.directory)):
+            if name.startswith(".") or not name.endswith(".json"):
+                continue
+            stem = name.removesuffix(".json")
+            if stem == own_id:
                 continue
             try:
-                record = SessionRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # half-written by a dying process, or not ours: not evidence
+                record = self._read(stem, now_ns)
+            except Unsafe as exc:
+                yield self._bad(name, f"{exc.why}", stem)
+                continue
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    yield BadRecord(name, exc.strerror or str(exc))
+                    continue
+                yield self._bad(name, "a symlink", stem)
+                continue
+            except (ValueError, RecursionError) as exc:
+                yield self._bad(name, str(exc) or type(exc).__name__, stem)
+                continue
             if record.state == DEFERRED:
                 yield record, DEFERRED
-                continue
-            if record.id in self._taken:  # found dead before, and still ours to sweep
-                yield record, "dead"
-                continue
-            lock = FileLock(str(self._alive_path(record.id)), mode=0o666)
+            elif record.id in self._taken:  # found dead before, and still ours to sweep
+                yield self._with_last_beat(record), DEAD
+            else:
+                try:
+                    found = self._probe(record)
+                except OSError as exc:
+                    yield BadRecord(name, f"its .alive file: {exc}")
+                    continue
+                if found is not None:
+                    yield found
+
+    def _read(self, stem: str, now_ns: int) -> SessionRecord:
+        if not _ID.fullmatch(stem):
+            raise ValueError("its name is not a session ID")
+        data = self.boundary.read_file(self._record_path(stem), RECORD_LIMIT)
+        return SessionRecord.from_json(json.loads(data), name=stem, now_ns=now_ns)
+
+    def _probe(self, record: SessionRecord) -> tuple[SessionRecord, str] | None:
+        """Live if another process holds its ``.alive`` lock; else dead, and now ours.
+
+        None when the session finished meanwhile (its record is gone).
+        """
+        fd = self.boundary.open_file(self._alive_path(record.id), create=True)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return record, RUNNING
+        except BaseException:
+            os.close(fd)
+            raise
+        if not os.path.lexists(self._record_path(record.id)):
+            os.close(fd)  # it removed its record, then its .alive, which we made anew
+            with contextlib.suppress(OSError):
+                os.unlink(self._alive_path(record.id))
+            return None
+        self._taken[record.id] = fd
+        return self._with_last_beat(record), DEAD
+
+    def _with_last_beat(self, record: SessionRecord) -> SessionRecord:
+        fd = self._taken[record.id]
+        beat = os.fstat(fd).st_mtime_ns
+        return replace(record, heartbeat_ns=max(record.heartbeat_ns, beat))
+
+    def _bad(self, name: str, reason: str, stem: str) -> BadRecord:
+        """A bad record, removed unless a live session holds its name."""
+        if _ID.fullmatch(stem):
             try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                yield record, RUNNING
-                continue
-            self._taken[record.id] = lock
-            yield record, "dead"
+                fd = self.boundary.open_file(self._alive_path(stem))
+            except FileNotFoundError:
+                fd = None
+            except OSError:
+                return BadRecord(name, reason)
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    return BadRecord(name, reason)  # held: a live session's, or unknown
+                finally:
+                    os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(self._alive_path(stem))
+        try:
+            os.unlink(self.directory / name)  # never follows a symlink; a folder stays
+        except OSError:
+            return BadRecord(name, reason)
+        return BadRecord(name, reason, removed=True)
 
     def classify(self, own_id: str | None) -> Others:
         others = Others()
-        for record, state in self.others(own_id):
-            {RUNNING: others.live, "dead": others.dead, DEFERRED: others.deferred}[state].append(
+        for item in self.others(own_id):
+            if isinstance(item, BadRecord):
+                others.bad.append(item)
+                continue
+            record, state = item
+            {RUNNING: others.live, DEAD: others.dead, DEFERRED: others.deferred}[state].append(
                 record
             )
         return others
 
-    def settle(self, record: SessionRecord, *, done: bool, end_ns: int) -> None:
+    def settle(
+        self,
+        record: SessionRecord,
+        *,
+        done: bool,
+        end_ns: int,
+        present: frozenset[str] | None = None,
+    ) -> None:
         """After pruning for ``record``: forget it when done, else leave it deferred.
 
         ``end_ns`` is when the session ended, if the record does not say already: now for
         the session that is finishing, the last heartbeat and some slack for a dead one.
+        ``present``, the images in its scope at its end, if known, is kept for the sweep.
         """
         if done:
             self._remove(record.id)
         else:
             finished = record.finished_ns if record.finished_ns is not None else end_ns
-            self.write(replace(record, state=DEFERRED, finished_ns=finished))
+            if present is None:
+                present = record.present
+            self.write(replace(record, state=DEFERRED, finished_ns=finished, present=present))
         self._release(record.id)
-
-    def heartbeat(self, record: SessionRecord, now_ns: int) -> SessionRecord:
-        """Say the session is still running; return the record as written."""
-        record = replace(record, heartbeat_ns=now_ns)
-        self.write(record)
-        return record
 
     def release_taken(self) -> None:
         """Let go of the dead sessions' locks taken by ``classify``: another may sweep them."""
@@ -256,16 +590,16 @@ class Registry:
 
     def close(self) -> None:
         """Let go of every lock this process holds in the registry."""
-        for record_id in list(self._taken):
-            self._release(record_id)
-        if self._alive is not None:
-            self._alive.release()
-            self._alive = None
+        self.release_taken()
+        with self._alive_guard:
+            if self._alive is not None:
+                os.close(self._alive)
+                self._alive = None
 
     def _release(self, record_id: str) -> None:
-        lock = self._taken.pop(record_id, None)
-        if lock is not None:
-            lock.release()
+        fd = self._taken.pop(record_id, None)
+        if fd is not None:
+            os.close(fd)
 
     def _remove(self, record_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -37,11 +37,12 @@ SCOPE_HELP = (
 )
 DRY_RUN_HELP = "Decide and report what would be pruned, delete nothing"
 REPORT_HELP = "Write the prune report as JSON to this path"
-#: Where the default lock lives, as --help and the README say it (``lock.default_lock_path``).
-DEFAULT_LOCK = "/tmp/pytest-imageprune/<hash>.lock"
+#: Where the default lock lives, as --help and the README say it (``lock.shared_folders``).
+DEFAULT_LOCK = "/tmp/pytest-imageprune-<digest>/prune.lock"
 LOCK_HELP = (
-    f"The cross-process lock file (default: {DEFAULT_LOCK}, one per Docker endpoint, in /tmp"
-    " whatever TMPDIR says, so that every process on the host finds it)"
+    f"The cross-process lock file (default: {DEFAULT_LOCK}, one per engine, in a folder only"
+    " the engine's users can find or write into; for a tcp or ssh engine, a private folder"
+    " under ~/.cache)"
 )
 
 

@@ -562,7 +562,7 @@ def test_an_unknown_docker_context_is_said_in_the_header_before_any_test(
 
 
 def test_help_and_the_readme_agree_on_where_the_default_lock_lives() -> None:
-    from pytest_imageprune.lock import default_lock_path
+    from pytest_imageprune.lock import shared_folders
     from pytest_imageprune.settings import DEFAULT_LOCK
 
     out = subprocess.run(
@@ -572,7 +572,7 @@ def test_help_and_the_readme_agree_on_where_the_default_lock_lives() -> None:
     assert DEFAULT_LOCK in " ".join(out.split())
     assert DEFAULT_LOCK in readme
     folder, _, name = DEFAULT_LOCK.rpartition("/")
-    path = default_lock_path("unix:///var/run/docker.sock")
-    assert str(path.parent) == folder
-    assert name == "<hash>.lock"
-    assert path.suffix == ".lock"
+    first = shared_folders("ENGINE:ID")[0]
+    assert f"{first.parent}/pytest-imageprune-<digest>" == folder
+    assert first.name.startswith("pytest-imageprune-")
+    assert name == "prune.lock"

@@ -10,20 +10,24 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import shutil
+import stat
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from pytest_imageprune.filters import parse_filters
 from pytest_imageprune.images import NANOS, Baseline, Image, Snapshot
 from pytest_imageprune.lifecycle import PruneSession
+from pytest_imageprune.lock import PruneLock
 from pytest_imageprune.sessions import (
     DEATH_SLACK_NS,
     DEFERRED,
@@ -193,6 +197,41 @@ class Sessions(RuleBasedStateMachine):
         session.registry.close()
         self.dead.add(key)
 
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def finish_while_another_holds_the_lock(self, data: st.DataObject) -> None:
+        """A hand-over: the lock is held elsewhere, so the session defers its work."""
+        key = data.draw(st.sampled_from(sorted(self.live)))
+        session = self.live.pop(key)
+        holder = PruneLock(self.root / "prune.lock")
+        assert holder.acquire()
+        try:
+            before = set(self.engine.refs)
+            session.finish()
+        finally:
+            holder.release()
+        assert set(self.engine.refs) == before
+        assert session.report is not None
+        assert session.report.status == "locked", session.lines
+
+    @rule(kind=st.sampled_from(["garbage", "fifo", "symlink", "wrong-id"]), n=st.integers(0, 99))
+    def plant_a_bad_file(self, kind: str, n: int) -> None:
+        """Whatever lands in the registry, no rule above may break."""
+        folder = self.root / "prune.lock.sessions"
+        if not folder.is_dir():
+            return
+        path = folder / f"{n:032x}.json"
+        if path.exists() or path.is_symlink():
+            return
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "symlink":
+            path.symlink_to(self.root / "elsewhere.json")
+        elif kind == "wrong-id":
+            path.write_text(json.dumps(_valid_json(id="../../elsewhere")))
+        else:
+            path.write_text('{"filters": []}')
+
     @invariant()
     def nothing_from_before_is_ever_deleted(self) -> None:
         assert "preexisting" in self.engine.refs
@@ -349,3 +388,199 @@ def _two_sessions_that_built(tmp_path: Path) -> tuple[GrowingEngine, tuple[Prune
             Image(name, labels={"s": "a"}, created_s=now // NANOS, created_ns=now, has_config=True)
         )
     return engine, tuple(sessions)
+
+
+# -- records are data: every field checked, bad ones skipped ------------------------------------
+def _valid_json(**changes: Any) -> dict[str, Any]:
+    data = record({"sha256:old"}, scope="all").to_json()
+    data.update(changes)
+    return data
+
+
+NOW = time.time_ns()
+#: Each bad record the issue found, and more: (field changes, what the line says).
+BAD_RECORDS: dict[str, tuple[dict[str, Any], str]] = {
+    "filters-a-list": ({"filters": []}, "filters"),
+    "filters-a-string": ({"filters": {"label": "a"}}, "filters"),
+    "filters-unknown": ({"filters": {"reference": ["x"]}}, "filters"),
+    "filters-bad-dangling": ({"filters": {"dangling": ["maybe"]}}, "filters"),
+    "finished-a-string": ({"finished_ns": "x"}, "finished_ns"),
+    "finished-in-the-future": ({"finished_ns": NOW + 10**15}, "finished_ns"),
+    "started-a-float": ({"started_ns": 1.5}, "started_ns"),
+    "pid-a-bool": ({"pid": True}, "pid"),
+    "scope-unknown": ({"scope": "everything"}, "scope"),
+    "state-unknown": ({"state": "zombie"}, "state"),
+    "baseline-a-list": ({"baseline": []}, "baseline"),
+    "baseline-tags-not-lists": ({"baseline": {"taken_ns": 0, "tags": {"x": "y"}}}, "baseline"),
+    "id-a-path": ({"id": "../../../root/victim"}, "id"),
+    "id-absolute": ({"id": "/root/victim"}, "id"),
+    "id-not-the-name": ({"id": "0" * 32}, "own name"),
+    "present-not-ids": ({"present": [1]}, "present"),
+}
+
+
+@pytest.mark.parametrize(("changes", "said"), BAD_RECORDS.values(), ids=BAD_RECORDS.keys())
+def test_every_field_of_a_record_is_checked(changes: dict[str, Any], said: str) -> None:
+    data = _valid_json(**changes)
+    name = _valid_json()["id"] if said == "own name" else str(data["id"])
+    with pytest.raises(ValueError, match=said):
+        SessionRecord.from_json(data, name=name, now_ns=NOW)
+
+
+def test_a_valid_record_passes_the_checks() -> None:
+    data = _valid_json()
+    assert SessionRecord.from_json(data, name=data["id"], now_ns=NOW).to_json() == data
+
+
+def _plant(directory: Path, name: str, kind: str, content: bytes, victim: Path) -> None:
+    path = directory / name
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "symlink":
+        path.symlink_to(victim)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "huge":
+        with path.open("wb") as out:
+            out.write(content[:100])
+            out.truncate(64 << 20)
+    else:
+        path.write_bytes(content)
+        os.chmod(path, 0o600)
+
+
+def test_bad_files_in_the_registry_never_stop_a_good_record_or_touch_a_victim(
+    tmp_path: Path,
+) -> None:
+    registry = Registry(tmp_path / "reg")
+    registry.open()
+    victim = tmp_path / "victim.json"
+    victim.write_text("keep me")
+    os.chmod(victim, 0o600)
+    good = record(set(), state=DEFERRED, finished_ns=1)
+    registry.write(good)
+    planted = {}
+    for n, (label, (changes, _)) in enumerate(BAD_RECORDS.items()):
+        data = _valid_json(**changes)
+        name = f"{n:032x}.json"
+        if "id" not in changes:
+            data["id"] = name.removesuffix(".json")
+        _plant(registry.directory, name, "file", json.dumps(data).encode(), victim)
+        planted[name] = label
+    for n, kind in enumerate(["fifo", "symlink", "folder", "huge"], start=100):
+        name = f"{n:032x}.json"
+        _plant(registry.directory, name, kind, b"{}", victim)
+        planted[name] = kind
+    (registry.directory / "not-an-id.json").write_text("{not json")
+    planted["not-an-id.json"] = "garbage"
+
+    others = Registry(tmp_path / "reg").classify(None)
+    assert [r.id for r in others.deferred] == [good.id]
+    assert sorted(b.name for b in others.bad) == sorted(planted)
+    assert victim.read_text() == "keep me"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    left = {p.name for p in registry.directory.iterdir()}
+    # Removed when no live session holds their name; a folder is not removed.
+    assert left == {f"{good.id}.json", f"{102:032x}.json"}, left
+    assert victim.exists()
+
+
+# -- the property: whatever the registry holds, the session's own prune completes -------------
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_BAD_VALUES = st.sampled_from([changes for changes, _ in BAD_RECORDS.values()])
+
+
+@st.composite
+def _registry_file(draw: st.DrawFn) -> tuple[str, bytes]:
+    kind = draw(st.sampled_from(["file", "file", "fifo", "symlink", "folder", "huge"]))
+    shape = draw(st.sampled_from(["json", "mutated", "bytes"]))
+    if shape == "json":
+        content = json.dumps(draw(_JSON)).encode()
+    elif shape == "mutated":
+        data = _valid_json(**draw(_BAD_VALUES))
+        content = json.dumps(data).encode()
+    else:
+        content = draw(st.binary(max_size=64))
+    return kind, content
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(files=st.lists(_registry_file(), max_size=6))
+def test_whatever_the_registry_holds_the_own_prune_completes_and_takes_only_its_own(
+    files: list[tuple[str, bytes]],
+) -> None:
+    root = Path(tempfile.mkdtemp(prefix="imageprune-prop-"))
+    try:
+        victim = root / "victim"
+        victim.write_text("keep me")
+        # Outside the session's filters, inside the planted records' (label=a), and within
+        # their lifetime: only a record wrongly believed could make the session take it.
+        old = Image("preexisting", labels={"a": "1", "s": "b"}, created_s=1, has_config=True)
+        engine = GrowingEngine(Snapshot.of([old]))
+        session = PruneSession(
+            parse_filters(["label=s=a", "dangling=false"]),
+            scope="all",
+            lock_path=root / "prune.lock",
+            engine=engine,
+        )
+        session.start()
+        assert session.registry is not None
+        for n, (kind, content) in enumerate(files):
+            name = f"{n:032x}.json" if n % 3 else f"x{n}.json"
+            _plant(session.registry.directory, name, kind, content, victim)
+        now = time.time_ns()
+        engine.add(
+            Image("own", labels={"s": "a"}, created_s=now // NANOS, created_ns=now, has_config=True)
+        )
+        done = threading.Event()
+
+        def finish() -> None:
+            session.finish()
+            done.set()
+
+        finisher = threading.Thread(target=finish, daemon=True)
+        finisher.start()
+        finisher.join(30)
+        assert done.is_set(), "the session hung"
+        assert session.report is not None
+        assert session.report.status == "completed", session.lines
+        assert set(engine.refs) == {"preexisting"}, session.lines
+        assert victim.read_text() == "keep me"
+        assert not any("Traceback" in line for line in session.lines)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_heartbeat_outlives_its_failures_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 8: a write error (a full disk) no longer stops the heartbeat silently."""
+    beat = Registry.beat
+    calls: list[int] = []
+
+    def failing_beat(self: Registry) -> None:
+        calls.append(1)
+        if len(calls) <= 3:
+            raise OSError(28, "No space left on device")
+        beat(self)
+
+    monkeypatch.setattr(Registry, "beat", failing_beat)
+    monkeypatch.setattr("pytest_imageprune.sessions.HEARTBEAT_NS", NANOS // 10)
+    session = PruneSession(
+        parse_filters([]), lock_path=tmp_path / "l", engine=GrowingEngine(Snapshot.of([]))
+    )
+    session.start()
+    assert session.registry is not None
+    (alive,) = session.registry.directory.glob("*.alive")
+    first = alive.stat().st_mtime_ns
+    deadline = time.monotonic() + 10
+    while len(calls) < 6:
+        assert time.monotonic() < deadline, "the heartbeat stopped"
+        time.sleep(0.02)
+    assert alive.stat().st_mtime_ns > first  # it beats again after the failures
+    session.finish()
+    assert any("heartbeat failed 3 times" in line for line in session.lines), session.lines

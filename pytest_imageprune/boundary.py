@@ -1,0 +1,359 @@
+"""The trust boundary of the lock and the registry: the users who may use the engine.
+
+Whoever can write into the registry or take the lock can steer a prune, so both live where
+only the engine's users can write, and every use checks that again:
+
+- **Who is trusted.** Root, this process's user and, where the engine is a unix socket its
+  group may read and write (``/var/run/docker.sock``, ``root:docker 0660``), every member
+  of that group: they can already do anything to the engine. For any other endpoint (tcp,
+  ssh, a socket only its owner may use) the boundary is this user alone.
+- **Folders.** Every folder on the way (symlinks included: each is read with ``lstat`` and
+  followed only when a trusted user owns it) is owned by a trusted user and writable by no
+  one else, unless it is sticky like ``/tmp`` (where no one may rename or remove another's
+  entry). The registry folder itself is a real folder, never a symlink, owned by a trusted
+  user, never writable by others; shared by a group, it is the engine's group, ``2770``.
+- **Files** are opened with ``O_NOFOLLOW | O_NONBLOCK`` (a symlink is refused, a FIFO never
+  blocks), then checked on the open descriptor: a regular file, owned by a trusted user,
+  writable by no one else, within a size limit. Made here, they are ``0660`` (group: the
+  engine's) or ``0600``, never ``0666``.
+
+A path that fails is never used: ``Unsafe`` names it, says why and how to fix it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import grp
+import os
+import pwd
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: How many symlinks a path may go through before it is refused (as the kernel's ELOOP).
+_MAX_LINKS = 40
+_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class Unsafe(OSError):
+    """A folder or file that fails the trust check: never used."""
+
+    def __init__(self, path: Path | str, why: str, fix: str) -> None:
+        super().__init__(f"{path} is not safe to use ({why}): {fix}")
+        self.path = str(path)
+        self.why = why
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """Who may write into the registry and take the lock of one engine."""
+
+    #: The engine's group (its unix socket's), or None: this user alone.
+    gid: int | None = None
+    uid: int = field(default_factory=os.geteuid)
+
+    @classmethod
+    def of_endpoint(cls, endpoint: str) -> Boundary:
+        """The socket's group when the group may use the engine; else this user alone."""
+        for prefix in ("unix://", "http+unix://"):
+            if endpoint.startswith(prefix):
+                try:
+                    st = os.stat(endpoint.removeprefix(prefix))
+                except OSError:
+                    break
+                if stat.S_ISSOCK(st.st_mode) and st.st_mode & 0o060 == 0o060:
+                    return cls(gid=st.st_gid)
+                break
+        return cls()
+
+    @property
+    def shared(self) -> bool:
+        return self.gid is not None
+
+    @property
+    def folder_mode(self) -> int:
+        return 0o2770 if self.shared else 0o700
+
+    @property
+    def file_mode(self) -> int:
+        return 0o660 if self.shared else 0o600
+
+    def trusts(self, uid: int) -> bool:
+        return uid in (0, self.uid) or (self.gid is not None and _member(uid, self.gid))
+
+    def group_name(self) -> str:
+        return _group_name(self.gid) if self.gid is not None else "none"
+
+    # -- folders -----------------------------------------------------------------------------
+    def resolve(self, path: Path) -> Path:
+        """``path`` made absolute, through trusted folders and symlinks only.
+
+        Each component is read with ``lstat``: a folder must pass ``_check_ancestor``, a
+        symlink is followed only when a trusted user owns it (it sits in a folder already
+        checked, so no one else could have put it there).
+        """
+        pending = list(Path(os.path.abspath(path)).parts[1:])
+        current = Path("/")
+        self._check_ancestor(current, os.lstat(current))
+        links = 0
+        while pending:
+            part = pending.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                current = current.parent
+                continue
+            candidate = current / part
+            try:
+                st = os.lstat(candidate)
+            except FileNotFoundError:
+                return Path(candidate, *pending)
+            if stat.S_ISLNK(st.st_mode) and pending:  # the last one is the caller's to refuse
+                if not self.trusts(st.st_uid):
+                    raise Unsafe(
+                        candidate,
+                        f"a symlink owned by {_user_name(st.st_uid)}",
+                        "remove it, or give a path without it",
+                    )
+                links += 1
+                if links > _MAX_LINKS:
+                    raise Unsafe(candidate, "too many symlinks", "give a path without them")
+                target = os.readlink(candidate)
+                if os.path.isabs(target):
+                    current = Path("/")
+                pending[:0] = [p for p in Path(target).parts if p != "/"]
+                continue
+            if not pending:
+                return candidate
+            self._check_ancestor(candidate, st)
+            current = candidate
+        return current
+
+    def make_folder(self, path: Path) -> Path:
+        """The folder at ``path``, made if missing, checked; its real path.
+
+        A folder is made under a temporary name, given its group and mode, then renamed
+        into place: no other session ever sees it half made.
+        """
+        target = self.resolve(path)
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            self._make(target)
+            st = os.lstat(target)
+        self.check_folder(target, st)
+        return target
+
+    def _make(self, target: Path) -> None:
+        if not target.parent.exists():
+            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            self.resolve(target.parent)  # what was made is checked like the rest
+        temp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        try:
+            if self.gid is not None:
+                os.chown(temp, -1, self.gid)
+            os.chmod(temp, self.folder_mode)
+            os.rename(temp, target)  # fails if another session made it meanwhile
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.rmdir(temp)
+            if not os.path.lexists(target):
+                raise
+
+    def check_folder(self, path: Path, st: os.stat_result) -> None:
+        """The registry's own folder: a real folder that no one untrusted may write into."""
+        if stat.S_ISLNK(st.st_mode):
+            raise Unsafe(path, "a symlink", "remove it; the plugin makes a folder there")
+        if not stat.S_ISDIR(st.st_mode):
+            raise Unsafe(path, "not a folder", "remove it; the plugin makes a folder there")
+        if not self.trusts(st.st_uid):
+            raise Unsafe(
+                path,
+                f"owned by {_user_name(st.st_uid)}, who may not use the engine",
+                f"remove it (as root: rm -rf {path}); the plugin makes it anew",
+            )
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o002:
+            raise Unsafe(path, f"mode {mode:o}: anyone may write", f"remove it (rm -rf {path})")
+        if mode & 0o020 and st.st_gid not in (0, self.gid):
+            raise Unsafe(
+                path,
+                f"group {_group_name(st.st_gid)} may write, and that is not the engine's group",
+                f"remove it (rm -rf {path})",
+            )
+        if st.st_uid == self.uid and self._repair(path, st):
+            st = os.lstat(path)
+            mode = stat.S_IMODE(st.st_mode)
+        if self.gid is not None and (st.st_gid != self.gid or mode & 0o070 != 0o070):
+            raise Unsafe(
+                path,
+                f"group {_group_name(st.st_gid)}, mode {mode:o}: the engine's other users"
+                " cannot use it",
+                f"chgrp {self.group_name()} {path} && chmod 2770 {path}",
+            )
+
+    def _repair(self, path: Path, st: os.stat_result) -> bool:
+        """Our own folder with another group or mode (an older version made it): mend it."""
+        wanted_gid = self.gid if self.gid is not None else st.st_gid
+        if st.st_gid == wanted_gid and stat.S_IMODE(st.st_mode) == self.folder_mode:
+            return False
+        with contextlib.suppress(OSError):
+            if st.st_gid != wanted_gid:
+                os.chown(path, -1, wanted_gid, follow_symlinks=False)
+            os.chmod(path, self.folder_mode, follow_symlinks=False)
+        return True
+
+    def _check_ancestor(self, path: Path, st: os.stat_result) -> None:
+        """A folder on the way: owned by a trusted user, writable by no one else unless sticky."""
+        if not stat.S_ISDIR(st.st_mode):
+            raise Unsafe(path, "not a folder", "give a path through folders only")
+        if not self.trusts(st.st_uid):
+            raise Unsafe(
+                path,
+                f"owned by {_user_name(st.st_uid)}, who may not use the engine",
+                "give a path through folders of root, this user or the engine's group",
+            )
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & stat.S_ISVTX:
+            return  # like /tmp: no one may rename or remove another's entry
+        if mode & 0o002 or (mode & 0o020 and st.st_gid not in (0, self.gid)):
+            raise Unsafe(
+                path,
+                f"mode {mode:o}, group {_group_name(st.st_gid)}: others may write into it",
+                "give a path through folders only root, this user or the engine's group may write",
+            )
+
+    # -- files -------------------------------------------------------------------------------
+    def open_file(self, path: Path, *, create: bool = False, write: bool = False) -> int:
+        """A checked descriptor of the regular file ``path`` (made, ``file_mode``, if
+        ``create`` and missing); never follows a symlink, never blocks on a FIFO."""
+        flags = _OPEN | (os.O_RDWR if write or create else os.O_RDONLY)
+        made = False
+        if create:
+            try:
+                fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, self.file_mode)
+                made = True
+            except FileExistsError:
+                fd = os.open(path, flags)
+        else:
+            fd = os.open(path, flags)
+        try:
+            st = os.fstat(fd)
+            if made:
+                if self.gid is not None and st.st_gid != self.gid:
+                    os.fchown(fd, -1, self.gid)
+                os.fchmod(fd, self.file_mode)  # the umask may have taken the group's bits
+            else:
+                if stat.S_ISREG(st.st_mode) and st.st_uid == self.uid:
+                    self._mend(fd, st)  # ours, made by another version or tool
+                    st = os.fstat(fd)
+                self.check_file(path, st)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _mend(self, fd: int, st: os.stat_result) -> None:
+        """Give a file of our own the engine's group and ``file_mode``."""
+        with contextlib.suppress(OSError):
+            if self.gid is not None and st.st_gid != self.gid:
+                os.fchown(fd, -1, self.gid)
+            if stat.S_IMODE(st.st_mode) != self.file_mode:
+                os.fchmod(fd, self.file_mode)
+
+    def check_file(self, path: Path, st: os.stat_result, limit: int | None = None) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            raise Unsafe(path, f"not a regular file ({_kind(st.st_mode)})", f"remove {path}")
+        if not self.trusts(st.st_uid):
+            raise Unsafe(
+                path, f"owned by {_user_name(st.st_uid)}, who may not use the engine", "remove it"
+            )
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o002 or (mode & 0o020 and st.st_gid not in (0, self.gid)):
+            raise Unsafe(path, f"mode {mode:o}: others may write", f"chmod o-w,g-w {path}")
+        if limit is not None and st.st_size > limit:
+            raise Unsafe(path, f"{st.st_size} bytes, more than {limit}", f"remove {path}")
+
+    def read_file(self, path: Path, limit: int) -> bytes:
+        """The whole of the regular file ``path``, at most ``limit`` bytes, checked."""
+        fd = os.open(path, _OPEN | os.O_RDONLY)
+        try:
+            self.check_file(path, os.fstat(fd), limit)
+            chunks = []
+            size = 0
+            while size <= limit:
+                chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
+        if size > limit:
+            raise Unsafe(path, f"more than {limit} bytes", f"remove {path}")
+        return b"".join(chunks)
+
+
+def write_regular(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, a regular file or none yet; never blocks on a FIFO."""
+    with contextlib.suppress(FileNotFoundError):
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path} is not a regular file ({_kind(st.st_mode)})")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path} is not a regular file ({_kind(st.st_mode)})")
+        os.ftruncate(fd, 0)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISLNK, "a symlink"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+@functools.lru_cache(maxsize=64)
+def _member(uid: int, gid: int) -> bool:
+    """Whether ``uid`` is in group ``gid`` (its primary group, or listed in it)."""
+    try:
+        user = pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    if user.pw_gid == gid:
+        return True
+    try:
+        return user.pw_name in grp.getgrgid(gid).gr_mem
+    except KeyError:
+        return False
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
