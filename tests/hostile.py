@@ -94,7 +94,7 @@ class FreshTmp:
         keep = [
             f'mkdir -p "{p}" && mount --no-canonicalize --bind'
             f' "/proc/self/fd/3/{p.relative_to("/tmp")}" "{p}"'
-            for p in sorted(p for p in _needed() if Path("/tmp") in p.parents)
+            for p in sorted(_topmost_under_tmp(_needed()))
             if p.is_dir()
         ]
         script = [f"exec 3</tmp && mount -t tmpfs -o {tmp_options} tmpfs /tmp", *keep]
@@ -192,14 +192,13 @@ class FreshTmp:
     def _open_python(self) -> None:
         """Let other users run this Python and import this checkout, paths unchanged.
 
-        A folder on the way that others may not enter (``/root``, 0700, holding pyenv) is
-        covered, in this namespace only, by a tmpfs they may enter, with what is needed
-        bound back in place.
+        A folder on the way that others may not enter (``/root``, 0700, holding pyenv; tox's
+        ``.tox``, 0700, in a clone under ``/tmp``) is covered, in this namespace only, by a
+        tmpfs they may enter, with what is needed bound back in place. (What lives under
+        ``/tmp`` was bound in place at the start, so the same paths hold here.)
         """
         pairs: dict[Path, set[str]] = {}
         for path in _needed():
-            if Path("/tmp") in path.parents:
-                continue  # bound in place at the start (see __init__)
             for parent in reversed(path.parents):
                 child = path.relative_to(parent).parts[0]
                 if parent.stat().st_mode & 0o001 == 0:
@@ -223,9 +222,13 @@ def _needed() -> set[Path]:
     needed = {Path(sys.executable).parent, Path(os.path.realpath(sys.executable)), ROOT}
     needed |= {Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     needed |= {Path(p) for p in sys.path if p and os.path.exists(p)}
-    real = {Path(os.path.realpath(p)) for p in needed}
-    # Under /tmp, the topmost folder of each (a virtualenv's root, not each of its parts).
-    return {p for p in real if not any(q in p.parents for q in real if Path("/tmp") in q.parents)}
+    return {Path(os.path.realpath(p)) for p in needed}
+
+
+def _topmost_under_tmp(paths: set[Path]) -> set[Path]:
+    """Those under ``/tmp``, only the topmost of each (a clone's root, not its venv)."""
+    under = {p for p in paths if Path("/tmp") in p.parents}
+    return {p for p in under if not any(q in p.parents for q in under)}
 
 
 @contextlib.contextmanager

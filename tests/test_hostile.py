@@ -120,9 +120,13 @@ class Project:
         ids: list[str] = json.loads((self.outside / "built" / f"{name}.json").read_text())
         return ids[-1]
 
-    def wait_for(self, name: str, timeout: float = 120) -> None:
+    def wait_for(self, name: str, running: subprocess.Popen[str], timeout: float = 120) -> None:
+        """Until the session ``running`` makes ``name``; fails with its output if it ends."""
         deadline = time.monotonic() + timeout
         while not (self.outside / name).exists():
+            if running.poll() is not None:
+                out = running.stdout.read() if running.stdout else ""
+                pytest.fail(f"the session ended ({running.returncode}) before {name}: {out}")
             assert time.monotonic() < deadline, f"gave up waiting for {name}"
             time.sleep(0.05)
 
@@ -317,7 +321,7 @@ def test_finding_4_no_outsider_can_stop_a_prune_by_holding_a_lock(
             'def test_build():\n    make("alice")\n    Path("ready").touch()\n    wait_for("go")\n'
         )
         running = alice.start(label.scope)
-        alice.wait_for("ready")
+        alice.wait_for("ready", running)
         root = Project(ns, label, None, "root")
         root.write('def test_build():\n    make("own")\n')
         done = root.run(label.scope)
@@ -370,7 +374,7 @@ def test_finding_5_every_engine_user_is_protected(
     )
     running = alice.start(label.scope)
     try:
-        alice.wait_for("ready")
+        alice.wait_for("ready", running)
         bob = Project(ns, label, users.bob, "bob")
         bob.write('def test_build():\n    make("bob")\n')
         done = bob.run(label.scope)
@@ -471,7 +475,7 @@ def test_finding_8_the_heartbeat_goes_on_when_the_disk_is_full(
         )
         running = alice.start(label.scope)
         try:
-            alice.wait_for("ready")
+            alice.wait_for("ready", running)
             ns.sh("dd if=/dev/zero of=/tmp/fill bs=1M count=16 2>/dev/null || true")
 
             def last_beat() -> int:  # the newest change in the registry: its heartbeat
