@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from pytest_imageprune.errors import EngineNotConfigured, EngineUnavailable, ImagePruneError
-from pytest_imageprune.images import Snapshot, full_id
+from pytest_imageprune.images import NANOS, Snapshot, full_id
 from pytest_imageprune.store import CLASSIC, CONTAINERD, UNSUPPORTED, Store, detect, is_podman
 
 if TYPE_CHECKING:
@@ -256,6 +256,34 @@ class DockerEngine:
         _ = self.store  # asks /version, and /info unless the engine is Podman
         return "" if self._info is None else str(self._info.get("ID") or "")
 
+    def image_events(self, since_ns: int, until_ns: int) -> list[Mapping[str, Any]]:
+        """The engine's image events from ``since_ns`` to ``until_ns`` (``GET /events``),
+        as far as its log reaches back (Docker keeps the last 256 in memory). Returns at
+        once when ``until_ns`` is past; [] where the engine has no such log (Podman)."""
+        if self.store.kind not in (CLASSIC, CONTAINERD):
+            return []
+        query = {
+            "since": _seconds(since_ns),
+            "until": _seconds(until_ns),
+            "filters": json.dumps({"type": ["image"]}),
+        }
+        if self._http is not None:
+            from urllib.parse import urlencode
+
+            answer = self._http.call("GET", f"/events?{urlencode(query)}", stream=True)
+        else:
+            client = self.client
+            with self._mapped():  # whole seconds, the window widened (timeNano tells)
+                answer = list(
+                    client.events(
+                        since=since_ns // NANOS,
+                        until=-(-until_ns // NANOS),
+                        filters={"type": ["image"]},
+                        decode=True,
+                    )
+                )
+        return [event for event in answer if isinstance(event, Mapping)]
+
     @property
     def lists_layers(self) -> bool:
         """Whether delete answers name the layers released (Docker's classic store)."""
@@ -299,6 +327,11 @@ def _unix_socket(endpoint: str) -> str | None:
     return None
 
 
+def _seconds(ns: int) -> str:
+    """A time as the API's ``since`` and ``until`` take it: seconds, then nanoseconds."""
+    return f"{ns // NANOS}.{ns % NANOS:09d}"
+
+
 def _quote(target: str) -> str:
     from urllib.parse import quote
 
@@ -322,9 +355,11 @@ class _UnixHTTP:
             self._made = UnixConnection(self.path, self.timeout)
         return self._made
 
-    def call(self, method: str, url: str) -> Any:
+    def call(self, method: str, url: str, *, stream: bool = False) -> Any:
+        """The answer's JSON; with ``stream``, the list of JSON values it holds one after
+        another (``/events``)."""
         self.send(method, url)
-        return self.receive(method, url)
+        return self.receive(method, url, stream=stream)
 
     def send(self, method: str, url: str) -> None:
         """Send a request whose answer ``receive`` reads, now or later."""
@@ -337,7 +372,7 @@ class _UnixHTTP:
             raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
         return None
 
-    def receive(self, method: str, url: str) -> Any:
+    def receive(self, method: str, url: str, *, stream: bool = False) -> Any:
         from pytest_imageprune._http import Closed
 
         reused = self._conn.reused
@@ -347,13 +382,15 @@ class _UnixHTTP:
             # The engine closed an idle connection: ask again on a new one. Never a
             # DELETE: it may have been carried out before the connection broke.
             if reused and method == "GET":
-                return self.call(method, url)
+                return self.call(method, url, stream=stream)
             raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
         except OSError as exc:
             raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
         if response.status >= 400:
             raise _status_error(response.status, response.body)
         try:
+            if stream:
+                return _values(response.body.decode())
             return json.loads(response.body) if response.body else None
         except ValueError as exc:
             raise EngineError(f"{response.status}: {method} {url}: not JSON: {exc}") from exc
@@ -361,6 +398,20 @@ class _UnixHTTP:
     def close(self) -> None:
         if self._made is not None:
             self._made.close()
+
+
+def _values(text: str) -> list[Any]:
+    """The JSON values of a stream, one after another (whitespace between them)."""
+    decoder = json.JSONDecoder()
+    values: list[Any] = []
+    at = 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            return values
+        value, at = decoder.raw_decode(text, at)
+        values.append(value)
 
 
 def _status_error(status: int, body: bytes) -> ImagePruneError:

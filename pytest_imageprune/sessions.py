@@ -307,11 +307,16 @@ class Arrival:
     """
 
     def __init__(
-        self, inspect: Callable[[str], Mapping[str, Any]], snapshot: Snapshot | None = None
+        self,
+        inspect: Callable[[str], Mapping[str, Any]],
+        snapshot: Snapshot | None = None,
+        events: Callable[[int, int], Sequence[Mapping[str, Any]]] | None = None,
     ) -> None:
         self._inspect = inspect
         self._snapshot = snapshot
+        self._events = events
         self._seen: dict[str, tuple[int | None, int | None] | str] = {}
+        self._came_after: dict[int, frozenset[str]] = {}
 
     def doubt(self, image: Image, record: SessionRecord) -> str | None:
         """Why ``image`` may not be ``record``'s garbage, or None."""
@@ -339,6 +344,10 @@ class Arrival:
 
         ``what`` is ``"it arrived"`` or ``"its tag moved"``.
         """
+        image = self._snapshot.images.get(image_id) if self._snapshot else None
+        names = {image_id, *(image.tags if image is not None else ())}
+        if names & self._arrivals_after(record.end_ns):
+            return f"{what.removeprefix('it ')} after that session ended (the engine's events)"
         seen = self._times(image_id)
         if isinstance(seen, str):
             return seen
@@ -349,6 +358,24 @@ class Arrival:
         if instant < record.started_ns - _START_SLACK_NS:
             return f"no evidence {what} while that session lived"
         return None
+
+    def _arrivals_after(self, end_ns: int) -> frozenset[str]:
+        """The images (IDs and names) the engine's event log shows arriving after
+        ``end_ns``: loaded, pulled, imported or tagged. A witness while the log lasts, and
+        where the other evidence cannot tell (Docker 20.10 does not stamp a load's
+        ``LastTagTime``, and a load keeps the image's ``Created``)."""
+        if end_ns not in self._came_after:
+            now = time.time_ns()
+            names: set[str] = set()
+            if self._events is not None and end_ns < now:
+                try:
+                    events = self._events(end_ns, now)
+                except Exception:  # a witness the engine may not have: the rest still holds
+                    events = []
+                for event in events:
+                    names |= _arrived(event, end_ns)
+            self._came_after[end_ns] = frozenset(names)
+        return self._came_after[end_ns]
 
     def _times(self, image_id: str) -> tuple[int | None, int | None] | str:
         if image_id not in self._seen:
@@ -363,6 +390,26 @@ class Arrival:
                 tagged = metadata.get("LastTagTime") if isinstance(metadata, Mapping) else None
                 self._seen[image_id] = (_instant(data.get("Created")), _instant(tagged))
         return self._seen[image_id]
+
+
+#: The image events that bring an image, or a name, to the engine.
+_ARRIVALS = frozenset({"load", "pull", "import", "tag"})
+
+
+def _arrived(event: object, after_ns: int) -> set[str]:
+    """What ``event`` shows arriving after ``after_ns``: an image ID, a name; or nothing."""
+    if not isinstance(event, Mapping):
+        return set()
+    actor = event.get("Actor")
+    action = event.get("Action") or event.get("status")
+    when = event.get("timeNano")
+    if not isinstance(actor, Mapping) or action not in _ARRIVALS:
+        return set()
+    if isinstance(when, int) and not isinstance(when, bool) and when <= after_ns:
+        return set()
+    attributes = actor.get("Attributes")
+    found = {actor.get("ID"), attributes.get("name") if isinstance(attributes, Mapping) else None}
+    return {item for item in found if isinstance(item, str) and item}
 
 
 def _instant(value: object) -> int | None:

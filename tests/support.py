@@ -381,8 +381,12 @@ def layer_tar(files: dict[str, bytes]) -> bytes:
     return _tar(files, mtime=1_600_000_000)
 
 
-def image_archive(images: Sequence[tuple[str | None, dict[str, str], Sequence[bytes]]]) -> bytes:
-    """A ``docker save`` archive: for each image, its tag (or None), labels and layer tars.
+def image_archive(
+    images: Sequence[tuple[str | None, dict[str, str], Sequence[bytes]]],
+    created: str = "2024-01-01T00:00:00Z",
+) -> bytes:
+    """A ``docker save`` archive: for each image, its tag (or None), labels and layer tars;
+    each says it was ``created`` then.
 
     ``docker load`` makes images without parent links from it, as pulled or BuildKit images
     are, in seconds and without a registry.
@@ -399,13 +403,13 @@ def image_archive(images: Sequence[tuple[str | None, dict[str, str], Sequence[by
             {
                 "architecture": "amd64",
                 "os": "linux",
-                "created": "2024-01-01T00:00:00Z",
+                "created": created,
                 "config": {"Labels": labels},
                 "rootfs": {
                     "type": "layers",
                     "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers],
                 },
-                "history": [{"created": "2024-01-01T00:00:00Z"} for _ in layers],
+                "history": [{"created": created} for _ in layers],
             }
         ).encode()
         config_name = hashlib.sha256(config).hexdigest() + ".json"

@@ -514,11 +514,20 @@ def test_finding_9_a_sweep_never_takes_what_arrived_after_the_death(
             (f"{label.name}-loaded:1", {"itest": label.name}, [layer_tar({"g": b"2"})]),
         ]
     )
-    for _ in client.load_image(archive):  # type: ignore[no-untyped-call]
-        pass
+    # And one that says it was made while the session lived (built elsewhere then, saved,
+    # and loaded here after the death): Docker 20.10 stamps no LastTagTime on a load, so
+    # only the engine's events tell that it came late.
+    then = client.inspect_image(root.built("orphan"))["Created"]  # type: ignore[no-untyped-call]
+    made_meanwhile = image_archive(
+        [(None, {"itest": label.name, "n": "3"}, [layer_tar({"h": label.name.encode()})])],
+        created=then,
+    )
+    for piece in (archive, made_meanwhile):
+        for _ in client.load_image(piece):  # type: ignore[no-untyped-call]
+            pass
     heads = [i["Id"] for i in client.images(filters={"label": f"itest={label.name}"})]
     loaded = [i for i in heads if i not in (late, root.built("orphan"))]
-    assert len(loaded) == 2
+    assert len(loaded) == 3
 
     root.write("def test_nothing():\n    pass\n")
     done = root.run(label.scope, "--prune-images=dangling=false", "--prune-images-report=r.json")

@@ -31,6 +31,7 @@ from pytest_imageprune.lock import PruneLock
 from pytest_imageprune.sessions import (
     DEATH_SLACK_NS,
     DEFERRED,
+    Arrival,
     Registry,
     SessionRecord,
     protect_live,
@@ -75,6 +76,58 @@ def test_a_finished_session_owns_nothing_created_after_it_finished() -> None:
     keep = within_lifetime(done, lambda image: None)
     assert keep(Image("late", created_s=51)) is not None
     assert keep(Image("early", created_s=49)) is None
+
+
+def test_the_event_log_witnesses_an_arrival_the_image_cannot_show() -> None:
+    """A load keeps the image's ``Created`` and, on Docker 20.10, stamps no
+    ``LastTagTime``: only a ``load`` (or pull, import, tag) event after the death tells."""
+    dead = record(set(), started_ns=50 * NANOS, heartbeat_ns=100 * NANOS)
+    end = dead.end_ns
+    images = [Image(name, created_s=80, tags=tags) for name, tags in _LOADED]
+    snapshot = Snapshot.of(images)
+
+    def inspect(image_id: str) -> dict[str, Any]:
+        return {"Created": "1970-01-01T00:01:20Z", "Metadata": {"LastTagTime": ""}}
+
+    events = [
+        {"Action": "load", "Actor": {"ID": "sha256:loaded"}, "timeNano": end + 1},
+        {"Action": "tag", "Actor": {"ID": "x", "Attributes": {"name": "app:1"}}, "timeNano": end},
+        {"Action": "tag", "Actor": {"ID": "x", "Attributes": {"name": "app:1"}}, "timeNano": None},
+        {"Action": "load", "Actor": {"ID": "sha256:early"}, "timeNano": end},  # not after
+        {"Action": "delete", "Actor": {"ID": "sha256:deleted"}, "timeNano": end + 3},
+        "not an event",
+    ]
+    asked: list[tuple[int, int]] = []
+
+    def log(since_ns: int, until_ns: int) -> list[Any]:
+        asked.append((since_ns, until_ns))
+        return events
+
+    arrival = Arrival(inspect, snapshot, log)
+    doubts = {image.id: arrival.doubt(image, dead) for image in images}
+    assert doubts == {
+        "sha256:loaded": "arrived after that session ended (the engine's events)",
+        "sha256:tagged": "arrived after that session ended (the engine's events)",
+        "sha256:early": None,
+        "sha256:deleted": None,
+    }
+    assert len(asked) == 1  # once per sweep
+    assert asked[0][0] == end
+
+    def broken(since_ns: int, until_ns: int) -> list[Any]:
+        raise OSError("no log")
+
+    # Without the log (Podman, an error), the image's own times decide, as before.
+    fallback = Arrival(inspect, snapshot, broken)
+    assert all(fallback.doubt(image, dead) is None for image in images)
+
+
+_LOADED = [
+    ("sha256:loaded", ()),
+    ("sha256:tagged", ("app:1",)),
+    ("sha256:early", ()),
+    ("sha256:deleted", ()),
+]
 
 
 def test_registry_tells_live_dead_and_deferred_apart(tmp_path: Path) -> None:
