@@ -256,31 +256,21 @@ class DockerEngine:
         _ = self.store  # asks /version, and /info unless the engine is Podman
         return "" if self._info is None else str(self._info.get("ID") or "")
 
-    def image_events(self, since_ns: int, until_ns: int) -> list[Mapping[str, Any]]:
-        """The engine's image events from ``since_ns`` to ``until_ns`` (``GET /events``),
-        as far as its log reaches back (Docker keeps the last 256 in memory). Returns at
-        once when ``until_ns`` is past; [] where the engine has no such log (Podman)."""
+    def events(self, since_ns: int, until_ns: int) -> list[Mapping[str, Any]] | None:
+        """The engine's events from ``since_ns`` to ``until_ns`` (``GET /events``), as far
+        as its log reaches back: Docker keeps the newest 256 in memory, of every type, and
+        none from before it started. Returns at once when ``until_ns`` is past. None where
+        the engine keeps no such log (Podman answers, but with nothing to go by)."""
         if self.store.kind not in (CLASSIC, CONTAINERD):
-            return []
-        query = {
-            "since": _seconds(since_ns),
-            "until": _seconds(until_ns),
-            "filters": json.dumps({"type": ["image"]}),
-        }
+            return None
         if self._http is not None:
-            from urllib.parse import urlencode
-
-            answer = self._http.call("GET", f"/events?{urlencode(query)}", stream=True)
+            query = f"since={_seconds(since_ns)}&until={_seconds(until_ns)}"
+            answer = self._http.call("GET", f"/events?{query}", stream=True)
         else:
             client = self.client
             with self._mapped():  # whole seconds, the window widened (timeNano tells)
                 answer = list(
-                    client.events(
-                        since=since_ns // NANOS,
-                        until=-(-until_ns // NANOS),
-                        filters={"type": ["image"]},
-                        decode=True,
-                    )
+                    client.events(since=since_ns // NANOS, until=-(-until_ns // NANOS), decode=True)
                 )
         return [event for event in answer if isinstance(event, Mapping)]
 

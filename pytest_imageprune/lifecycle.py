@@ -481,7 +481,7 @@ class PruneSession:
             engine = self.engine or DockerEngine.from_env()
             self.engine = engine
             snapshot = engine.snapshot()
-            arrival = Arrival(engine.inspect, snapshot, getattr(engine, "image_events", None))
+            arrival = Arrival(engine.inspect, snapshot, getattr(engine, "events", None))
             keep = within_lifetime(record, keep_live, arrival)
             report = self._prune(filters, baseline, keep, snapshot=snapshot)
             self.registry.settle(record, done=_done(report), end_ns=record.death_ns)

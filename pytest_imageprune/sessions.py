@@ -116,7 +116,16 @@ class SessionRecord:
         """When the session ended: when it finished, else when it died at the latest."""
         return self.finished_ns if self.finished_ns is not None else self.death_ns
 
+    @classmethod
+    def unknown(cls, record_id: str) -> SessionRecord:
+        """A running session whose record cannot be read (a clock far ahead, another
+        version's format, no record at all on a full disk): its baseline is taken as
+        empty, so everything that is not in this session's own keeps for it."""
+        return cls(record_id, 0, 0, {}, "session", Baseline({}))
+
     def describe(self) -> str:
+        if self.pid == 0:
+            return f"session {self.id[:12]}, whose record cannot be read"
         return f"pid {self.pid} on {self.host or 'this host'}"
 
     def to_json(self) -> dict[str, Any]:
@@ -231,8 +240,15 @@ class BadRecord:
     name: str
     reason: str
     removed: bool = False
+    #: Its session runs (its ``.alive`` lock is held): what it may have made is kept.
+    live: bool = False
 
     def describe(self) -> str:
+        if self.live:
+            return (
+                f"skipped {self.name} in the session registry: {self.reason}; its session"
+                " is running, so what it may have made is kept"
+            )
         return f"skipped {self.name} in the session registry: {self.reason}" + (
             " (removed)" if self.removed else ""
         )
@@ -250,6 +266,25 @@ class Others:
     def owed(self) -> list[SessionRecord]:
         """The sessions whose work is left to whoever prunes now, oldest first."""
         return sorted(self.dead + self.deferred, key=lambda r: r.started_ns)
+
+
+#: An ``.alive`` file with no record, unlocked and this old, is removed.
+_ORPHAN_AGE_NS = 60 * NANOS
+#: The ``.alive`` descriptors this process holds locked for its own session: a child it
+#: forks (``os.fork``, multiprocessing's "fork", a daemonising server) closes its copies at
+#: once, for a lock belongs to the open file, which a fork shares, and a child that kept it
+#: would make its dead parent look alive for as long as the child lives.
+_ALIVE_FDS: set[int] = set()
+
+
+def _forget_alive_in_child() -> None:
+    for fd in _ALIVE_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _ALIVE_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_forget_alive_in_child)
 
 
 def protect_live(live: Sequence[SessionRecord]) -> KeepRule:
@@ -301,27 +336,31 @@ class Arrival:
 
     ``Created`` says when an image was made, not when it came (``docker load`` keeps a
     2024 image's date); ``Metadata.LastTagTime`` says when it was last tagged (a build, a
-    ``docker tag``, a pull, on newer engines a load). An image a dead session could have
-    left arrived after that session started and before it ended: one that did not, or
-    whose arrival cannot be told, stays (a leak can be mended later; a loss cannot).
+    ``docker tag``, a pull, on newer engines a load). The engine's event log, while it
+    reaches back, says what was loaded, pulled, imported or tagged after a session ended.
+    An image a dead session could have left arrived after that session started and before
+    it ended: one that did not, or whose arrival cannot be told, stays (a leak can be
+    mended later; a loss cannot).
     """
 
     def __init__(
         self,
         inspect: Callable[[str], Mapping[str, Any]],
         snapshot: Snapshot | None = None,
-        events: Callable[[int, int], Sequence[Mapping[str, Any]]] | None = None,
+        events: Callable[[int, int], Sequence[Mapping[str, Any]] | None] | None = None,
     ) -> None:
         self._inspect = inspect
         self._snapshot = snapshot
         self._events = events
         self._seen: dict[str, tuple[int | None, int | None] | str] = {}
-        self._came_after: dict[int, frozenset[str]] = {}
+        self._witnessed: dict[str, Witness] = {}
 
     def doubt(self, image: Image, record: SessionRecord) -> str | None:
         """Why ``image`` may not be ``record``'s garbage, or None."""
         if record.present is not None:  # it said what it left when it finished
-            return None if image.id in record.present else "arrived after that session ended"
+            if image.id not in record.present:
+                return "arrived after that session ended"
+            return self._tagged_since(image.id, record)
         if image.id not in record.baseline.tags:
             return self._arrived_in(image.id, record, "it arrived")
         if record.scope != "session":
@@ -339,14 +378,26 @@ class Arrival:
         reasons = [self._arrived_in(holder, record, "its tag moved") for holder in holders]
         return None if None in reasons else reasons[0]
 
+    def _tagged_since(self, image_id: str, record: SessionRecord) -> str | None:
+        """Why an image a deferred session left may not be its garbage now: tagged (or
+        loaded, pulled) after it ended, by someone else. None if not."""
+        if self._names(image_id) & self._witness(record).arrived:
+            return "tagged after that session ended (the engine's events)"
+        seen = self._times(image_id)
+        if isinstance(seen, str):
+            return seen
+        tagged = seen[1]
+        if tagged is not None and tagged > record.end_ns:
+            return "tagged after that session ended"
+        return None
+
     def _arrived_in(self, image_id: str, record: SessionRecord, what: str) -> str | None:
         """Why ``image_id`` did not arrive while ``record``'s session lived, or None.
 
         ``what`` is ``"it arrived"`` or ``"its tag moved"``.
         """
-        image = self._snapshot.images.get(image_id) if self._snapshot else None
-        names = {image_id, *(image.tags if image is not None else ())}
-        if names & self._arrivals_after(record.end_ns):
+        witness = self._witness(record)
+        if self._names(image_id) & witness.arrived:
             return f"{what.removeprefix('it ')} after that session ended (the engine's events)"
         seen = self._times(image_id)
         if isinstance(seen, str):
@@ -357,25 +408,44 @@ class Arrival:
             return f"{what.removeprefix('it ')} after that session ended"
         if instant < record.started_ns - _START_SLACK_NS:
             return f"no evidence {what} while that session lived"
+        if tagged is None and witness.partial:
+            # Only Created speaks for it, and a load keeps Created: without the log's
+            # word that nothing came after the end, it may have come later.
+            return (
+                f"no evidence {what} while that session lived (the engine's event log no"
+                " longer reaches back to that session's end)"
+            )
         return None
 
-    def _arrivals_after(self, end_ns: int) -> frozenset[str]:
-        """The images (IDs and names) the engine's event log shows arriving after
-        ``end_ns``: loaded, pulled, imported or tagged. A witness while the log lasts, and
-        where the other evidence cannot tell (Docker 20.10 does not stamp a load's
-        ``LastTagTime``, and a load keeps the image's ``Created``)."""
-        if end_ns not in self._came_after:
-            now = time.time_ns()
-            names: set[str] = set()
-            if self._events is not None and end_ns < now:
-                try:
-                    events = self._events(end_ns, now)
-                except Exception:  # a witness the engine may not have: the rest still holds
-                    events = []
-                for event in events:
-                    names |= _arrived(event, end_ns)
-            self._came_after[end_ns] = frozenset(names)
-        return self._came_after[end_ns]
+    def _names(self, image_id: str) -> set[str]:
+        image = self._snapshot.images.get(image_id) if self._snapshot else None
+        return {image_id, *(image.tags if image is not None else ())}
+
+    def _witness(self, record: SessionRecord) -> Witness:
+        """What the engine's event log says of the time after ``record``'s end."""
+        if record.id not in self._witnessed:
+            self._witnessed[record.id] = self._ask_the_log(record)
+        return self._witnessed[record.id]
+
+    def _ask_the_log(self, record: SessionRecord) -> Witness:
+        if self._events is None:
+            return Witness(frozenset(), partial=False)  # an engine with no log: as before
+        now = time.time_ns()
+        since = min(record.started_ns, record.end_ns, now - 1)
+        try:
+            events = self._events(since, now)
+        except Exception:  # the log cannot be read: it tells nothing
+            return Witness(frozenset(), partial=True)
+        if events is None:
+            return Witness(frozenset(), partial=False)
+        # The log holds the newest events, with no gap: if it still holds one from before
+        # the end, it holds every one after it.
+        times = [_when(event) for event in events]
+        reaches_back = any(when is not None and when <= record.end_ns for when in times)
+        arrived: set[str] = set()
+        for event in events:
+            arrived |= _arrived(event, record.end_ns)
+        return Witness(frozenset(arrived), partial=not reaches_back)
 
     def _times(self, image_id: str) -> tuple[int | None, int | None] | str:
         if image_id not in self._seen:
@@ -392,20 +462,42 @@ class Arrival:
         return self._seen[image_id]
 
 
+@dataclass(frozen=True)
+class Witness:
+    """The engine's event log on the time after a session's end."""
+
+    #: The image IDs and names it shows loaded, pulled, imported or tagged after the end.
+    arrived: frozenset[str]
+    #: Whether some of that time may be missing from it (the log keeps the newest 256
+    #: events, none from before the engine started, and may not be readable at all).
+    partial: bool
+
+
 #: The image events that bring an image, or a name, to the engine.
 _ARRIVALS = frozenset({"load", "pull", "import", "tag"})
 
 
+def _when(event: object) -> int | None:
+    """An event's time in ns (``timeNano``, else ``time`` in seconds), if it has one."""
+    if isinstance(event, Mapping):
+        nano, seconds = event.get("timeNano"), event.get("time")
+        if isinstance(nano, int) and not isinstance(nano, bool):
+            return nano
+        if isinstance(seconds, int) and not isinstance(seconds, bool):
+            return seconds * NANOS
+    return None
+
+
 def _arrived(event: object, after_ns: int) -> set[str]:
-    """What ``event`` shows arriving after ``after_ns``: an image ID, a name; or nothing."""
-    if not isinstance(event, Mapping):
+    """What ``event`` shows arriving after ``after_ns`` (or at a time it does not say): an
+    image ID, a name; or nothing."""
+    when = _when(event)
+    if not isinstance(event, Mapping) or (when is not None and when <= after_ns):
         return set()
     actor = event.get("Actor")
-    action = event.get("Action") or event.get("status")
-    when = event.get("timeNano")
-    if not isinstance(actor, Mapping) or action not in _ARRIVALS:
+    if event.get("Type") != "image" or event.get("Action") not in _ARRIVALS:
         return set()
-    if isinstance(when, int) and not isinstance(when, bool) and when <= after_ns:
+    if not isinstance(actor, Mapping):
         return set()
     attributes = actor.get("Attributes")
     found = {actor.get("ID"), attributes.get("name") if isinstance(attributes, Mapping) else None}
@@ -431,6 +523,7 @@ def is_live_reason(reason: str) -> bool:
 _DOUBTS = (
     "created after that session ended",
     "arrived after",
+    "tagged after",
     "its tag moved after",
     "no evidence",
     "could not inspect",
@@ -475,6 +568,7 @@ class Registry:
             os.close(fd)
             raise
         self._alive = fd
+        _ALIVE_FDS.add(fd)
         self.write(record)
 
     def beat(self) -> None:
@@ -505,7 +599,8 @@ class Registry:
         ``release_taken``, so that two sweepers never take the same dead session.
         """
         now_ns = time.time_ns() if now_ns is None else now_ns
-        for name in sorted(os.listdir(self.directory)):
+        names = sorted(os.listdir(self.directory))
+        for name in names:
             if name.startswith(".") or not name.endswith(".json"):
                 continue
             stem = name.removesuffix(".json")
@@ -514,16 +609,16 @@ class Registry:
             try:
                 record = self._read(stem, now_ns)
             except Unsafe as exc:
-                yield self._bad(name, f"{exc.why}", stem)
+                yield from self._bad(name, f"{exc.why}", stem)
                 continue
             except OSError as exc:
                 if exc.errno != errno.ELOOP:
                     yield BadRecord(name, exc.strerror or str(exc))
                     continue
-                yield self._bad(name, "a symlink", stem)
+                yield from self._bad(name, "a symlink", stem)
                 continue
             except (ValueError, RecursionError) as exc:
-                yield self._bad(name, str(exc) or type(exc).__name__, stem)
+                yield from self._bad(name, str(exc) or type(exc).__name__, stem)
                 continue
             if record.state == DEFERRED:
                 yield record, DEFERRED
@@ -537,6 +632,35 @@ class Registry:
                     continue
                 if found is not None:
                     yield found
+        recorded = {name.removesuffix(".json") for name in names if name.endswith(".json")}
+        for name in names:
+            stem = name.removesuffix(".alive")
+            if stem in (name, own_id) or stem in recorded or not _ID.fullmatch(stem):
+                continue
+            yield from self._unrecorded(stem, now_ns)
+
+    def _unrecorded(
+        self, stem: str, now_ns: int
+    ) -> Iterator[BadRecord | tuple[SessionRecord, str]]:
+        """An ``.alive`` file with no record beside it: a session that could not write
+        one (a full disk), or is writing it now, if its lock is held; else what a session
+        that died before writing one left (removed once a minute old)."""
+        try:
+            fd = self.boundary.open_file(self._alive_path(stem))
+        except OSError:
+            return  # gone meanwhile, or not a file to trust: nothing to go by
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield BadRecord(f"{stem}.alive", "held by a session with no record", live=True)
+                yield SessionRecord.unknown(stem), RUNNING
+                return
+            if now_ns - os.fstat(fd).st_mtime_ns > _ORPHAN_AGE_NS:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._alive_path(stem))
+        finally:
+            os.close(fd)
 
     def _read(self, stem: str, now_ns: int) -> SessionRecord:
         if not _ID.fullmatch(stem):
@@ -571,20 +695,29 @@ class Registry:
         beat = os.fstat(fd).st_mtime_ns
         return replace(record, heartbeat_ns=max(record.heartbeat_ns, beat))
 
-    def _bad(self, name: str, reason: str, stem: str) -> BadRecord:
-        """A bad record, removed unless a live session holds its name."""
+    def _bad(
+        self, name: str, reason: str, stem: str
+    ) -> Iterator[BadRecord | tuple[SessionRecord, str]]:
+        """A bad record, removed unless a live session holds its name; one that does is a
+        running session whose record cannot be read (``SessionRecord.unknown``)."""
         if _ID.fullmatch(stem):
             try:
                 fd = self.boundary.open_file(self._alive_path(stem))
             except FileNotFoundError:
                 fd = None
             except OSError:
-                return BadRecord(name, reason)
+                yield BadRecord(name, reason)
+                return
             if fd is not None:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # held: a running session's
+                    yield BadRecord(name, reason, live=True)
+                    yield SessionRecord.unknown(stem), RUNNING
+                    return
                 except OSError:
-                    return BadRecord(name, reason)  # held: a live session's, or unknown
+                    yield BadRecord(name, reason)
+                    return
                 finally:
                     os.close(fd)
                 with contextlib.suppress(OSError):
@@ -592,8 +725,9 @@ class Registry:
         try:
             os.unlink(self.directory / name)  # never follows a symlink; a folder stays
         except OSError:
-            return BadRecord(name, reason)
-        return BadRecord(name, reason, removed=True)
+            yield BadRecord(name, reason)
+            return
+        yield BadRecord(name, reason, removed=True)
 
     def classify(self, own_id: str | None) -> Others:
         others = Others()
@@ -640,6 +774,7 @@ class Registry:
         self.release_taken()
         with self._alive_guard:
             if self._alive is not None:
+                _ALIVE_FDS.discard(self._alive)
                 os.close(self._alive)
                 self._alive = None
 

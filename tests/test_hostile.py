@@ -87,9 +87,11 @@ def ns(client: docker.APIClient) -> Iterator[FreshTmp]:
 class Project:
     """A folder of tests in the namespace, owned by the account that runs them."""
 
-    def __init__(self, ns: FreshTmp, label: Namespace, user: str | None, tag: str) -> None:
+    def __init__(
+        self, ns: FreshTmp, label: Namespace, user: str | None, tag: str, base: str = "/tmp/work"
+    ) -> None:
         self.ns, self.label, self.user = ns, label, user
-        self.inside = f"/tmp/work/{tag}"
+        self.inside = f"{base}/{tag}"
         self.outside = ns.path(self.inside)
         (self.outside / "built").mkdir(parents=True)
         (self.outside / "inner.py").write_text(INNER)
@@ -540,3 +542,124 @@ def test_finding_9_a_sweep_never_takes_what_arrived_after_the_death(
     assert "cannot be shown to have left" in out, out
     (swept,) = json.loads((root.outside / "r.json").read_text())["sessions"]
     assert {late, *loaded} <= {k["Id"] for k in swept["kept"]}
+
+
+# -- and what the probe of the fix found ------------------------------------------------------
+def test_a_live_session_whose_record_cannot_be_read_is_protected(
+    ns: FreshTmp, users: Users, label: Namespace
+) -> None:
+    """Alice's clock runs 120 s ahead (a clock stepped back under the reader, a VM resumed):
+    her record fails the checks, but her session runs, so root's prune keeps her image."""
+    root = Project(ns, label, None, "root")
+    root.write('def test_wait():\n    Path("ready").touch()\n    wait_for("go")\n')
+    first = root.start(label.scope)
+    root.wait_for("ready", first)
+    alice = Project(ns, label, users.alice, "alice")
+    (alice.outside / "conftest.py").write_text(
+        "import time\n_real = time.time_ns\ntime.time_ns = lambda: _real() + 120 * 10**9\n"
+    )
+    alice.write(
+        """
+        from tests.support import connect
+
+        def test_build_and_keep_using():
+            image = make("alice")[-1]
+            Path("ready").touch()
+            wait_for("go")
+            connect().inspect_image(image)  # ImageNotFound if root's session took it
+        """
+    )
+    running = alice.start(label.scope)
+    try:
+        alice.wait_for("ready", running)
+        (root.outside / "go").touch()
+        assert first.wait(120) == 0
+        out = first.stdout.read() if first.stdout else ""
+        assert "started_ns is out of range; its session is running" in out, out
+        assert "another live session may have produced" in out, out
+        assert label.exists(alice.built("alice")), out
+    finally:
+        (alice.outside / "go").touch()
+        code = running.wait(120)
+    out = running.stdout.read() if running.stdout else ""
+    assert code == 0, out
+
+
+def test_a_session_that_could_not_register_is_protected(users: Users, label: Namespace) -> None:
+    """An outsider fills /tmp as root's session starts: root cannot write its record, so it
+    will delete nothing, but it holds its .alive lock, and alice's prune keeps its image."""
+    with fresh_tmp("mode=1777,size=8m") as ns:
+        ns.sh("mkdir -p /mnt/work && mount -t tmpfs -o mode=0755 tmpfs /mnt/work")
+        alice = Project(ns, label, users.alice, "alice", base="/mnt/work")
+        alice.write('def test_wait():\n    Path("ready").touch()\n    wait_for("go")\n')
+        first = alice.start(label.scope)
+        alice.wait_for("ready", first)
+        fill = "dd if=/dev/zero of=/tmp/fill bs=1M count=16 2>/dev/null || true"
+        ns.sh(fill, user=users.outsider)
+        root = Project(ns, label, None, "root", base="/mnt/work")
+        root.write(
+            """
+            from tests.support import connect
+
+            def test_build_and_keep_using():
+                image = make("own")[-1]
+                Path("ready").touch()
+                wait_for("go")
+                connect().inspect_image(image)  # ImageNotFound if alice's session took it
+            """
+        )
+        running = root.start(label.scope)
+        try:
+            root.wait_for("ready", running)
+            ns.sh("rm -f /tmp/fill", user=users.outsider)
+            (alice.outside / "go").touch()
+            assert first.wait(120) == 0
+            out = first.stdout.read() if first.stdout else ""
+            assert "held by a session with no record" in out, out
+            assert label.exists(root.built("own")), out
+        finally:
+            (root.outside / "go").touch()
+            code = running.wait(120)
+        out = running.stdout.read() if running.stdout else ""
+        assert code == 0, out
+        assert "nothing deleted" in out, out
+
+
+def test_a_dead_session_whose_child_lives_on_is_swept(ns: FreshTmp, label: Namespace) -> None:
+    """The tests forked a helper (a server, a pool worker) that outlives the SIGKILLed
+    session: the helper does not keep the session's .alive lock, so the next session finds
+    it dead and sweeps it."""
+    root = Project(ns, label, None, "root")
+    root.write(
+        """
+        import os, signal, time
+
+        def test_die_leaving_a_helper():
+            make("orphan")
+            helper = os.fork()
+            if helper == 0:
+                os.setsid()
+                null = os.open("/dev/null", os.O_RDWR)
+                for n in (0, 1, 2):
+                    os.dup2(null, n)
+                time.sleep(60)
+                os._exit(0)
+            Path("helper").write_text(str(helper))
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    # Its output to a file: the helper keeps the pipes pytest's capture holds open.
+    with open(root.outside / "out.log", "w") as log:
+        argv = root.ns.command(root.argv(label.scope), cwd=root.inside, env=root.env())
+        code = subprocess.Popen(argv, stdout=log, stderr=log).wait(120)
+    assert code in (-signal.SIGKILL, 128 + signal.SIGKILL), (root.outside / "out.log").read_text()
+    helper = int((root.outside / "helper").read_text())
+    os.kill(helper, 0)  # it lives on (ProcessLookupError if not)
+    root.write('def test_build():\n    make("own")\n')
+    done = root.run(label.scope)
+    out = _out(done)
+    assert done.returncode == 0, out
+    assert "another live session" not in out, out
+    assert "finished the prune of a session that died" in out, out
+    assert not label.exists(root.built("orphan")), out
+    assert not label.exists(root.built("own")), out

@@ -8,10 +8,12 @@ die in any order, and no prune may ever select an image a live session produced.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import itertools
 import json
 import os
 import shutil
+import signal
 import stat
 import tempfile
 import threading
@@ -78,48 +80,36 @@ def test_a_finished_session_owns_nothing_created_after_it_finished() -> None:
     assert keep(Image("early", created_s=49)) is None
 
 
-def test_the_event_log_witnesses_an_arrival_the_image_cannot_show() -> None:
-    """A load keeps the image's ``Created`` and, on Docker 20.10, stamps no
-    ``LastTagTime``: only a ``load`` (or pull, import, tag) event after the death tells."""
+def _image_event(action: str, actor: str, when: int | None, name: str = "") -> dict[str, Any]:
+    attributes = {"name": name} if name else {}
+    event: dict[str, Any] = {"Type": "image", "Action": action}
+    event["Actor"] = {"ID": actor, "Attributes": attributes}
+    if when is not None:
+        event["timeNano"] = when
+    return event
+
+
+def _loaded_meanwhile(
+    log: list[Any] | None, *, fails: bool = False, tagged: str = ""
+) -> tuple[dict[str, str | None], list[tuple[int, int]]]:
+    """What a sweep of a dead session says of four images made while it lived (by their
+    ``Created``, no ``LastTagTime``: loaded, as Docker 20.10 leaves them), given the log."""
     dead = record(set(), started_ns=50 * NANOS, heartbeat_ns=100 * NANOS)
-    end = dead.end_ns
     images = [Image(name, created_s=80, tags=tags) for name, tags in _LOADED]
-    snapshot = Snapshot.of(images)
 
     def inspect(image_id: str) -> dict[str, Any]:
-        return {"Created": "1970-01-01T00:01:20Z", "Metadata": {"LastTagTime": ""}}
+        return {"Created": "1970-01-01T00:01:20Z", "Metadata": {"LastTagTime": tagged}}
 
-    events = [
-        {"Action": "load", "Actor": {"ID": "sha256:loaded"}, "timeNano": end + 1},
-        {"Action": "tag", "Actor": {"ID": "x", "Attributes": {"name": "app:1"}}, "timeNano": end},
-        {"Action": "tag", "Actor": {"ID": "x", "Attributes": {"name": "app:1"}}, "timeNano": None},
-        {"Action": "load", "Actor": {"ID": "sha256:early"}, "timeNano": end},  # not after
-        {"Action": "delete", "Actor": {"ID": "sha256:deleted"}, "timeNano": end + 3},
-        "not an event",
-    ]
     asked: list[tuple[int, int]] = []
 
-    def log(since_ns: int, until_ns: int) -> list[Any]:
+    def events(since_ns: int, until_ns: int) -> list[Any] | None:
         asked.append((since_ns, until_ns))
-        return events
+        if fails:
+            raise OSError("no log")
+        return log
 
-    arrival = Arrival(inspect, snapshot, log)
-    doubts = {image.id: arrival.doubt(image, dead) for image in images}
-    assert doubts == {
-        "sha256:loaded": "arrived after that session ended (the engine's events)",
-        "sha256:tagged": "arrived after that session ended (the engine's events)",
-        "sha256:early": None,
-        "sha256:deleted": None,
-    }
-    assert len(asked) == 1  # once per sweep
-    assert asked[0][0] == end
-
-    def broken(since_ns: int, until_ns: int) -> list[Any]:
-        raise OSError("no log")
-
-    # Without the log (Podman, an error), the image's own times decide, as before.
-    fallback = Arrival(inspect, snapshot, broken)
-    assert all(fallback.doubt(image, dead) is None for image in images)
+    arrival = Arrival(inspect, Snapshot.of(images), events)
+    return {image.id: arrival.doubt(image, dead) for image in images}, asked
 
 
 _LOADED = [
@@ -128,6 +118,68 @@ _LOADED = [
     ("sha256:early", ()),
     ("sha256:deleted", ()),
 ]
+_END = 100 * NANOS + DEATH_SLACK_NS
+
+
+def test_the_event_log_witnesses_an_arrival_the_image_cannot_show() -> None:
+    """A load keeps the image's ``Created`` and, on Docker 20.10, stamps no
+    ``LastTagTime``: only a ``load`` (or pull, import, tag) event after the death tells."""
+    log = [
+        _image_event("tag", "sha256:early", 60 * NANOS, "early:1"),  # the log reaches back
+        _image_event("load", "sha256:loaded", _END + 1),
+        _image_event("tag", "x", _END + 2, "app:1"),
+        _image_event("load", "sha256:early", _END),  # not after the end
+        _image_event("delete", "sha256:deleted", _END + 3),
+        "not an event",
+    ]
+    doubts, asked = _loaded_meanwhile(log)
+    came = "arrived after that session ended (the engine's events)"
+    assert doubts == {
+        "sha256:loaded": came,
+        "sha256:tagged": came,
+        "sha256:early": None,
+        "sha256:deleted": None,
+    }
+    assert len(asked) == 1  # once per sweep, from the session's start
+    assert asked[0][0] == 50 * NANOS
+    # An arrival event that does not say when counts as late.
+    doubts, _ = _loaded_meanwhile([log[0], _image_event("load", "sha256:early", None)])
+    assert doubts["sha256:early"] == came
+
+
+def test_a_log_that_no_longer_reaches_back_leaves_created_alone_unbelieved() -> None:
+    """The log keeps the newest 256 events, none from before the engine started: when it
+    holds none from before the end, a load after the end may have left it. Then only an
+    image's LastTagTime can speak for it."""
+    late_only = [_image_event("tag", "other", _END + 5, "other:1")] * 256
+    for log, fails in ((late_only, False), ([], False), (None, True)):
+        doubts, _ = _loaded_meanwhile(log, fails=fails)
+        assert all((why or "").startswith("no evidence it arrived") for why in doubts.values())
+        assert all("no longer reaches back" in (why or "") for why in doubts.values())
+    stamped, _ = _loaded_meanwhile([], tagged="1970-01-01T00:01:30Z")
+    assert set(stamped.values()) == {None}
+    # An engine with no log at all (Podman): Created decides, as it always did.
+    podman, _ = _loaded_meanwhile(None)
+    assert set(podman.values()) == {None}
+
+
+def test_an_image_a_deferred_session_left_is_not_its_once_tagged_again() -> None:
+    """The deferred session listed it as left; someone tagged it after: it is theirs now."""
+    deferred = record(set(), started_ns=50 * NANOS, finished_ns=100 * NANOS)
+    deferred = dataclasses.replace(deferred, present=frozenset({"sha256:left"}))
+    stamps = {"before": "1970-01-01T00:01:30Z", "after": "1970-01-01T00:02:00Z"}
+    for when, expected in (("before", None), ("after", "tagged after that session ended")):
+
+        def inspect(image_id: str, when: str = when) -> dict[str, Any]:
+            return {"Created": "1970-01-01T00:01:20Z", "Metadata": {"LastTagTime": stamps[when]}}
+
+        arrival = Arrival(inspect, Snapshot.of([Image("sha256:left")]), lambda a, b: [])
+        assert arrival.doubt(Image("sha256:left"), deferred) == expected
+    log = [_image_event("tag", "sha256:left", 101 * NANOS, "keep:forever")]
+    witness = Arrival(lambda i: {}, Snapshot.of([Image("sha256:left")]), lambda a, b: log)
+    assert witness.doubt(Image("sha256:left"), deferred) == (
+        "tagged after that session ended (the engine's events)"
+    )
 
 
 def test_registry_tells_live_dead_and_deferred_apart(tmp_path: Path) -> None:
@@ -154,6 +206,70 @@ def test_registry_tells_live_dead_and_deferred_apart(tmp_path: Path) -> None:
     # Our own record is never "another" session, and it is live while we hold it.
     assert own.id not in {r.id for r in others.live + others.dead + others.deferred}
     registry.close()
+
+
+def test_a_running_session_whose_record_cannot_be_read_keeps_what_it_may_have_made(
+    tmp_path: Path,
+) -> None:
+    """Its record fails the checks (a clock far ahead, another version's format), or it
+    has none (it could not write one: a full disk): while its ``.alive`` lock is held, it
+    is a live session whose baseline is unknown, and nothing new is deleted under it."""
+    folder = tmp_path / "reg"
+    registry = Registry(folder)
+    registry.open()
+    ahead = record(set(), started_ns=time.time_ns() + 120 * NANOS)
+    unwritten = record(set())
+    with lock_held_elsewhere(folder / f"{ahead.id}.alive"):
+        registry.write(ahead)
+        with lock_held_elsewhere(folder / f"{unwritten.id}.alive"):
+            others = Registry(folder).classify(None)
+    assert sorted(r.id for r in others.live) == sorted([ahead.id, unwritten.id])
+    assert [b.live for b in others.bad] == [True, True]
+    assert "started_ns is out of range; its session is running" in others.bad[0].describe()
+    keep = protect_live(others.live)
+    assert keep(Image("anything new")) == (
+        f"may belong to a live session (session {ahead.id[:12]}, whose record cannot be read)"
+    )
+    assert (folder / f"{ahead.id}.json").exists()  # never removed while its session runs
+
+    # Once no one holds them: the bad record goes; a lone .alive file once a minute old.
+    fresh, old = record(set()), record(set())
+    for lone in (fresh, old):
+        (folder / f"{lone.id}.alive").touch()
+    minute_ago = time.time() - 61
+    os.utime(folder / f"{old.id}.alive", (minute_ago, minute_ago))
+    others = Registry(folder).classify(None)
+    assert others.live == []
+    assert not (folder / f"{ahead.id}.json").exists()
+    assert (folder / f"{fresh.id}.alive").exists()
+    assert not (folder / f"{old.id}.alive").exists()
+
+
+def test_a_forked_child_never_keeps_a_session_alive(tmp_path: Path) -> None:
+    """A lock belongs to the open file, which a fork shares: the child lets go of its copy
+    at once, or a dead session would look alive for as long as its child lives."""
+    registry = Registry(tmp_path)
+    own = record(set())
+    registry.register(own)
+    ready, say = os.pipe()
+    child = os.fork()
+    if child == 0:  # a helper the tests started, outliving the session
+        os.write(say, b"!")  # fork has returned here: what runs after a fork has run
+        time.sleep(30)
+        os._exit(0)
+    try:
+        assert os.read(ready, 1) == b"!"
+        registry.close()  # the session is gone; its child is not
+        fd = os.open(tmp_path / f"{own.id}.alive", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if the child kept it
+        finally:
+            os.close(fd)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        os.close(ready)
+        os.close(say)
 
 
 def test_settle_forgets_or_defers(tmp_path: Path) -> None:
