@@ -5,8 +5,17 @@ only the engine's users can write, and every use checks that again:
 
 - **Who is trusted.** Root, this process's user and, where the engine is a unix socket its
   group may read and write (``/var/run/docker.sock``, ``root:docker 0660``), every member
-  of that group: they can already do anything to the engine. For any other endpoint (tcp,
-  ssh, a socket only its owner may use) the boundary is this user alone.
+  of that group: they can already do anything to the engine. A member is known by
+  ``/etc/group`` (``_member``) or by what it made: a folder or file of the engine's group
+  was made by root or by a process in that group, whatever ``/etc/group`` lists (the
+  kernel lets a process ``chgrp`` only to a group it is in, and a setgid folder of that
+  group is writable by its members only, unless someone made one anyone may write: the
+  plugin never does). So an account that has the group only as a supplementary group of
+  its process (``runuser -G docker``, ``SupplementaryGroups=``, LDAP) is trusted too, and
+  everything the plugin makes in a shared place gets the engine's group. Where the socket
+  is one anyone may use (``0666``), the boundary is everyone: every local user may use the
+  engine, so every local user takes part. For any other endpoint (tcp, ssh, a socket only
+  its owner may use) the boundary is this user alone.
 - **Folders.** Every folder on the way (symlinks included: each is read with ``lstat`` and
   followed only when a trusted user owns it) is owned by a trusted user and writable by no
   one else, unless it is sticky like ``/tmp`` (where no one may rename or remove another's
@@ -15,7 +24,8 @@ only the engine's users can write, and every use checks that again:
 - **Files** are opened with ``O_NOFOLLOW | O_NONBLOCK`` (a symlink is refused, a FIFO never
   blocks), then checked on the open descriptor: a regular file, owned by a trusted user,
   writable by no one else, within a size limit. Made here, they are ``0660`` (group: the
-  engine's) or ``0600``, never ``0666``.
+  engine's) or ``0600``, never ``0666`` (unless the boundary is everyone). A file with
+  another name (a hard link) is refused before anything is done to it.
 
 A path that fails is never used: ``Unsafe`` names it, says why and how to fix it.
 """
@@ -51,19 +61,24 @@ class Unsafe(OSError):
 class Boundary:
     """Who may write into the registry and take the lock of one engine."""
 
-    #: The engine's group (its unix socket's), or None: this user alone.
+    #: The engine's group (its unix socket's), or None: this user alone (or everyone).
     gid: int | None = None
     uid: int = field(default_factory=os.geteuid)
+    #: A socket anyone may use: every local user is an engine user, and takes part.
+    everyone: bool = False
 
     @classmethod
     def of_endpoint(cls, endpoint: str) -> Boundary:
-        """The socket's group when the group may use the engine; else this user alone."""
+        """Everyone when anyone may use the socket; the socket's group when the group may;
+        else this user alone."""
         for prefix in ("unix://", "http+unix://"):
             if endpoint.startswith(prefix):
                 try:
                     st = os.stat(endpoint.removeprefix(prefix))
                 except OSError:
                     break
+                if stat.S_ISSOCK(st.st_mode) and st.st_mode & 0o006 == 0o006:
+                    return cls(everyone=True)
                 if stat.S_ISSOCK(st.st_mode) and st.st_mode & 0o060 == 0o060:
                     return cls(gid=st.st_gid)
                 break
@@ -71,18 +86,42 @@ class Boundary:
 
     @property
     def shared(self) -> bool:
-        return self.gid is not None
+        return self.gid is not None or self.everyone
 
     @property
     def folder_mode(self) -> int:
-        return 0o2770 if self.shared else 0o700
+        # Everyone: not sticky, so that any session may remove a dead one's record.
+        if self.everyone:
+            return 0o777
+        return 0o2770 if self.gid is not None else 0o700
 
     @property
     def file_mode(self) -> int:
-        return 0o660 if self.shared else 0o600
+        if self.everyone:
+            return 0o666
+        return 0o660 if self.gid is not None else 0o600
 
     def trusts(self, uid: int) -> bool:
-        return uid in (0, self.uid) or (self.gid is not None and _member(uid, self.gid))
+        return (
+            self.everyone
+            or uid in (0, self.uid)
+            or (self.gid is not None and _member(uid, self.gid))
+        )
+
+    def trusts_made(self, st: os.stat_result) -> bool:
+        """Whether a trusted user made the object ``st``: its owner, or its group.
+
+        An object of the engine's group was made by root or by a process in that group
+        (``chgrp`` only to one's own groups; a setgid folder of that group is its
+        members'), which ``/etc/group`` may not list (a supplementary group).
+        """
+        return self.trusts(st.st_uid) or (self.gid is not None and st.st_gid == self.gid)
+
+    def _stranger(self, uid: int) -> str:
+        """Why an owner is not trusted, in the boundary's own terms."""
+        if self.gid is None:
+            return f"owned by {_user_name(uid)}, not by this user or root"
+        return f"owned by {_user_name(uid)}, who may not use the engine"
 
     def group_name(self) -> str:
         return _group_name(self.gid) if self.gid is not None else "none"
@@ -112,7 +151,7 @@ class Boundary:
             except FileNotFoundError:
                 return Path(candidate, *pending)
             if stat.S_ISLNK(st.st_mode) and pending:  # the last one is the caller's to refuse
-                if not self.trusts(st.st_uid):
+                if not self.trusts_made(st):
                     raise Unsafe(
                         candidate,
                         f"a symlink owned by {_user_name(st.st_uid)}",
@@ -149,7 +188,12 @@ class Boundary:
 
     def _make(self, target: Path) -> None:
         if not target.parent.exists():
-            target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            missing = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+            for folder in reversed(missing):
+                with contextlib.suppress(FileExistsError):
+                    folder.mkdir(mode=0o755)
+                    if self.gid is not None:  # made by an engine user: its group says so
+                        os.chown(folder, -1, self.gid, follow_symlinks=False)
             self.resolve(target.parent)  # what was made is checked like the rest
         temp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
@@ -169,13 +213,17 @@ class Boundary:
             raise Unsafe(path, "a symlink", "remove it; the plugin makes a folder there")
         if not stat.S_ISDIR(st.st_mode):
             raise Unsafe(path, "not a folder", "remove it; the plugin makes a folder there")
-        if not self.trusts(st.st_uid):
+        if not self.trusts_made(st):
             raise Unsafe(
                 path,
-                f"owned by {_user_name(st.st_uid)}, who may not use the engine",
+                self._stranger(st.st_uid),
                 f"remove it (as root: rm -rf {path}); the plugin makes it anew",
             )
         mode = stat.S_IMODE(st.st_mode)
+        if self.everyone:
+            if st.st_uid == self.uid:
+                self._repair(path, st)
+            return
         if mode & 0o002:
             raise Unsafe(path, f"mode {mode:o}: anyone may write", f"remove it (rm -rf {path})")
         if mode & 0o020 and st.st_gid not in (0, self.gid):
@@ -187,7 +235,9 @@ class Boundary:
         if st.st_uid == self.uid and self._repair(path, st):
             st = os.lstat(path)
             mode = stat.S_IMODE(st.st_mode)
-        if self.gid is not None and (st.st_gid != self.gid or mode & 0o070 != 0o070):
+        if self.gid is not None and (
+            st.st_gid != self.gid or mode & 0o070 != 0o070 or not mode & stat.S_ISGID
+        ):
             raise Unsafe(
                 path,
                 f"group {_group_name(st.st_gid)}, mode {mode:o}: the engine's other users"
@@ -210,14 +260,14 @@ class Boundary:
         """A folder on the way: owned by a trusted user, writable by no one else unless sticky."""
         if not stat.S_ISDIR(st.st_mode):
             raise Unsafe(path, "not a folder", "give a path through folders only")
-        if not self.trusts(st.st_uid):
+        if not self.trusts_made(st):
             raise Unsafe(
                 path,
-                f"owned by {_user_name(st.st_uid)}, who may not use the engine",
+                self._stranger(st.st_uid),
                 "give a path through folders of root, this user or the engine's group",
             )
         mode = stat.S_IMODE(st.st_mode)
-        if mode & stat.S_ISVTX:
+        if mode & stat.S_ISVTX or self.everyone:
             return  # like /tmp: no one may rename or remove another's entry
         if mode & 0o002 or (mode & 0o020 and st.st_gid not in (0, self.gid)):
             raise Unsafe(
@@ -247,6 +297,7 @@ class Boundary:
                     os.fchown(fd, -1, self.gid)
                 os.fchmod(fd, self.file_mode)  # the umask may have taken the group's bits
             else:
+                self._check_links(path, st)  # before any mend: another file's name, maybe
                 if stat.S_ISREG(st.st_mode) and st.st_uid == self.uid:
                     self._mend(fd, st)  # ours, made by another version or tool
                     st = os.fstat(fd)
@@ -264,15 +315,23 @@ class Boundary:
             if stat.S_IMODE(st.st_mode) != self.file_mode:
                 os.fchmod(fd, self.file_mode)
 
+    def _check_links(self, path: Path, st: os.stat_result) -> None:
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:  # 0: replaced meanwhile, not a link
+            raise Unsafe(
+                path,
+                f"a hard link: the file has {st.st_nlink} names",
+                f"remove {path}; the plugin makes a file of its own there",
+            )
+
     def check_file(self, path: Path, st: os.stat_result, limit: int | None = None) -> None:
         if not stat.S_ISREG(st.st_mode):
             raise Unsafe(path, f"not a regular file ({_kind(st.st_mode)})", f"remove {path}")
-        if not self.trusts(st.st_uid):
-            raise Unsafe(
-                path, f"owned by {_user_name(st.st_uid)}, who may not use the engine", "remove it"
-            )
+        self._check_links(path, st)
+        if not self.trusts_made(st):
+            raise Unsafe(path, self._stranger(st.st_uid), "remove it")
         mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o002 or (mode & 0o020 and st.st_gid not in (0, self.gid)):
+        others = mode & 0o002 or (mode & 0o020 and st.st_gid not in (0, self.gid))
+        if others and not self.everyone:
             raise Unsafe(path, f"mode {mode:o}: others may write", f"chmod o-w,g-w {path}")
         if limit is not None and st.st_size > limit:
             raise Unsafe(path, f"{st.st_size} bytes, more than {limit}", f"remove {path}")
@@ -298,22 +357,94 @@ class Boundary:
 
 
 def write_regular(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``, a regular file or none yet; never blocks on a FIFO."""
+    """Write ``data`` to ``path``, a regular file or none yet; never blocks on a FIFO.
+
+    The path is followed as the kernel does with ``fs.protected_symlinks`` and
+    ``fs.protected_regular`` on, whatever this machine's settings (``follow_protected``),
+    so that no other user can point it at a file of this one's.
+    """
+    real = follow_protected(path)
     with contextlib.suppress(FileNotFoundError):
-        st = os.stat(path)
+        st = os.lstat(real)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(f"{path} is not a regular file ({_kind(st.st_mode)})")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(real, flags, 0o666)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(f"{path} is not a regular file ({_kind(st.st_mode)})")
+        _check_protected_regular(path, real.parent, st)
         os.ftruncate(fd, 0)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
+
+
+def follow_protected(path: Path) -> Path:
+    """``path`` made absolute with its symlinks followed, as ``fs.protected_symlinks``
+    does: a symlink in a sticky folder anyone may write (``/tmp``) is followed only when
+    this user or the folder's owner owns it. A user's own symlink (to a results folder,
+    say) is followed as ever. Raises ``OSError`` naming ``path``."""
+    pending = list(Path(os.path.abspath(path)).parts[1:])
+    current = Path("/")
+    links = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        candidate = current / part
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            return Path(candidate, *pending)
+        if not stat.S_ISLNK(st.st_mode):
+            current = candidate
+            continue
+        folder = os.lstat(current)  # a real folder: every link before it was followed
+        if _others_may_write(folder) and st.st_uid not in (os.geteuid(), folder.st_uid):
+            raise OSError(
+                f"{path}: {candidate} is a symlink of {_user_name(st.st_uid)} in {current},"
+                " a sticky folder others may write: not followed (as fs.protected_symlinks)"
+            )
+        links += 1
+        if links > _MAX_LINKS:
+            raise OSError(f"{path}: too many symlinks")
+        target = os.readlink(candidate)
+        if os.path.isabs(target):
+            current = Path("/")
+        pending[:0] = [p for p in Path(target).parts if p != "/"]
+    return current
+
+
+def _check_protected_regular(path: Path, folder: Path, st: os.stat_result) -> None:
+    """As ``fs.protected_regular``: in a sticky folder others may write, an existing file
+    of someone else's (or another name of a file: a hard link) is not written."""
+    where = os.stat(folder)
+    if not _others_may_write(where):
+        return
+    if st.st_uid not in (os.geteuid(), where.st_uid):
+        raise OSError(
+            f"{path} belongs to {_user_name(st.st_uid)}, in {folder}, a sticky folder"
+            " others may write: not written (as fs.protected_regular); remove it or give"
+            " another path"
+        )
+    if st.st_nlink > 1:
+        raise OSError(
+            f"{path} is a hard link ({st.st_nlink} names), in {folder}, a sticky folder"
+            " others may write: not written; remove it or give another path"
+        )
+
+
+def _others_may_write(folder: os.stat_result) -> bool:
+    """A sticky folder that others than its owner may write (``/tmp``, a 1770 folder)."""
+    mode = folder.st_mode
+    return bool(mode & stat.S_ISVTX and mode & 0o022)
 
 
 def _kind(mode: int) -> str:

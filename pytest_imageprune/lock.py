@@ -15,9 +15,14 @@ users can find or write into (see ``boundary``):
   engine's users can read) and this boot's ID: no one else can name the folder, so no one
   else can make it first. A folder there that fails the checks (someone made it anyway) is
   never used: the next name is tried, with one warning line.
+- **A unix socket anyone may use** (``0666``): the same folder, but every local user may
+  use the engine, so every local user takes part: ``0777`` (not sticky, so that any
+  session may remove a dead one's record), files ``0666``.
 - **Anything else** (tcp, ssh, a socket only its owner may use, Podman, whose ID changes
   with every request): a private folder, ``0700``, under this user's runtime folder
-  (``$XDG_RUNTIME_DIR``) or cache (``~/.cache``): only this account's sessions meet there.
+  (``$XDG_RUNTIME_DIR``), ``$XDG_CACHE_HOME`` or ``~/.cache``, the first that passes the
+  checks (one warning line for each one refused, naming its variable): only this
+  account's sessions meet there.
 """
 
 from __future__ import annotations
@@ -58,10 +63,7 @@ def meeting_place(endpoint: str, engine_id: str, boundary: Boundary | None = Non
     boundary = boundary if boundary is not None else Boundary.of_endpoint(endpoint)
     if not boundary.shared or not engine_id:
         # Without an ID to hide behind, a shared name could be made first by anyone.
-        private = Boundary()
-        base = private.make_folder(_private_base() / "pytest-imageprune")
-        folder = private.make_folder(base / _digest(engine_id or canonical_endpoint(endpoint)))
-        return Place(folder / "prune.lock", private)
+        return _private_place(_digest(engine_id or canonical_endpoint(endpoint)))
     key = engine_id
     refused: list[Unsafe] = []
     for path in shared_folders(key):
@@ -107,14 +109,53 @@ def _boot_id() -> str:
         return ""
 
 
-def _private_base() -> Path:
+def _private_place(name: str) -> Place:
+    """This user's own folder ``name``, under the first base that passes the checks."""
+    private = Boundary()
+    refused: list[Unsafe] = []
+    for source, base in _private_bases():
+        try:
+            base_folder = private.make_folder(base / "pytest-imageprune")
+            folder = private.make_folder(base_folder / name)
+        except OSError as exc:
+            why = exc.why if isinstance(exc, Unsafe) else exc.strerror or str(exc)
+            if isinstance(exc, Unsafe) and exc.path != str(base):
+                why = f"{exc.path}: {why}"
+            refused.append(Unsafe(f"{base} (from {source})", why, _private_fix(source)))
+            continue
+        return Place(folder / "prune.lock", private, tuple(refused))
+    raise NoSafePlace(refused)
+
+
+def _private_bases() -> list[tuple[str, Path]]:
+    """Where a private folder may go, in order, each with what named it: a runtime folder
+    that is missing, or a path that is not absolute, is no candidate (as XDG says)."""
+    bases = []
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
-        return Path(runtime)
+        bases.append(("$XDG_RUNTIME_DIR", Path(runtime)))
     cache = os.environ.get("XDG_CACHE_HOME", "")
     if cache and os.path.isabs(cache):
-        return Path(cache)
-    return Path.home() / ".cache"
+        bases.append(("$XDG_CACHE_HOME", Path(cache)))
+    bases.append(("~/.cache", Path.home() / ".cache"))
+    return bases
+
+
+def _private_fix(source: str) -> str:
+    if source.startswith("$"):
+        # sudo -E and su keep the caller's variables, and so its runtime folder
+        return f"unset {source[1:]} or point it at a folder of this user's"
+    return "make it a folder of this user's, or set XDG_CACHE_HOME to one"
+
+
+class NoSafePlace(Unsafe):
+    """No folder could be had: each one tried, with why."""
+
+    def __init__(self, refused: list[Unsafe]) -> None:
+        last = refused[-1]
+        super().__init__(last.path, last.why, last.fix)
+        self.refused = tuple(refused)
+        self.args = ("; ".join(str(r) for r in refused),)
 
 
 class LockUnusable(OSError):

@@ -135,9 +135,9 @@ class PruneReport:
     def write_json(self, path: str | Path, **extra: Any) -> None:
         """Write ``to_dict()``, and any ``extra`` keys, as JSON (to a regular file only:
         a FIFO there is an error, never a wait)."""
-        from pytest_imageprune.boundary import write_regular
+        from pytest_imageprune.boundary import follow_protected, write_regular
 
-        target = Path(path)
+        target = follow_protected(Path(path))  # no folder made through another's symlink
         target.parent.mkdir(parents=True, exist_ok=True)
         data = {**self.to_dict(), **extra}
         write_regular(target, (json.dumps(data, indent=2) + "\n").encode())

@@ -99,6 +99,9 @@ def test_a_folder_of_a_user_outside_the_boundary_is_refused(tmp_path: Path) -> N
     target.mkdir(mode=0o777)
     os.chown(target, NOBODY, NOBODY)
     with pytest.raises(Unsafe, match=r"owned by .*who may not use the engine"):
+        Boundary(gid=12345).make_folder(target)
+    # A private boundary is this user alone: the owner is not said to lack the engine.
+    with pytest.raises(Unsafe, match=r"owned by nobody \(uid 65534\), not by this user or root"):
         Boundary().make_folder(target)
     with pytest.raises(Unsafe):
         Boundary().make_folder(target / "below")  # nor anything below it
@@ -238,3 +241,160 @@ def test_an_engine_without_an_id_or_a_group_meets_in_a_private_folder(
         assert place.lock.parent.parent == tmp_path / "pytest-imageprune"
         assert not place.boundary.shared
         assert stat.S_IMODE(place.lock.parent.stat().st_mode) == 0o700
+
+
+# -- what the probe of issue 13's fix found -----------------------------------------------------
+ENGINE_GID = 12345  # a group no account lists in /etc/group
+
+
+def test_what_the_engine_group_made_is_trusted_whoever_owns_it(tmp_path: Path) -> None:
+    """F4: an account with the group only as a supplementary group of its process."""
+    needs_root()
+    boundary = Boundary(gid=ENGINE_GID)
+    made = tmp_path / "made-by-carol"
+    made.mkdir()
+    os.chown(made, NOBODY, ENGINE_GID)  # carol, in the group by runuser -G: chgrp allowed
+    os.chmod(made, 0o2770)
+    assert boundary.make_folder(made) == made
+    record = made / "record.json"
+    record.write_text("{}")
+    os.chown(record, NOBODY, ENGINE_GID)
+    os.chmod(record, 0o660)
+    assert boundary.read_file(record, 100) == b"{}"
+    # Not the engine's group: still refused, owner and group alike.
+    os.chown(record, NOBODY, NOBODY)
+    with pytest.raises(Unsafe, match="who may not use the engine"):
+        boundary.read_file(record, 100)
+    os.chown(made, NOBODY, NOBODY)
+    os.chmod(made, 0o2770)
+    with pytest.raises(Unsafe, match="who may not use the engine"):
+        boundary.make_folder(made)
+    # A shared registry folder is setgid, so that every file made in it is the group's.
+    os.chown(made, NOBODY, ENGINE_GID)
+    os.chmod(made, 0o770)
+    with pytest.raises(Unsafe, match="chmod 2770"):
+        boundary.make_folder(made)
+
+
+def test_every_folder_made_in_a_shared_place_is_the_engine_group(
+    tmp_path: Path, umask_022: None
+) -> None:
+    """F4: so that others trust what this session made, whatever /etc/group says."""
+    needs_root()
+    Boundary(gid=ENGINE_GID).make_folder(tmp_path / "a" / "b" / "registry")
+    for path in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "registry"):
+        assert path.stat().st_gid == ENGINE_GID, path
+
+
+def test_a_hard_link_is_refused_before_anything_is_done_to_it(tmp_path: Path) -> None:
+    """F8: another name of a file of this user's (root's) at the lock path."""
+    victim = tmp_path / "unrelated"
+    victim.write_text("keep me")
+    os.chmod(victim, 0o644)
+    os.link(victim, tmp_path / "prune.lock")
+    for boundary in (Boundary(), Boundary(gid=os.getegid())):
+        with pytest.raises(LockUnusable, match=r"prune.lock is not safe to use \(a hard link"):
+            PruneLock(tmp_path / "prune.lock", boundary).acquire()
+        with pytest.raises(Unsafe, match="a hard link"):
+            boundary.read_file(tmp_path / "prune.lock", 100)
+    st = victim.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o644, os.getegid())
+
+
+def test_a_socket_anyone_may_use_makes_everyone_the_boundary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask_022: None
+) -> None:
+    """F3: with a 0666 socket every local user is an engine user, and takes part."""
+    path = tmp_path / "engine.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    try:
+        os.chmod(path, 0o666)
+        boundary = Boundary.of_endpoint(f"unix://{path}")
+    finally:
+        server.close()
+    assert boundary.everyone
+    assert boundary.shared
+    assert boundary.trusts(NOBODY)
+    assert (boundary.folder_mode, boundary.file_mode) == (0o777, 0o666)
+    monkeypatch.setattr("tempfile.gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr("os.path.isdir", lambda p: p != "/tmp" and os.path.exists(p))
+    place = meeting_place(f"unix://{path}", "ENGINE:ID", boundary)
+    assert place.lock.parent.parent == tmp_path
+    lock = PruneLock(place.lock, place.boundary)
+    assert lock.acquire()
+    lock.release()
+    registry = boundary.make_folder(place.registry)
+    # Not sticky: any session may remove a dead session's record, whoever made it.
+    assert stat.S_IMODE(registry.stat().st_mode) == 0o777
+    assert stat.S_IMODE(place.lock.stat().st_mode) == 0o666
+    if os.geteuid() == 0:
+        record = registry / "record.json"
+        record.write_text("{}")
+        os.chown(record, NOBODY, NOBODY)
+        os.chmod(record, 0o666)
+        assert boundary.read_file(record, 100) == b"{}"
+
+
+def test_a_private_place_tries_the_next_base_naming_each_refused_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F9: an XDG_RUNTIME_DIR of another user's (sudo -E, su) falls back to ~/.cache."""
+    needs_root()
+    evil = tmp_path / "evil"
+    evil.mkdir(mode=0o777)
+    os.chown(evil, NOBODY, NOBODY)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(evil))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    place = meeting_place("tcp://127.0.0.1:2375", "ENGINE:ID", Boundary())
+    assert place.lock.parent.parent == tmp_path / "home" / ".cache" / "pytest-imageprune"
+    (refused,) = place.refused
+    assert str(refused).startswith(f"{evil} (from $XDG_RUNTIME_DIR) is not safe to use")
+    assert "not by this user or root" in str(refused)
+    assert "may not use the engine" not in str(refused)
+    assert "unset XDG_RUNTIME_DIR" in str(refused)
+    assert list(evil.iterdir()) == []
+    # None left: each one is named.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(evil))
+    monkeypatch.setenv("HOME", str(evil))
+    with pytest.raises(Unsafe) as caught:
+        meeting_place("tcp://127.0.0.1:2375", "ENGINE:ID", Boundary())
+    for source in ("$XDG_RUNTIME_DIR", "$XDG_CACHE_HOME", "~/.cache"):
+        assert f"(from {source})" in str(caught.value)
+
+
+def test_the_report_follows_no_other_users_symlink_in_a_sticky_folder(tmp_path: Path) -> None:
+    """p6: as fs.protected_symlinks and fs.protected_regular, whatever the machine's."""
+    needs_root()
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    os.chmod(victim, 0o600)
+    planted = sticky / "report.json"
+    planted.symlink_to(victim)
+    os.lchown(planted, NOBODY, NOBODY)
+    with pytest.raises(OSError, match=re.escape(f"{planted}: {planted} is a symlink of nobody")):
+        write_regular(planted, b"{}")
+    planted.unlink()
+    planted.write_text("theirs")  # a file of another user's there: not written
+    os.chown(planted, NOBODY, NOBODY)
+    with pytest.raises(OSError, match=re.escape(f"{planted} belongs to nobody")):
+        write_regular(planted, b"{}")
+    assert planted.read_text() == "theirs"
+    planted.unlink()
+    os.link(victim, planted)  # another name of this user's file: not written either
+    with pytest.raises(OSError, match="a hard link"):
+        write_regular(planted, b"{}")
+    assert victim.read_text() == "keep me"
+    planted.unlink()
+    # This user's own symlinks keep working: in the sticky folder, and to a results folder.
+    planted.symlink_to(tmp_path / "own.json")
+    write_regular(planted, b"{}")
+    assert (tmp_path / "own.json").read_bytes() == b"{}"
+    (tmp_path / "real").mkdir()
+    (tmp_path / "results").symlink_to(tmp_path / "real")
+    write_regular(tmp_path / "results" / "report.json", b"{}")
+    assert (tmp_path / "real" / "report.json").read_bytes() == b"{}"
