@@ -129,8 +129,10 @@ class FreshTmp:
         user: str | None = None,
         cwd: str = "/",
         env: dict[str, str] | None = None,
+        groups: Sequence[str] = (),
     ) -> list[str]:
-        """``argv`` in the namespace, as ``user`` (root if None), with only ``env`` set."""
+        """``argv`` in the namespace, as ``user`` (root if None), with only ``env`` set;
+        ``groups``: supplementary groups of the process, whatever /etc/group lists."""
         base = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
@@ -139,7 +141,10 @@ class FreshTmp:
             "HOME": "/tmp",
         }
         variables = [f"{k}={v}" for k, v in {**base, **(env or {})}.items()]
-        as_user = ["runuser", "-u", user, "--"] if user else []
+        as_user: list[str] = []
+        if user:
+            extra = [a for g in groups for a in ("-G", g)]
+            as_user = ["runuser", "-u", user, *(["-g", user] if extra else []), *extra, "--"]
         # nsenter's --wd opens its folder before entering: env's -C changes to it inside.
         enter = ["nsenter", "-t", str(self.holder.pid), "-m", "--"]
         return [*enter, *as_user, "env", "-i", "-C", cwd, *variables, *argv]
@@ -229,6 +234,40 @@ def _topmost_under_tmp(paths: set[Path]) -> set[Path]:
     """Those under ``/tmp``, only the topmost of each (a clone's root, not its venv)."""
     under = {p for p in paths if Path("/tmp") in p.parents}
     return {p for p in under if not any(q in p.parents for q in under)}
+
+
+#: A unix socket at argv[1], of mode argv[3] and group argv[4], forwarding to argv[2]: an
+#: engine socket with another mode, the real one untouched.
+SOCKET_PROXY = """
+import grp, os, socket, sys, threading
+path, target, mode, group = sys.argv[1], sys.argv[2], int(sys.argv[3], 8), sys.argv[4]
+server = socket.socket(socket.AF_UNIX)
+server.bind(path)
+os.chown(path, -1, grp.getgrnam(group).gr_gid)
+os.chmod(path, mode)
+server.listen(64)
+print("ready", flush=True)
+
+def pipe(a, b):
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+while True:
+    client, _ = server.accept()
+    upstream = socket.socket(socket.AF_UNIX)
+    upstream.connect(target)
+    threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+    threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+"""
 
 
 @contextlib.contextmanager

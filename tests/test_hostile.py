@@ -25,7 +25,7 @@ import docker
 import pytest
 
 from pytest_imageprune.lock import shared_folders
-from tests.hostile import FreshTmp, Users, engine_group, fresh_tmp, need_root_tools
+from tests.hostile import SOCKET_PROXY, FreshTmp, Users, engine_group, fresh_tmp, need_root_tools
 from tests.support import connect, engine_missing, image_archive, layer_tar
 from tests.test_plugin_engine import INNER, Namespace
 
@@ -88,9 +88,18 @@ class Project:
     """A folder of tests in the namespace, owned by the account that runs them."""
 
     def __init__(
-        self, ns: FreshTmp, label: Namespace, user: str | None, tag: str, base: str = "/tmp/work"
+        self,
+        ns: FreshTmp,
+        label: Namespace,
+        user: str | None,
+        tag: str,
+        base: str = "/tmp/work",
+        *,
+        groups: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.ns, self.label, self.user = ns, label, user
+        self.groups, self.extra = groups, env or {}
         self.inside = f"{base}/{tag}"
         self.outside = ns.path(self.inside)
         (self.outside / "built").mkdir(parents=True)
@@ -108,15 +117,22 @@ class Project:
         return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args]
 
     def env(self) -> dict[str, str]:
-        return {"IMAGEPRUNE_TEST_NS": self.label.name, "IMAGEPRUNE_TEST_OUT": "built"}
+        return {"IMAGEPRUNE_TEST_NS": self.label.name, "IMAGEPRUNE_TEST_OUT": "built", **self.extra}
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return self.ns.run(
-            self.argv(*args), user=self.user, cwd=self.inside, env=self.env(), timeout=timeout
+            self.argv(*args),
+            user=self.user,
+            cwd=self.inside,
+            env=self.env(),
+            groups=self.groups,
+            timeout=timeout,
         )
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        return self.ns.popen(self.argv(*args), user=self.user, cwd=self.inside, env=self.env())
+        return self.ns.popen(
+            self.argv(*args), user=self.user, cwd=self.inside, env=self.env(), groups=self.groups
+        )
 
     def built(self, name: str) -> str:
         ids: list[str] = json.loads((self.outside / "built" / f"{name}.json").read_text())
@@ -663,3 +679,76 @@ def test_a_dead_session_whose_child_lives_on_is_swept(ns: FreshTmp, label: Names
     assert "finished the prune of a session that died" in out, out
     assert not label.exists(root.built("orphan")), out
     assert not label.exists(root.built("own")), out
+
+
+# -- the probe of the fix: engine users /etc/group does not list, or no group at all ------------
+WAIT_AND_KEEP = """
+from tests.support import connect
+
+def test_build_and_keep_using():
+    image = make("mine")[-1]
+    Path("ready").touch()
+    wait_for("go")
+    connect().inspect_image(image)  # ImageNotFound if another session took it
+"""
+
+
+def _outlives(
+    ns: FreshTmp, label: Namespace, user: Project, env: dict[str, str] | None = None
+) -> None:
+    """Root's session ends while ``user``'s live one holds an image: it stays, and
+    ``user``'s session prunes it at its own end."""
+    root = Project(ns, label, None, "root", env=env)
+    root.write('def test_wait():\n    Path("ready").touch()\n    wait_for("go")\n')
+    first = root.start(label.scope)
+    try:
+        root.wait_for("ready", first)  # root made the meeting place: the user joins it
+        user.write(WAIT_AND_KEEP)
+        running = user.start(label.scope)
+        try:
+            user.wait_for("ready", running)
+            (root.outside / "go").touch()
+            first.wait(120)
+            out = first.stdout.read() if first.stdout else ""
+            assert first.returncode == 0, out
+            assert "in the session registry" not in out, out  # not skipped as untrusted
+            assert "another live session may have produced" in out, out
+            assert label.exists(user.built("mine")), out
+        finally:
+            (user.outside / "go").touch()
+            code = running.wait(120)
+        out = running.stdout.read() if running.stdout else ""
+        assert code == 0, out
+        assert "not safe to use" not in out, out
+        assert not label.exists(user.built("mine")), out
+    finally:
+        (root.outside / "go").touch()
+        first.wait(120)
+
+
+def test_an_engine_user_by_a_supplementary_group_is_protected(
+    ns: FreshTmp, users: Users, label: Namespace
+) -> None:
+    """F4: the engine's group only in the process (runuser -G, SupplementaryGroups=, LDAP
+    groups without member lists), not in /etc/group."""
+    carol = Project(ns, label, users.outsider, "carol", groups=(users.group,))
+    _outlives(ns, label, carol)
+
+
+def test_with_a_socket_anyone_may_use_every_user_is_protected(
+    ns: FreshTmp, users: Users, label: Namespace
+) -> None:
+    """F3: a socket of mode 0666 (a proxy in front of the engine: the real one untouched)
+    makes every local user an engine user, and every one takes part."""
+    proxy = ns.popen(
+        [sys.executable, "-c", SOCKET_PROXY, "/tmp/pub.sock", SOCKET, "666", users.group]
+    )
+    try:
+        assert proxy.stdout is not None
+        assert proxy.stdout.readline().strip() == "ready"
+        env = {"DOCKER_HOST": "unix:///tmp/pub.sock"}
+        outsider = Project(ns, label, users.outsider, "outsider", env=env)
+        _outlives(ns, label, outsider, env=env)
+    finally:
+        proxy.kill()
+        proxy.wait()
