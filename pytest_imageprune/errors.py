@@ -47,3 +47,16 @@ class EngineNotConfigured(EngineUnavailable):
 
     def __str__(self) -> str:
         return f"no Docker engine can be chosen: {self.reason}"
+
+
+class RegistryStuck(ImagePruneError, TimeoutError):
+    """A file operation on the session registry or the prune lock did not end within its
+    bound (a stuck network mount, say): the session gives up on the registry."""
+
+    def __init__(self, path: str, seconds: float) -> None:
+        super().__init__(path, seconds)
+        self.path = path
+        self.seconds = seconds
+
+    def __str__(self) -> str:
+        return f"gave up on the session registry after waiting {self.seconds:g} s for {self.path}"

@@ -1,40 +1,40 @@
-"""One session's life on an engine, without pytest: start, heartbeat, finish.
+"""One session's life on an engine, without pytest: start, finish, and what to say.
 
-At start: connect, record the baseline, register in the endpoint's session registry. At
-finish, under the endpoint's prune lock: prune this session's images, keeping what a live
+At start: connect, record the baseline, join the engine's sessions (``coordination``). At
+finish, under the engine's prune lock: prune this session's images, keeping what a live
 session may have produced, then finish the work of sessions that died or deferred theirs.
-Nothing here raises: every problem becomes a report status and a line to print.
+The protocol between sessions is ``coordination.Coordinator``'s; the engine's work and the
+user's lines are this module's. Nothing here raises: every problem becomes a report status
+and a line to print.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_imageprune import report as reporting
 from pytest_imageprune.engine import DockerEngine, Engine, endpoint_from_env
-from pytest_imageprune.errors import EngineUnavailable, FilterError
+from pytest_imageprune.errors import EngineUnavailable, FilterError, RegistryStuck
 from pytest_imageprune.filters import Filters
 from pytest_imageprune.images import Baseline, Image, Snapshot
 from pytest_imageprune.report import RAN
 
-# The registry, the lock and the prune (filelock among them) are imported where first
-# used, so that pytest's start-up does not wait for them: ``_load_the_rest`` loads them
-# in the baseline thread while the engine lists its images.
+# The coordination, the lock, the registry and the prune (filelock among them) are
+# imported where first used, so that pytest's start-up does not wait for them:
+# ``_load_the_rest`` loads them in the baseline thread while the engine lists its images.
 if TYPE_CHECKING:
+    from pytest_imageprune.coordination import Coordinator
     from pytest_imageprune.deletion import Progress
-    from pytest_imageprune.lock import Place, PruneLock
     from pytest_imageprune.report import PruneReport
     from pytest_imageprune.selection import KeepRule
-    from pytest_imageprune.sessions import BadRecord, Others, Registry, SessionRecord
+    from pytest_imageprune.sessions import BadRecord, SessionRecord
     from pytest_imageprune.store import Store
-
-#: How many times a lock holder looks again for sessions settling their work on it.
-_SETTLE_ROUNDS = 60
 
 
 @dataclass
@@ -63,7 +63,8 @@ class PruneSession:
     engine: Engine | None = None
     baseline: Baseline | None = None
     record: SessionRecord | None = None
-    registry: Registry | None = None
+    #: This session's part in the protocol between sessions, once it has a meeting place.
+    coordinator: Coordinator | None = None
     #: Why nothing can be pruned (the engine was unreachable at start), if so.
     problem: str | None = None
     #: Why no safe registry or lock could be had (nothing is deleted then), if so.
@@ -71,12 +72,7 @@ class PruneSession:
     report: PruneReport | None = None
     swept: list[Swept] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
-    _beat: threading.Event = field(default_factory=threading.Event)
-    _beater: threading.Thread | None = None
     _starter: threading.Thread | None = None
-    #: The records this session swept, each with the live sessions it swept it under:
-    #: sweeping it again makes sense only once that set has changed.
-    _swept_under: dict[str, frozenset[str]] = field(default_factory=dict)
     #: Layers read ahead while the tests ran (scope "all"), by root image ID.
     _known_layers: dict[str, dict[str, int]] = field(default_factory=dict)
     _reader: threading.Thread | None = None
@@ -89,13 +85,8 @@ class PruneSession:
     _said_live: set[str] = field(default_factory=set)
     #: The engine's ID (``GET /info``, asked with the baseline); "" when it has none.
     _engine_id: str | None = None
-    _place_found: Place | None = None
     #: The bad registry files already said, by name (one line each per session).
     _bad_said: set[str] = field(default_factory=set)
-    #: Heartbeats that failed: how many, the first one's time and the last error.
-    _beat_failures: int = 0
-    _beat_failed_at: float | None = None
-    _beat_error: str = ""
 
     # -- start ---------------------------------------------------------------------------
     def start(self, *, background: bool = False) -> None:
@@ -219,7 +210,7 @@ class PruneSession:
     def _register(self) -> None:
         from pytest_imageprune.sessions import SessionRecord
 
-        if self.baseline is None or self.registry is not None:
+        if self.baseline is None or self.coordinator is not None:
             return
         self.record = SessionRecord.new(
             self.baseline,
@@ -227,68 +218,66 @@ class PruneSession:
             self.scope,
             self.baseline.taken_ns or time.time_ns(),
         )
-        registry = self._open_registry()
-        if registry is None:
+        coordinator = self._meet()
+        if coordinator is None:
             return
         try:
-            registry.register(self.record)
+            coordinator.join(self.record)
         except Exception as exc:  # in a pytest hook now: never the verdict, never a traceback
-            self.unsafe = f"the session registry {registry.directory} is unusable: {exc}"
+            self.unsafe = (
+                f"the session registry {coordinator.registry.directory} is unusable: {exc}"
+            )
+            coordinator.close()
             return
-        self.registry = registry
-        self._beater = threading.Thread(
-            target=self._heartbeat, name="imageprune-heartbeat", daemon=True
-        )
-        self._beater.start()
+        self.coordinator = coordinator
 
-    def _open_registry(self) -> Registry | None:
-        """The registry of the engine's meeting place, checked; None (and ``unsafe``
-        says why) when no safe one can be had."""
-        from pytest_imageprune.sessions import Registry
+    def _meet(self) -> Coordinator | None:
+        """The coordinator of the engine's meeting place, its registry checked; None (and
+        ``unsafe`` says why) when no safe one can be had."""
+        from pytest_imageprune.coordination import Coordinator
+        from pytest_imageprune.lock import meeting_place, place_of_lock
 
         try:
-            place = self._place()
+            if self.lock_path is not None:
+                find = functools.partial(place_of_lock, self.lock_path, self.endpoint)
+                what = str(self.lock_path)
+            else:
+                find = functools.partial(meeting_place, self.endpoint, self._engine())
+                what = f"the meeting place of {self.endpoint}"
+            coordinator = Coordinator.meet(find, what, on_bad=self._say_bad)
         except EngineUnavailable as exc:
             self.problem = str(exc)
             return None
         except Exception as exc:
             self.unsafe = f"no safe place for the lock and the session registry: {exc}"
             return None
-        registry = Registry(place.registry, place.boundary)
+        for refused in coordinator.place.refused:  # each squatted name: one line, then the next
+            self.lines.append(
+                f"imageprune: WARNING {refused}; meeting at {coordinator.place.lock.parent} instead"
+            )
         try:
-            registry.open()
+            coordinator.open()
         except Exception as exc:
-            self.unsafe = f"no safe session registry beside the lock {place.lock}: {exc}"
+            self.unsafe = (
+                f"no safe session registry beside the lock {coordinator.place.lock}: {exc}"
+            )
+            coordinator.close()
             return None
-        return registry
+        return coordinator
+
+    def _engine(self) -> str:
+        """The engine's ID, asked now if it was not at start ("" when it has none)."""
+        if self._engine_id is None:  # not asked at start: the engine did not answer
+            self.engine = self.engine or DockerEngine.from_env()
+            self.endpoint = self.engine.endpoint
+            engine_id = getattr(self.engine, "engine_id", "")
+            self._engine_id = engine_id if isinstance(engine_id, str) else ""
+        return self._engine_id
 
     def stop_heartbeat(self) -> None:
         """No more heartbeats: the record is this session's to settle from here on."""
-        self._beat.set()
-        if self._beater is not None:
-            self._beater.join()
-            self._beater = None
-
-    def _heartbeat(self) -> None:
-        """Touch the ``.alive`` file every second until told to stop; a failure is retried
-        (sooner) and counted, never the end of the heartbeat: ``finish`` says so."""
-        from pytest_imageprune.sessions import HEARTBEAT_NS
-
-        interval = HEARTBEAT_NS / 1e9
-        while not self._beat.wait(interval):
-            registry = self.registry
-            if registry is None:
-                return
-            try:
-                registry.beat()
-            except Exception as exc:
-                self._beat_failures += 1
-                self._beat_error = f"{type(exc).__name__}: {exc}"
-                if self._beat_failed_at is None:
-                    self._beat_failed_at = time.time()
-                interval = HEARTBEAT_NS / 5e9
-            else:
-                interval = HEARTBEAT_NS / 1e9
+        if self.coordinator is not None:
+            self.coordinator.stop_heartbeat()
 
     # -- finish --------------------------------------------------------------------------
     def finish(self) -> None:
@@ -300,19 +289,24 @@ class PruneSession:
             self._finish()
         except KeyboardInterrupt:
             self.lines.append("imageprune: interrupted before deleting anything")
+        except RegistryStuck as exc:  # nothing more may be deleted without the registry
+            ran = self.report is not None and self.report.status in RAN
+            more = "; nothing more deleted" if ran else "; nothing deleted"
+            self._fail(reporting.NO_REGISTRY, f"WARNING {exc}{more}")
         except Exception as exc:  # the verdict is the tests', whatever happens here
             self._fail(reporting.FAILED, f"WARNING prune failed: {type(exc).__name__}: {exc}")
         finally:
             self.stop_read_ahead(wait=False)  # a daemon thread: it closes its connection
-            if self.registry is not None:
-                self.registry.close()
+            if self.coordinator is not None:
+                self.coordinator.close()  # never raises, never waits past its bound
             if self.engine is not None:
                 self.engine.close()
-        if self._beat_failures:
-            when = time.strftime("%H:%M:%S", time.localtime(self._beat_failed_at or 0))
+        trouble = self.coordinator.heartbeat_trouble if self.coordinator is not None else None
+        if trouble is not None:
+            when = time.strftime("%H:%M:%S", time.localtime(trouble.first_at))
             self.lines.append(
-                f"imageprune: WARNING the heartbeat failed {self._beat_failures} times from"
-                f" {when} ({self._beat_error}): had this session died, a later one would"
+                f"imageprune: WARNING the heartbeat failed {trouble.failures} times from"
+                f" {when} ({trouble.error}): had this session died, a later one would"
                 " have kept what it made after the last heartbeat"
             )
         if self.report is not None:
@@ -324,7 +318,7 @@ class PruneSession:
                     self.lines.insert(1, f"imageprune: {hint}")
 
     def _finish(self) -> None:
-        from pytest_imageprune.lock import ALREADY_RUNNING, LockUnusable, PruneLock
+        from pytest_imageprune.lock import ALREADY_RUNNING, LockUnusable
 
         if self.store is not None and not self.store.supported:
             self._fail(reporting.UNSUPPORTED_STORE, f"WARNING {self.problem}; nothing deleted")
@@ -332,82 +326,48 @@ class PruneSession:
         if self.scope == "session" and self.baseline is None:
             self._fail(reporting.NO_BASELINE, f"WARNING {self.problem}; nothing pruned")
             return
-        if self.registry is None and self.unsafe is None:
+        if self.coordinator is None and self.unsafe is None:
             # Scope "all" with no baseline: not registered, but it must see the others.
-            self.registry = self._open_registry()
+            self.coordinator = self._meet()
         if self.dry_run:  # deletes nothing: no need to keep a real prune waiting
             self._prune_all()
             return
-        if self.registry is None and self.unsafe is None:
+        if self.coordinator is None and self.unsafe is None:
             self._fail(reporting.UNREACHABLE, f"WARNING {self.problem}; nothing pruned")
             return
-        if self.registry is None:
+        if self.coordinator is None:
             # Pruning without the registry could take another live session's images.
             self._fail(reporting.NO_REGISTRY, f"WARNING {self.unsafe}; nothing deleted")
             return
-        self._mark_finishing()
-        place = self._place()
-        lock = PruneLock(place.lock, place.boundary)
+        coordinator = self.coordinator
+        coordinator.finishing()
         try:
-            acquired = lock.acquire()
+            acquired = coordinator.take_lock()
         except LockUnusable as exc:
             self._fail(reporting.NO_REGISTRY, f"WARNING {exc}; nothing deleted")
             self._settle_own(done=False)  # whoever prunes next does it
             return
         if not acquired:
-            self._fail(reporting.LOCKED, f"{ALREADY_RUNNING} ({lock.path}); nothing deleted")
+            path = coordinator.lock.path
+            self._fail(reporting.LOCKED, f"{ALREADY_RUNNING} ({path}); nothing deleted")
             self._settle_own(done=False)  # whoever prunes next does it
             return
         try:
             self._prune_all()
         finally:
-            lock.release()
-        self._hand_over(lock)
-
-    def _hand_over(self, lock: PruneLock) -> None:
-        """After letting the lock go, look once more for work handed to this session.
-
-        A session may mark itself finishing just after this one last looked, then find
-        the lock still held and defer. So: while anything is owed or someone is
-        finishing, take the lock again (never waiting: if another holds it, that one
-        sees what is owed) and sweep.
-        """
-        from pytest_imageprune.sessions import FINISHING
-
-        if self.registry is None or self.report is None:
-            return
-        if self.report.status != reporting.COMPLETED:
-            return
-        for _ in range(3):
-            others = self._others()
-            finishing = any(r.state == FINISHING for r in others.live)
-            live = frozenset(r.id for r in others.live)
-            todo = [r for r in others.owed() if self._swept_under.get(r.id) != live]
-            if not finishing and not todo:
-                self.registry.release_taken()
-                return  # nothing new: what is left waits for a live session to end
-            if not lock.acquire():
-                self.registry.release_taken()  # the holder sweeps the dead, not us
-                return
-            try:
-                self._sweep_owed()
-            finally:
-                lock.release()
+            coordinator.release_lock()
+        if self.report is not None and self.report.status == reporting.COMPLETED:
+            coordinator.hand_over(self._sweep_keeping)
 
     def _prune_all(self) -> None:
-        from pytest_imageprune.sessions import protect_live
-
         if self.engine is None:
             try:
                 self.engine = DockerEngine.from_env()
             except EngineUnavailable as exc:
                 self._fail(reporting.UNREACHABLE, f"WARNING {exc}; nothing pruned")
                 return
-        others = None
-        if self.registry is not None:
-            others = self.registry.classify(self.record.id if self.record else None)
-            self._say_bad(others.bad)
-        keep_live = protect_live(others.live if others else [])
+        coordinator = self.coordinator
+        keep_live = coordinator.protection() if coordinator is not None else _keep_nothing
         if self.protect is not None:
             keep_live = _either(keep_live, self.protect)
         own_baseline = self.baseline if self.scope == "session" else None
@@ -416,50 +376,14 @@ class PruneSession:
             done=_done(self.report),
             present=frozenset((*self.report.candidates, *self.report.kept)),
         )
-        if others is None or self.dry_run or self.report.status != reporting.COMPLETED:
+        if coordinator is None or self.dry_run or self.report.status != reporting.COMPLETED:
             return
-        self._sweep_owed()
+        coordinator.sweep_owed(self._sweep_keeping)
 
-    def _sweep_owed(self) -> None:
-        """Finish what dead and deferred sessions left, this one's own deferral included.
-
-        A session that is finishing right now may find the lock held and defer its work to
-        whoever holds it: so, holding it, wait a moment for such sessions to settle, and
-        sweep again. (This session waits; the others never do.)
-        """
-        from pytest_imageprune.sessions import FINISHING, protect_live
-
-        if self.registry is None:
-            return
-        for _ in range(_SETTLE_ROUNDS):
-            others = self._others()
-            live = frozenset(r.id for r in others.live)
-            todo = [r for r in others.owed() if self._swept_under.get(r.id) != live]
-            if todo:
-                keep = protect_live(others.live)
-                if self.protect is not None:
-                    keep = _either(keep, self.protect)
-                for record in todo:
-                    state = "died" if record in others.dead else "deferred"
-                    if not self._sweep(record, keep, state):
-                        return  # cancelled, or the engine is gone: the next session goes on
-                    self._swept_under[record.id] = live
-                continue  # sweeping took a while: someone may have deferred meanwhile
-            if not any(r.state == FINISHING for r in others.live):
-                return
-            time.sleep(0.05)
-
-    def _others(self) -> Others:
-        """Every other record, this session's own included once it is deferred."""
-        from pytest_imageprune.sessions import Others
-
-        if self.registry is None:
-            return Others()
-        others = self.registry.classify(None)
-        self._say_bad(others.bad)
-        own = self.record.id if self.record is not None else None
-        others.live = [r for r in others.live if r.id != own]  # never wait for oneself
-        return others
+    def _sweep_keeping(self, record: SessionRecord, keep_live: KeepRule, state: str) -> bool:
+        """``_sweep``, keeping also what the ``pytest_imageprune_protect`` hook protects."""
+        keep = keep_live if self.protect is None else _either(keep_live, self.protect)
+        return self._sweep(record, keep, state)
 
     def _sweep(self, record: SessionRecord, keep_live: KeepRule, state: str) -> bool:
         """Finish a dead or deferred session's prune, with its filters, over its lifetime.
@@ -469,12 +393,13 @@ class PruneSession:
         """
         from pytest_imageprune.sessions import Arrival, is_doubt_reason, within_lifetime
 
-        if self.registry is None:
+        coordinator = self.coordinator
+        if coordinator is None:
             return False
         try:
             filters = Filters.from_mapping(record.filters)
         except FilterError:
-            self.registry.settle(record, done=True, end_ns=record.death_ns)
+            coordinator.swept(record, done=True)
             return True
         baseline = record.baseline if record.scope == "session" else None
         try:
@@ -484,7 +409,9 @@ class PruneSession:
             arrival = Arrival(engine.inspect, snapshot, getattr(engine, "events", None))
             keep = within_lifetime(record, keep_live, arrival)
             report = self._prune(filters, baseline, keep, snapshot=snapshot)
-            self.registry.settle(record, done=_done(report), end_ns=record.death_ns)
+            coordinator.swept(record, done=_done(report))
+        except RegistryStuck:
+            raise
         except Exception as exc:  # one session's leftovers never cost this one its report
             self.lines.append(
                 f"imageprune: WARNING could not finish the prune of {record.describe()}: "
@@ -559,29 +486,20 @@ class PruneSession:
             )
         return report
 
-    def _mark_finishing(self) -> None:
-        """Say "finishing": a lock holder then waits for this session to settle."""
-        from pytest_imageprune.sessions import FINISHING
-
-        if self.registry is None or self.record is None:
-            return
-        try:
-            self.record = replace(self.record, state=FINISHING)
-            self.registry.write(self.record)
-        except OSError:
-            pass
-
     def _settle_own(self, *, done: bool, present: frozenset[str] | None = None) -> None:
         """Forget this session's record, or leave it deferred with what was in its scope
         at its end (``present``: a later sweep's evidence of what it left; listed here if
         not given)."""
-        if self.registry is None or self.record is None:
+        coordinator = self.coordinator
+        if coordinator is None or coordinator.record is None:
             return
         done = done or self.dry_run
         if not done and present is None:
             present = self._present()
         try:
-            self.registry.settle(self.record, done=done, end_ns=time.time_ns(), present=present)
+            coordinator.settle_own(done=done, end_ns=time.time_ns(), present=present)
+        except RegistryStuck:
+            raise
         except OSError as exc:
             self.lines.append(f"imageprune: WARNING could not update the session registry: {exc}")
 
@@ -613,35 +531,15 @@ class PruneSession:
             errors=[{"error": message}],
         )
 
-    def _place(self) -> Place:
-        """Where this engine's sessions meet: the lock given, or the engine's own folder.
-
-        Raises ``OSError`` (``Unsafe``) when no safe folder can be had.
-        """
-        from pytest_imageprune.lock import meeting_place, place_of_lock
-
-        if self._place_found is None:
-            if self.lock_path is not None:
-                place = place_of_lock(self.lock_path, self.endpoint)
-            else:
-                if self._engine_id is None:  # not asked at start: the engine did not answer
-                    self.engine = self.engine or DockerEngine.from_env()
-                    self.endpoint = self.engine.endpoint
-                    engine_id = getattr(self.engine, "engine_id", "")
-                    self._engine_id = engine_id if isinstance(engine_id, str) else ""
-                place = meeting_place(self.endpoint, self._engine_id)
-            for refused in place.refused:  # each squatted name: one line, then the next
-                self.lines.append(
-                    f"imageprune: WARNING {refused}; meeting at {place.lock.parent} instead"
-                )
-            self._place_found = place
-        return self._place_found
-
     def _say_bad(self, bad: list[BadRecord]) -> None:
         for item in bad:
             if item.name not in self._bad_said:
                 self._bad_said.add(item.name)
                 self.lines.append(f"imageprune: WARNING {item.describe()}")
+
+
+def _keep_nothing(image: Image) -> str | None:
+    return None
 
 
 def _either(first: KeepRule, second: KeepRule) -> KeepRule:
@@ -667,6 +565,5 @@ def _done(report: PruneReport) -> bool:
 
 def _load_the_rest() -> None:
     """Import what the session needs later, while the engine lists its images."""
-    import pytest_imageprune.lock
-    import pytest_imageprune.prune
-    import pytest_imageprune.sessions  # noqa: F401
+    import pytest_imageprune.coordination
+    import pytest_imageprune.prune  # noqa: F401

@@ -1,30 +1,19 @@
-"""The registry of sessions on one Docker engine: who is alive, who died, what is owed.
+"""The registry of sessions on one Docker engine: its records, and how they are read.
 
-Each session writes ``<id>.json`` (its pid, start time, filters, scope and baseline) in the
-registry folder beside the prune lock, and holds ``<id>.alive`` locked (``flock``) while it
-runs: the kernel releases that lock when the process dies, however it dies. Every second
-it touches ``<id>.alive`` (a change of its time stamp: no engine request, no disk block, so
-a full disk does not stop it). So at any moment a record is one of:
+Each session writes ``<id>.json`` (its pid, host, start time, last heartbeat, state,
+filters, scope and baseline; once deferred, when it finished and the images in its scope
+then) in the registry folder beside the prune lock, and holds ``<id>.alive`` locked
+(``flock``) while it runs. Its heartbeat touches ``<id>.alive`` (a change of its time
+stamp: no engine request, no disk block, so a full disk does not stop it). ``Registry``
+reads a record's state from these files: live while another process holds its ``.alive``
+lock, dead when no one does and the record says running or finishing (the reader then
+holds that lock, so two readers never sweep the same dead session), deferred when it says
+so. Every record is checked field by field (``SessionRecord.from_json``) and every file is
+read with ``Boundary``'s checks (no symlink, no FIFO, a size limit): a bad one is a
+``BadRecord``, removed when no live session holds its name.
 
-- **live**: its ``.alive`` lock is held by a running session;
-- **dead**: the lock is free but the record still says ``running`` (SIGKILL, OOM, a
-  cancelled CI job): the session never pruned; it ended at most ``DEATH_SLACK_NS`` after
-  the last touch of its ``.alive``;
-- **deferred**: the session finished but left work: images another live session might
-  have produced, or a prune that was cut short (engine lost, Ctrl-C, lock held).
-
-The rules, applied by every prune:
-
-1. An image absent from a live session's baseline may be that session's product, so no
-   one else deletes it while that session lives.
-2. Whoever prunes next, with no such session left, finishes the dead and deferred
-   sessions' work, each with its own filters and baseline, and only over its lifetime: an
-   image goes only with evidence that it appeared while that session lived (``Arrival``).
-   So the last session out of a group of overlapping sessions prunes what the group made.
-3. A record is data, never a path or code: every field is checked (``SessionRecord.
-   from_json``), the ``id`` is the file's own name, files are read with ``Boundary``'s
-   checks (no symlink, no FIFO, a size limit). A bad record is skipped with one line,
-   and removed when no live session holds its name.
+The rules the sessions follow with these records, and the bounds on every wait, are in
+``coordination``.
 """
 
 from __future__ import annotations

@@ -316,7 +316,7 @@ class Sessions(RuleBasedStateMachine):
     def start(self, label: str) -> None:
         session = self._session(label)
         session.start()
-        assert session.registry is not None, session.lines
+        assert session.coordinator is not None, session.lines
         self.live[next(self.keys)] = session
         session.label = label  # type: ignore[attr-defined]
 
@@ -361,9 +361,9 @@ class Sessions(RuleBasedStateMachine):
         """SIGKILL: the session's locks go, its record stays."""
         key = data.draw(st.sampled_from(sorted(self.live)))
         session = self.live.pop(key)
-        session.stop_heartbeat()
-        assert session.registry is not None
-        session.registry.close()
+        assert session.coordinator is not None
+        session.coordinator.stop_heartbeat()
+        session.coordinator.close()
         self.dead.add(key)
 
     @precondition(lambda self: self.live)
@@ -505,7 +505,8 @@ def test_sessions_finishing_together_leave_nothing(tmp_path: Path) -> None:
     import threading
 
     engine, (a, b) = _two_sessions_that_built(tmp_path)
-    b._mark_finishing()  # b is about to take the lock...
+    assert b.coordinator is not None
+    b.coordinator.finishing()  # b is about to take the lock...
     holder = threading.Thread(target=a.finish)
     holder.start()  # ...but a takes it first, and protects what b may have built
     deadline = time.monotonic() + 10
@@ -697,10 +698,10 @@ def test_whatever_the_registry_holds_the_own_prune_completes_and_takes_only_its_
             engine=engine,
         )
         session.start()
-        assert session.registry is not None
+        assert session.coordinator is not None
         for n, (kind, content) in enumerate(files):
             name = f"{n:032x}.json" if n % 3 else f"x{n}.json"
-            _plant(session.registry.directory, name, kind, content, victim)
+            _plant(session.coordinator.registry.directory, name, kind, content, victim)
         now = time.time_ns()
         engine.add(
             Image("own", labels={"s": "a"}, created_s=now // NANOS, created_ns=now, has_config=True)
@@ -738,13 +739,13 @@ def test_the_heartbeat_outlives_its_failures_and_says_so(
         beat(self)
 
     monkeypatch.setattr(Registry, "beat", failing_beat)
-    monkeypatch.setattr("pytest_imageprune.sessions.HEARTBEAT_NS", NANOS // 10)
+    monkeypatch.setattr("pytest_imageprune.coordination.HEARTBEAT_NS", NANOS // 10)
     session = PruneSession(
         parse_filters([]), lock_path=tmp_path / "l", engine=GrowingEngine(Snapshot.of([]))
     )
     session.start()
-    assert session.registry is not None
-    (alive,) = session.registry.directory.glob("*.alive")
+    assert session.coordinator is not None
+    (alive,) = session.coordinator.registry.directory.glob("*.alive")
     first = alive.stat().st_mtime_ns
     deadline = time.monotonic() + 10
     while len(calls) < 6:

@@ -1,0 +1,390 @@
+"""How the sessions on one engine share it: the protocol's rules, and one session's part.
+
+The sessions of one engine meet in one place (``lock.meeting_place``): the prune lock, and
+beside it the session registry (``sessions.Registry``: a record per session, its files and
+its checks). Every session follows these rules, and this module is where they are kept:
+
+1. **Join.** Once its baseline is recorded, a session writes its record and holds its
+   ``.alive`` file locked (``flock``) while it runs: the kernel lets go when the process
+   dies, however it dies.
+2. **Heartbeat.** Every second (``HEARTBEAT_NS``) it touches ``.alive`` (a time stamp: no
+   engine request, no disk block). A failure is retried five times sooner and counted,
+   never the end of the heartbeat; the session says so at its end.
+3. **States.** So any record is one of:
+
+   - **live**: its ``.alive`` lock is held by a running session; **finishing** is live, and
+     about to take the prune lock (it may find it held and defer to the holder);
+   - **dead**: the lock is free but the record still says running or finishing (SIGKILL,
+     OOM, a cancelled CI job): the session never pruned; it ended at most
+     ``DEATH_SLACK_NS`` after the last touch of its ``.alive``;
+   - **deferred**: the session finished but left work: images another live session might
+     have produced, or a prune cut short (engine lost, Ctrl-C, lock held). Its record says
+     when it finished and which images were in its scope then.
+
+4. **Who prunes.** One prune per engine at a time: the prune lock, never waited for. A
+   session that finds it held deletes nothing and leaves its record deferred: the holder
+   does its work (rule 7). A lock that cannot be used at all: the same, said as an error
+   naming the path, never as "already running".
+5. **What is protected.** An image absent from a live session's baseline, or with a name it
+   did not have there, may be that session's product: no one else deletes it while that
+   session lives (``sessions.protect_live``). A session that kept such images leaves its
+   record deferred.
+6. **Who sweeps what, over which lifetime.** Whoever holds the lock, once its own prune
+   completed, finishes the dead and deferred sessions' work (its own deferral included),
+   oldest first, each with that session's own filters and baseline and only over its
+   lifetime: an image goes only with evidence that it arrived while that session lived
+   (``sessions.within_lifetime``, ``sessions.Arrival``); a deferred session owns no more
+   than what was in its scope when it finished. The sweeper holds a dead session's
+   ``.alive`` lock while it sweeps, so no two sweep the same one. A record swept under one
+   set of live sessions is swept again only once that set has changed. So the last
+   session out prunes what the group made.
+7. **Hand-over.** A session marks itself finishing before it tries the lock, so a holder
+   can tell that work may be handed to it: holding the lock, after its sweep, it looks
+   again while anyone is finishing (at most ``SETTLE_ROUNDS`` looks, ``SETTLE_PAUSE_S``
+   apart), and after letting the lock go it looks once more (at most ``HAND_OVER_ROUNDS``
+   times): if anything new is owed or anyone is finishing, it takes the lock again (never
+   waiting: if another holds it, that one sees the same) and sweeps.
+8. **Records are data**, never paths or code: every field is checked
+   (``SessionRecord.from_json``), the ``id`` is the file's own name, files are read with
+   ``boundary.Boundary``'s checks (no symlink, no FIFO, a size limit). A bad record is
+   skipped with one line, and removed when no live session holds its name.
+9. **Every wait at session end has a bound.** The lock is never waited for; the looks of
+   rules 6 and 7 are counted. Every file operation on the registry or the lock, which a
+   stuck network mount could block forever, runs on a thread of the coordinator's own and
+   is waited for at most ``DEADLINE_S`` seconds (and the heartbeat thread as long to stop).
+   One that takes longer makes the coordinator give up on the registry for good
+   (``RegistryStuck``, naming the path and the wait): the session deletes nothing more, its record
+   stays, and once its process ends a later session finishes its work.
+
+``Coordinator`` is one session's part: it owns the registry handle, the session's record,
+the heartbeat, the prune lock and the looks of rules 6 and 7. It reports facts (bad
+records, heartbeat failures, a lock held or unusable, ``RegistryStuck``); the engine's work
+(listing, pruning, sweeping one record) is the caller's, passed in as a callback, so this
+module never talks to an engine. ``lifecycle.PruneSession`` turns the facts into lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TypeVar, cast
+
+from pytest_imageprune.errors import RegistryStuck
+from pytest_imageprune.lock import Place, PruneLock
+from pytest_imageprune.selection import KeepRule
+from pytest_imageprune.sessions import (
+    FINISHING,
+    HEARTBEAT_NS,
+    BadRecord,
+    Others,
+    Registry,
+    SessionRecord,
+    protect_live,
+)
+
+#: The longest a file operation on the registry or the lock is waited for (rule 9).
+DEADLINE_S = 5.0
+#: How many times a lock holder looks again for sessions finishing (rule 7), and how long
+#: it pauses between two looks.
+SETTLE_ROUNDS = 60
+SETTLE_PAUSE_S = 0.05
+#: How many times a session looks again after letting the lock go (rule 7).
+HAND_OVER_ROUNDS = 3
+
+_T = TypeVar("_T")
+
+#: Finishes one owed record: ``(record, keep, state)``, where ``keep`` protects the live
+#: sessions and ``state`` is "died" or "deferred"; False when sweeping should stop there.
+Sweep = Callable[[SessionRecord, KeepRule, str], bool]
+
+
+@dataclass(frozen=True)
+class HeartbeatTrouble:
+    """Heartbeats that failed: how many, when the first did (``time.time()``), the last
+    error."""
+
+    failures: int
+    first_at: float
+    error: str
+
+
+class _Worker:
+    """Runs file operations on one thread of its own, each waited for at most ``deadline``
+    seconds; after one did not end in time, every later one is refused at once.
+
+    One thread for every operation, also because filelock's locks belong to the thread
+    that took them: the lock is released by the thread that acquired it.
+    """
+
+    def __init__(self, deadline: float | None = None) -> None:
+        self.deadline = DEADLINE_S if deadline is None else deadline
+        self.stuck: RegistryStuck | None = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def run(self, path: Path | str, operation: Callable[[], _T]) -> _T:
+        if self.stuck is not None:
+            raise RegistryStuck(self.stuck.path, self.stuck.seconds)
+        if self._thread is None:
+            # A daemon: one stuck in the kernel must not keep the interpreter from exiting.
+            self._thread = threading.Thread(
+                target=self._serve, name="imageprune-registry", daemon=True
+            )
+            self._thread.start()
+        job = _Job(operation)
+        self._jobs.put(job)
+        if not job.done.wait(self.deadline):
+            self.give_up(path)
+        if job.error is not None:
+            raise job.error
+        return cast("_T", job.result)
+
+    def give_up(self, path: Path | str) -> None:
+        """Refuse every operation from now on; raise ``RegistryStuck``."""
+        self.stuck = RegistryStuck(str(path), self.deadline)
+        raise RegistryStuck(str(path), self.deadline)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread = None
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                job.result = job.operation()
+            except BaseException as exc:  # handed to the waiting thread
+                job.error = exc
+            job.done.set()
+
+
+class _Job:
+    __slots__ = ("done", "error", "operation", "result")
+
+    def __init__(self, operation: Callable[[], object]) -> None:
+        self.operation = operation
+        self.done = threading.Event()
+        self.result: object = None
+        self.error: BaseException | None = None
+
+
+class Coordinator:
+    """One session's part in the protocol, at one meeting place.
+
+    ``open`` (then ``join`` for a session with a record) at the start; at the end
+    ``finishing``, ``take_lock``, ``protection`` for its own prune, ``settle_own``,
+    ``sweep_owed`` with the lock held, ``release_lock``, ``hand_over``; ``close`` last.
+    Every method may raise ``OSError`` (``RegistryStuck`` among them), except ``close``.
+    """
+
+    def __init__(
+        self,
+        place: Place,
+        *,
+        on_bad: Callable[[list[BadRecord]], None] | None = None,
+        deadline: float | None = None,
+        worker: _Worker | None = None,
+    ) -> None:
+        self.place = place
+        self.registry = Registry(place.registry, place.boundary)
+        self.lock = PruneLock(place.lock, place.boundary)
+        self.record: SessionRecord | None = None
+        self._on_bad = on_bad
+        self._fs = worker if worker is not None else _Worker(deadline)
+        self._beat = threading.Event()
+        self._beater: threading.Thread | None = None
+        self._beat_failures = 0
+        self._beat_failed_at: float | None = None
+        self._beat_error = ""
+        #: The records swept, each with the live sessions it was swept under: sweeping it
+        #: again makes sense only once that set has changed (rule 6).
+        self._swept_under: dict[str, frozenset[str]] = {}
+
+    @classmethod
+    def meet(
+        cls,
+        find: Callable[[], Place],
+        what: str,
+        *,
+        on_bad: Callable[[list[BadRecord]], None] | None = None,
+        deadline: float | None = None,
+    ) -> Coordinator:
+        """The coordinator of the place ``find`` finds (making its folders: bounded too,
+        ``what`` says where)."""
+        worker = _Worker(deadline)
+        try:
+            place = worker.run(what, find)
+        except BaseException:
+            worker.stop()
+            raise
+        return cls(place, on_bad=on_bad, worker=worker)
+
+    # -- start -----------------------------------------------------------------------------
+    def open(self) -> None:
+        """Make the registry folder if missing, and check it (``Unsafe`` if it fails)."""
+        self._run(self.registry.directory, self.registry.open)
+
+    def join(self, record: SessionRecord) -> None:
+        """Write the session's record, hold it live, and keep it so (rules 1 and 2)."""
+        path = self.registry.directory / f"{record.id}.alive"
+        self._run(path, lambda: self.registry.register(record))
+        self.record = record
+        self._beater = threading.Thread(
+            target=self._heartbeat, name="imageprune-heartbeat", daemon=True
+        )
+        self._beater.start()
+
+    def _heartbeat(self) -> None:
+        interval = HEARTBEAT_NS / 1e9
+        while not self._beat.wait(interval):
+            try:
+                self.registry.beat()
+            except Exception as exc:
+                self._beat_failures += 1
+                self._beat_error = f"{type(exc).__name__}: {exc}"
+                if self._beat_failed_at is None:
+                    self._beat_failed_at = time.time()
+                interval = HEARTBEAT_NS / 5e9
+            else:
+                interval = HEARTBEAT_NS / 1e9
+
+    def stop_heartbeat(self) -> None:
+        """No more heartbeats: the record is this session's to settle from here on."""
+        self._beat.set()
+        beater, self._beater = self._beater, None
+        if beater is not None:
+            beater.join(self._fs.deadline)
+            if beater.is_alive():  # stuck in touching .alive
+                own = self.record.id if self.record is not None else ""
+                self._fs.give_up(self.registry.directory / f"{own}.alive")
+
+    @property
+    def heartbeat_trouble(self) -> HeartbeatTrouble | None:
+        if not self._beat_failures:
+            return None
+        return HeartbeatTrouble(self._beat_failures, self._beat_failed_at or 0, self._beat_error)
+
+    # -- finish ----------------------------------------------------------------------------
+    def finishing(self) -> None:
+        """Say "finishing": a lock holder then looks for this session to settle (rule 7)."""
+        if self.record is None:
+            return
+        self.record = record = replace(self.record, state=FINISHING)
+        try:
+            self._run(self._record_path(record), lambda: self.registry.write(record))
+        except RegistryStuck:
+            raise
+        except OSError:
+            pass  # a holder will not wait for it: this session sweeps its own deferral
+
+    def take_lock(self) -> bool:
+        """The prune lock, never waited for: False when another holds it; ``LockUnusable``
+        when it cannot be used at all."""
+        return self._run(self.lock.path, self.lock.acquire)
+
+    def release_lock(self) -> None:
+        self._run(self.lock.path, self.lock.release)
+
+    def protection(self) -> KeepRule:
+        """What this session's own prune must keep: what live sessions may have produced
+        (rule 5). Bad records found on the way are told to ``on_bad``."""
+        own = self.record.id if self.record is not None else None
+        others = self._run(self.registry.directory, lambda: self.registry.classify(own))
+        self._tell_bad(others.bad)
+        return protect_live(others.live)
+
+    def settle_own(self, *, done: bool, end_ns: int, present: frozenset[str] | None) -> None:
+        """Forget this session's record when ``done``, else leave it deferred with the
+        images in its scope at its end (``present``), for whoever sweeps it."""
+        record = self.record
+        if record is None:
+            return
+        self._run(
+            self._record_path(record),
+            lambda: self.registry.settle(record, done=done, end_ns=end_ns, present=present),
+        )
+
+    def sweep_owed(self, sweep: Sweep) -> None:
+        """With the lock held: finish what dead and deferred sessions left, this one's own
+        deferral included, then look again while anyone is finishing (rules 6 and 7)."""
+        for _ in range(SETTLE_ROUNDS):
+            others = self._others()
+            live = frozenset(r.id for r in others.live)
+            todo = [r for r in others.owed() if self._swept_under.get(r.id) != live]
+            if todo:
+                keep = protect_live(others.live)
+                for record in todo:
+                    state = "died" if record in others.dead else "deferred"
+                    if not sweep(record, keep, state):
+                        return  # cancelled, or the engine is gone: the next session goes on
+                    self._swept_under[record.id] = live
+                continue  # sweeping took a while: someone may have deferred meanwhile
+            if not any(r.state == FINISHING for r in others.live):
+                return
+            time.sleep(SETTLE_PAUSE_S)
+
+    def swept(self, record: SessionRecord, *, done: bool) -> None:
+        """After sweeping ``record``: forget it when ``done``, else leave it deferred."""
+        self._run(
+            self._record_path(record),
+            lambda: self.registry.settle(record, done=done, end_ns=record.death_ns),
+        )
+
+    def hand_over(self, sweep: Sweep) -> None:
+        """After letting the lock go, look once more for work handed to this session.
+
+        A session may mark itself finishing just after this one last looked, then find
+        the lock still held and defer. So: while anything is owed or someone is
+        finishing, take the lock again (never waiting: if another holds it, that one
+        sees what is owed) and sweep.
+        """
+        for _ in range(HAND_OVER_ROUNDS):
+            others = self._others()
+            finishing = any(r.state == FINISHING for r in others.live)
+            live = frozenset(r.id for r in others.live)
+            todo = [r for r in others.owed() if self._swept_under.get(r.id) != live]
+            if not finishing and not todo:
+                self._release_taken()
+                return  # nothing new: what is left waits for a live session to end
+            if not self.take_lock():
+                self._release_taken()  # the holder sweeps the dead, not us
+                return
+            try:
+                self.sweep_owed(sweep)
+            finally:
+                self.release_lock()
+
+    def close(self) -> None:
+        """Let go of every lock this session holds in the registry; never raises."""
+        self._beat.set()
+        # Given up on, or the descriptors gone: the kernel lets go when the process ends.
+        with contextlib.suppress(Exception):
+            self._run(self.registry.directory, self.registry.close)
+        self._fs.stop()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _others(self) -> Others:
+        """Every other record, this session's own included once it is deferred."""
+        others = self._run(self.registry.directory, lambda: self.registry.classify(None))
+        self._tell_bad(others.bad)
+        own = self.record.id if self.record is not None else None
+        others.live = [r for r in others.live if r.id != own]  # never wait for oneself
+        return others
+
+    def _release_taken(self) -> None:
+        self._run(self.registry.directory, self.registry.release_taken)
+
+    def _tell_bad(self, bad: Sequence[BadRecord]) -> None:
+        if self._on_bad is not None:
+            self._on_bad(list(bad))
+
+    def _run(self, path: Path | str, operation: Callable[[], _T]) -> _T:
+        return self._fs.run(path, operation)
+
+    def _record_path(self, record: SessionRecord) -> Path:
+        return self.registry.directory / f"{record.id}.json"
