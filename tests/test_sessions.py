@@ -1,8 +1,10 @@
 """The session registry without an engine: records, liveness, and the group rule.
 
-A hypothesis state machine runs many ``PruneSession``s against one fake engine (the dry
-run's replay of the daemon) and a real registry folder: sessions start, build, finish and
-die in any order, and no prune may ever select an image a live session produced.
+A hypothesis state machine checks the protocol (``coordination``) through the
+``Coordinator``'s interface: many sessions on one fake engine (the dry run's replay of the
+daemon) and a real registry folder start, build, finish, die and hand work over in any
+order while bad files land in the registry; nothing from before them and nothing a live
+session may have produced is ever deleted, and the last one out leaves nothing.
 """
 
 from __future__ import annotations
@@ -18,24 +20,38 @@ import stat
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
-from pytest_imageprune.filters import parse_filters
+from pytest_imageprune.boundary import Boundary
+from pytest_imageprune.coordination import Coordinator
+from pytest_imageprune.filters import Filters, parse_filters
 from pytest_imageprune.images import NANOS, Baseline, Image, Snapshot
 from pytest_imageprune.lifecycle import PruneSession
-from pytest_imageprune.lock import PruneLock
+from pytest_imageprune.lock import Place, PruneLock
+from pytest_imageprune.prune import prune_images
+from pytest_imageprune.report import PruneReport
+from pytest_imageprune.selection import KeepRule
 from pytest_imageprune.sessions import (
     DEATH_SLACK_NS,
     DEFERRED,
     Arrival,
+    BadRecord,
     Registry,
     SessionRecord,
+    is_live_reason,
     protect_live,
     within_lifetime,
 )
@@ -294,102 +310,199 @@ class GrowingEngine(SimulatedEngine):
         self.parent[image.id] = image.parent
 
 
+def _done(report: PruneReport) -> bool:
+    """As PruneSession judges: the prune ran to the end and kept nothing for a live session."""
+    return report.status == "completed" and not any(
+        is_live_reason(why) for why in report.kept.values()
+    )
+
+
+class Member:
+    """One session of the model: its ``Coordinator``, and the engine's work that
+    ``PruneSession`` does around it (its own prune, a sweep), step by step as it does."""
+
+    def __init__(self, engine: GrowingEngine, root: Path, label: str) -> None:
+        self.engine = engine
+        self.label = label
+        self.filters = parse_filters([f"label=s={label}"])
+        baseline = Baseline.of(engine.snapshot())
+        self.record = SessionRecord.new(
+            baseline, self.filters.to_docker(), "session", time.time_ns()
+        )
+        self.bad: list[BadRecord] = []
+        place = Place(root / "prune.lock", Boundary())
+        self.coordinator = Coordinator(place, on_bad=self.bad.extend)
+        self.coordinator.open()
+        self.coordinator.join(self.record)
+
+    def finish(self, meanwhile: Callable[[str], None] | None = None) -> str:
+        """The session's end; ``meanwhile(step)`` runs at each step while the lock is held
+        ("holding", "pruned", "sweeping"): another session may finish there."""
+        step = meanwhile or (lambda step: None)
+        c = self.coordinator
+        c.stop_heartbeat()
+        c.finishing()
+        if not c.take_lock():
+            c.settle_own(done=False, end_ns=time.time_ns(), present=self._present())
+            c.close()
+            return "locked"
+        try:
+            step("holding")
+            report = prune_images(
+                self.filters, engine=self.engine, baseline=self.record.baseline, keep=c.protection()
+            )
+            present = frozenset((*report.candidates, *report.kept))
+            c.settle_own(done=_done(report), end_ns=time.time_ns(), present=present)
+            step("pruned")
+            if report.status == "completed":
+
+                def sweep(record: SessionRecord, keep: KeepRule, state: str) -> bool:
+                    step("sweeping")
+                    return self._sweep(record, keep, state)
+
+                c.sweep_owed(sweep)
+        finally:
+            c.release_lock()
+        c.hand_over(self._sweep)
+        c.close()
+        return "completed"
+
+    def die(self) -> None:
+        """SIGKILL: the session's locks go, its record stays."""
+        self.coordinator.stop_heartbeat()
+        self.coordinator.close()
+
+    def _sweep(self, record: SessionRecord, keep: KeepRule, state: str) -> bool:
+        snapshot = self.engine.snapshot()
+        arrival = Arrival(self.engine.inspect, snapshot, getattr(self.engine, "events", None))
+        report = prune_images(
+            Filters.from_mapping(record.filters),
+            engine=self.engine,
+            baseline=record.baseline if record.scope == "session" else None,
+            keep=within_lifetime(record, keep, arrival),
+            snapshot=snapshot,
+        )
+        self.coordinator.swept(record, done=_done(report))
+        return report.status == "completed"
+
+    def _present(self) -> frozenset[str]:
+        images = self.engine.snapshot().images.values()
+        return frozenset(i.id for i in images if self.record.baseline.in_scope(i))
+
+
 class Sessions(RuleBasedStateMachine):
+    """Sessions start, build, finish, die and hand work over in any order, while bad files
+    land in the registry; the protocol's promises hold throughout."""
+
     def __init__(self) -> None:
         super().__init__()
         self.root = Path(tempfile.mkdtemp(prefix="imageprune-sm-"))
-        self.engine = GrowingEngine(Snapshot.of([Image("preexisting", labels={"s": "a"})]))
-        self.live: dict[int, PruneSession] = {}
+        self.engine = GrowingEngine(
+            Snapshot.of(
+                [
+                    Image("preexisting", labels={"s": "a"}),
+                    Image("preexisting-b", labels={"s": "b"}, created_s=time.time_ns() // NANOS),
+                ]
+            )
+        )
+        self.live: dict[int, Member] = {}
         self.dead: set[int] = set()
         self.creator: dict[str, int] = {}
         self.counter = itertools.count()
         self.keys = itertools.count()
 
-    def _session(self, label: str) -> PruneSession:
-        return PruneSession(
-            parse_filters([f"label=s={label}"]),
-            lock_path=self.root / "prune.lock",
-            engine=self.engine,
-        )
+    @property
+    def registry(self) -> Path:
+        return self.root / "prune.lock.sessions"
+
+    @initialize(labels=st.lists(st.sampled_from(["a", "b"]), min_size=2, max_size=3))
+    def overlap(self, labels: list[str]) -> None:
+        """Begin with sessions that overlap: every promise is about them."""
+        for label in labels:
+            self.start(label)
 
     @rule(label=st.sampled_from(["a", "b"]))
     def start(self, label: str) -> None:
-        session = self._session(label)
-        session.start()
-        assert session.coordinator is not None, session.lines
-        self.live[next(self.keys)] = session
-        session.label = label  # type: ignore[attr-defined]
+        self.live[next(self.keys)] = Member(self.engine, self.root, label)
 
     @precondition(lambda self: self.live)
     @rule(data=st.data(), parented=st.booleans())
     def build(self, data: st.DataObject, parented: bool) -> None:
-        key = data.draw(st.sampled_from(sorted(self.live)))
-        label = self.live[key].label  # type: ignore[attr-defined]
-        n = next(self.counter)
-        parent = None
-        if parented:
-            mine = [i for i, c in self.creator.items() if c == key and i in self.engine.refs]
-            parent = data.draw(st.sampled_from(mine)) if mine else None
-        image = Image(
-            f"img{n}",
-            parent=parent,
-            labels={"s": label},
-            created_s=time.time_ns() // NANOS,
-            created_ns=time.time_ns(),
-            has_config=True,
-        )
-        self.engine.add(image)
-        self.creator[image.id] = key
-
-    @precondition(lambda self: self.live)
-    @rule(data=st.data())
-    def finish(self, data: st.DataObject) -> None:
-        key = data.draw(st.sampled_from(sorted(self.live)))
-        session = self.live.pop(key)
-        before = set(self.engine.refs)
-        session.finish()
-        deleted = before - set(self.engine.refs)
-        for image_id in deleted:
-            assert self.creator.get(image_id) not in self.live, (
-                f"{image_id} of a live session was deleted"
+        """Some of the live sessions build an image each (on one of their own, maybe)."""
+        keys = data.draw(st.sets(st.sampled_from(sorted(self.live)), min_size=1))
+        for key in sorted(keys):
+            parent = None
+            if parented:
+                mine = [i for i, c in self.creator.items() if c == key and i in self.engine.refs]
+                parent = data.draw(st.sampled_from(mine)) if mine else None
+            now = time.time_ns()
+            image = Image(
+                f"img{next(self.counter)}",
+                parent=parent,
+                labels={"s": self.live[key].label},
+                created_s=now // NANOS,
+                created_ns=now,
+                has_config=True,
             )
-        assert "preexisting" in self.engine.refs
+            self.engine.add(image)
+            self.creator[image.id] = key
 
     @precondition(lambda self: self.live)
-    @rule(data=st.data())
-    def die(self, data: st.DataObject) -> None:
-        """SIGKILL: the session's locks go, its record stays."""
+    @rule(data=st.data(), how=st.sampled_from(["finish", "die", "finish-while-locked"]))
+    def end(self, data: st.DataObject, how: str) -> None:
+        """A session finishes, dies (SIGKILL: its locks go, its record stays), or finishes
+        while the lock is held elsewhere (it deletes nothing and defers its work)."""
         key = data.draw(st.sampled_from(sorted(self.live)))
-        session = self.live.pop(key)
-        assert session.coordinator is not None
-        session.coordinator.stop_heartbeat()
-        session.coordinator.close()
-        self.dead.add(key)
+        member = self.live.pop(key)
+        if how == "die":
+            member.die()
+            self.dead.add(key)
+        elif how == "finish":
+            assert member.finish() == "completed"
+            if not self.live:  # the last one out: nothing owed is left
+                assert self._records() == [], self._records()
+        else:
+            holder = PruneLock(self.root / "prune.lock")
+            assert holder.acquire()
+            try:
+                before = set(self.engine.refs)
+                assert member.finish() == "locked"
+            finally:
+                holder.release()
+            assert set(self.engine.refs) == before
+            assert self._records(), "the deferred record is gone"
 
-    @precondition(lambda self: self.live)
-    @rule(data=st.data())
-    def finish_while_another_holds_the_lock(self, data: st.DataObject) -> None:
-        """A hand-over: the lock is held elsewhere, so the session defers its work."""
-        key = data.draw(st.sampled_from(sorted(self.live)))
-        session = self.live.pop(key)
-        holder = PruneLock(self.root / "prune.lock")
-        assert holder.acquire()
-        try:
-            before = set(self.engine.refs)
-            session.finish()
-        finally:
-            holder.release()
-        assert set(self.engine.refs) == before
-        assert session.report is not None
-        assert session.report.status == "locked", session.lines
+    @precondition(lambda self: len(self.live) >= 2)
+    @rule(data=st.data(), when=st.sampled_from(["holding", "pruned", "sweeping"]))
+    def hand_over(self, data: st.DataObject, when: str) -> None:
+        """One session finishes while another holds the lock: it defers to the holder,
+        which sweeps its work before it lets go (or once more after)."""
+        holder_key, deferring_key = data.draw(
+            st.lists(st.sampled_from(sorted(self.live)), min_size=2, max_size=2, unique=True)
+        )
+        holder = self.live.pop(holder_key)
+        deferring = self.live.pop(deferring_key)
+        outcome: list[str] = []
+
+        def meanwhile(step: str) -> None:
+            if step == when and not outcome:
+                self._lost_by(deferring_key)  # still live until now
+                outcome.append(deferring.finish())
+
+        assert holder.finish(meanwhile) == "completed"
+        if not outcome:  # nothing to sweep: the step never came; it finishes after
+            outcome.append(deferring.finish())
+            return
+        assert outcome == ["locked"]
+        if not self.live:  # no one left to protect: the holder swept the deferred work
+            assert self._records() == [], self._records()
 
     @rule(kind=st.sampled_from(["garbage", "fifo", "symlink", "wrong-id"]), n=st.integers(0, 99))
     def plant_a_bad_file(self, kind: str, n: int) -> None:
-        """Whatever lands in the registry, no rule above may break."""
-        folder = self.root / "prune.lock.sessions"
-        if not folder.is_dir():
+        """Whatever lands in the registry, no promise may break."""
+        if not self.registry.is_dir():
             return
-        path = folder / f"{n:032x}.json"
+        path = self.registry / f"{n:032x}.json"
         if path.exists() or path.is_symlink():
             return
         if kind == "fifo":
@@ -402,22 +515,33 @@ class Sessions(RuleBasedStateMachine):
             path.write_text('{"filters": []}')
 
     @invariant()
-    def nothing_from_before_is_ever_deleted(self) -> None:
-        assert "preexisting" in self.engine.refs
+    def nothing_from_before_any_session_is_deleted(self) -> None:
+        assert {"preexisting", "preexisting-b"} <= set(self.engine.refs)
+
+    @invariant()
+    def nothing_a_live_session_may_have_produced_is_deleted(self) -> None:
+        for key in self.live:
+            self._lost_by(key)
+
+    def _lost_by(self, key: int) -> None:
+        lost = [i for i, c in self.creator.items() if c == key and i not in self.engine.refs]
+        assert lost == [], f"deleted while their session lived: {lost}"
+
+    def _records(self) -> list[str]:
+        """What the registry holds (a bad file is removed by the next session that looks)."""
+        return sorted(p.name for p in self.registry.glob("*.json"))
 
     def teardown(self) -> None:
         try:
             # Everyone finishes; then one more session, which finds no one alive, sweeps.
-            for session in list(self.live.values()):
-                session.finish()
+            for member in list(self.live.values()):
+                member.finish()
             self.live.clear()
-            last = self._session("a")
-            last.start()
-            last.finish()
+            Member(self.engine, self.root, "a").finish()
             heads = self.engine.snapshot()
             leftovers = [i for i in self.engine.refs if i in self.creator and heads.is_head(i)]
-            assert leftovers == [], (leftovers, last.lines)
-            assert list(self.root.glob("prune.lock.sessions/*.json")) == []
+            assert leftovers == [], leftovers
+            assert list(self.registry.glob("*")) == [], list(self.registry.iterdir())
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
