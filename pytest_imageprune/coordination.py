@@ -6,14 +6,17 @@ its checks). Every session follows these rules, and this module is where they ar
 
 1. **Join.** Once its baseline is recorded, a session writes its record and holds its
    ``.alive`` file locked (``flock``) while it runs: the kernel lets go when the process
-   dies, however it dies.
+   dies, however it dies. A child the process forks closes its copy at once, so that it
+   never makes a dead session look alive.
 2. **Heartbeat.** Every second (``HEARTBEAT_NS``) it touches ``.alive`` (a time stamp: no
    engine request, no disk block). A failure is retried five times sooner and counted,
    never the end of the heartbeat; the session says so at its end.
 3. **States.** So any record is one of:
 
    - **live**: its ``.alive`` lock is held by a running session; **finishing** is live, and
-     about to take the prune lock (it may find it held and defer to the holder);
+     about to take the prune lock (it may find it held and defer to the holder). A held
+     ``.alive`` whose record cannot be read, or with none (a full disk), is a live
+     session with an unknown baseline (``SessionRecord.unknown``);
    - **dead**: the lock is free but the record still says running or finishing (SIGKILL,
      OOM, a cancelled CI job): the session never pruned; it ended at most
      ``DEATH_SLACK_NS`` after the last touch of its ``.alive``;
@@ -33,8 +36,9 @@ its checks). Every session follows these rules, and this module is where they ar
    completed, finishes the dead and deferred sessions' work (its own deferral included),
    oldest first, each with that session's own filters and baseline and only over its
    lifetime: an image goes only with evidence that it arrived while that session lived
-   (``sessions.within_lifetime``, ``sessions.Arrival``); a deferred session owns no more
-   than what was in its scope when it finished. The sweeper holds a dead session's
+   (``sessions.within_lifetime``, ``sessions.Arrival``: its dates, and the engine's event
+   log while it reaches back); a deferred session owns no more than what was in its scope
+   when it finished, and nothing tagged since. The sweeper holds a dead session's
    ``.alive`` lock while it sweeps, so no two sweep the same one. A record swept under one
    set of live sessions is swept again only once that set has changed. So the last
    session out prunes what the group made.
