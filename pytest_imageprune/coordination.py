@@ -228,7 +228,13 @@ class Coordinator:
     def join(self, record: SessionRecord) -> None:
         """Write the session's record, hold it live, and keep it so (rules 1 and 2)."""
         path = self.registry.directory / f"{record.id}.alive"
-        self._run(path, lambda: self.registry.register(record))
+        try:
+            self._run(path, lambda: self.registry.register(record))
+        except BaseException:
+            # Its .alive stays held if it was taken (a record that could not be written):
+            # while this process runs, it is a live session with an unknown baseline.
+            self._fs.stop()
+            raise
         self.record = record
         self._beater = threading.Thread(
             target=self._heartbeat, name="imageprune-heartbeat", daemon=True

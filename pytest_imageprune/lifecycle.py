@@ -227,8 +227,7 @@ class PruneSession:
             self.unsafe = (
                 f"the session registry {coordinator.registry.directory} is unusable: {exc}"
             )
-            coordinator.close()
-            return
+            return  # not closed: a held .alive with no record still protects this session
         self.coordinator = coordinator
 
     def _meet(self) -> Coordinator | None:
