@@ -420,21 +420,22 @@ class Arrival:
         if self._events is None:
             return Witness(frozenset(), partial=False)  # an engine with no log: as before
         now = time.time_ns()
-        since = min(record.started_ns, record.end_ns, now - 1)
+        if record.end_ns >= now:
+            return Witness(frozenset(), partial=False)  # nothing can have come after yet
         try:
-            events = self._events(since, now)
+            events = self._events(record.end_ns, now)
         except Exception:  # the log cannot be read: it tells nothing
             return Witness(frozenset(), partial=True)
         if events is None:
             return Witness(frozenset(), partial=False)
-        # The log holds the newest events, with no gap: if it still holds one from before
-        # the end, it holds every one after it.
-        times = [_when(event) for event in events]
-        reaches_back = any(when is not None and when <= record.end_ns for when in times)
+        # The log holds the newest LOG_LIMIT events, with no gap: fewer than that since the
+        # end, and it holds them all. (A session may make no event at all: a classic build
+        # whose container steps are cached makes none, so nothing from before the end can
+        # be asked for.)
         arrived: set[str] = set()
         for event in events:
             arrived |= _arrived(event, record.end_ns)
-        return Witness(frozenset(arrived), partial=not reaches_back)
+        return Witness(frozenset(arrived), partial=len(events) >= LOG_LIMIT)
 
     def _times(self, image_id: str) -> tuple[int | None, int | None] | str:
         if image_id not in self._seen:
@@ -457,11 +458,14 @@ class Witness:
 
     #: The image IDs and names it shows loaded, pulled, imported or tagged after the end.
     arrived: frozenset[str]
-    #: Whether some of that time may be missing from it (the log keeps the newest 256
-    #: events, none from before the engine started, and may not be readable at all).
+    #: Whether some of that time may be missing from it: the log keeps the newest 256
+    #: events of every kind (more than that came since), or could not be read. (An engine
+    #: restarted since keeps none from before: that is not seen.)
     partial: bool
 
 
+#: How many events Docker's log keeps (``daemon/events``: ``eventsLimit``, 20.10 to 29).
+LOG_LIMIT = 256
 #: The image events that bring an image, or a name, to the engine.
 _ARRIVALS = frozenset({"load", "pull", "import", "tag"})
 

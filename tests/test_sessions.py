@@ -47,6 +47,7 @@ from pytest_imageprune.selection import KeepRule
 from pytest_imageprune.sessions import (
     DEATH_SLACK_NS,
     DEFERRED,
+    LOG_LIMIT,
     Arrival,
     BadRecord,
     Registry,
@@ -141,7 +142,6 @@ def test_the_event_log_witnesses_an_arrival_the_image_cannot_show() -> None:
     """A load keeps the image's ``Created`` and, on Docker 20.10, stamps no
     ``LastTagTime``: only a ``load`` (or pull, import, tag) event after the death tells."""
     log = [
-        _image_event("tag", "sha256:early", 60 * NANOS, "early:1"),  # the log reaches back
         _image_event("load", "sha256:loaded", _END + 1),
         _image_event("tag", "x", _END + 2, "app:1"),
         _image_event("load", "sha256:early", _END),  # not after the end
@@ -156,24 +156,26 @@ def test_the_event_log_witnesses_an_arrival_the_image_cannot_show() -> None:
         "sha256:early": None,
         "sha256:deleted": None,
     }
-    assert len(asked) == 1  # once per sweep, from the session's start
-    assert asked[0][0] == 50 * NANOS
+    assert len(asked) == 1  # once per sweep, from the session's end
+    assert asked[0][0] == _END
     # An arrival event that does not say when counts as late.
-    doubts, _ = _loaded_meanwhile([log[0], _image_event("load", "sha256:early", None)])
+    doubts, _ = _loaded_meanwhile([_image_event("load", "sha256:early", None)])
     assert doubts["sha256:early"] == came
 
 
 def test_a_log_that_no_longer_reaches_back_leaves_created_alone_unbelieved() -> None:
-    """The log keeps the newest 256 events, none from before the engine started: when it
-    holds none from before the end, a load after the end may have left it. Then only an
-    image's LastTagTime can speak for it."""
-    late_only = [_image_event("tag", "other", _END + 5, "other:1")] * 256
-    for log, fails in ((late_only, False), ([], False), (None, True)):
+    """The log keeps the newest 256 events: with that many since the end, a load after the
+    end may have dropped out of it. Then only an image's LastTagTime can speak for it."""
+    busy = [{"Type": "container", "Action": "start", "timeNano": _END + 5}] * LOG_LIMIT
+    for log, fails in ((busy, False), (None, True)):
         doubts, _ = _loaded_meanwhile(log, fails=fails)
         assert all((why or "").startswith("no evidence it arrived") for why in doubts.values())
         assert all("no longer reaches back" in (why or "") for why in doubts.values())
-    stamped, _ = _loaded_meanwhile([], tagged="1970-01-01T00:01:30Z")
+    stamped, _ = _loaded_meanwhile(busy, tagged="1970-01-01T00:01:30Z")
     assert set(stamped.values()) == {None}
+    # Fewer than that: the log holds all of it, and it shows no arrival.
+    quiet, _ = _loaded_meanwhile(busy[1:])
+    assert set(quiet.values()) == {None}
     # An engine with no log at all (Podman): Created decides, as it always did.
     podman, _ = _loaded_meanwhile(None)
     assert set(podman.values()) == {None}
