@@ -39,6 +39,7 @@ import os
 import pwd
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,42 +135,20 @@ class Boundary:
         symlink is followed only when a trusted user owns it (it sits in a folder already
         checked, so no one else could have put it there).
         """
-        pending = list(Path(os.path.abspath(path)).parts[1:])
-        current = Path("/")
-        self._check_ancestor(current, os.lstat(current))
-        links = 0
-        while pending:
-            part = pending.pop(0)
-            if part in ("", "."):
-                continue
-            if part == "..":
-                current = current.parent
-                continue
-            candidate = current / part
-            try:
-                st = os.lstat(candidate)
-            except FileNotFoundError:
-                return Path(candidate, *pending)
-            if stat.S_ISLNK(st.st_mode) and pending:  # the last one is the caller's to refuse
-                if not self.trusts_made(st):
-                    raise Unsafe(
-                        candidate,
-                        f"a symlink owned by {_user_name(st.st_uid)}",
-                        "remove it, or give a path without it",
-                    )
-                links += 1
-                if links > _MAX_LINKS:
-                    raise Unsafe(candidate, "too many symlinks", "give a path without them")
-                target = os.readlink(candidate)
-                if os.path.isabs(target):
-                    current = Path("/")
-                pending[:0] = [p for p in Path(target).parts if p != "/"]
-                continue
-            if not pending:
-                return candidate
-            self._check_ancestor(candidate, st)
-            current = candidate
-        return current
+
+        def trusted_link(link: Path, st: os.stat_result, folder: Path) -> None:
+            if not self.trusts_made(st):
+                raise Unsafe(
+                    link,
+                    f"a symlink owned by {_user_name(st.st_uid)}",
+                    "remove it, or give a path without it",
+                )
+
+        def too_many(link: Path) -> OSError:
+            return Unsafe(link, "too many symlinks", "give a path without them")
+
+        # The last one is the caller's to refuse (a registry folder is never a symlink).
+        return _walk(path, self._check_ancestor, trusted_link, too_many, follow_last=False)
 
     def make_folder(self, path: Path) -> Path:
         """The folder at ``path``, made if missing, checked; its real path.
@@ -388,8 +367,36 @@ def follow_protected(path: Path) -> Path:
     does: a symlink in a sticky folder anyone may write (``/tmp``) is followed only when
     this user or the folder's owner owns it. A user's own symlink (to a results folder,
     say) is followed as ever. Raises ``OSError`` naming ``path``."""
+
+    def protected(link: Path, st: os.stat_result, current: Path) -> None:
+        folder = os.lstat(current)  # a real folder: every link before it was followed
+        if _others_may_write(folder) and st.st_uid not in (os.geteuid(), folder.st_uid):
+            raise OSError(
+                f"{path}: {link} is a symlink of {_user_name(st.st_uid)} in {current},"
+                " a sticky folder others may write: not followed (as fs.protected_symlinks)"
+            )
+
+    def too_many(link: Path) -> OSError:
+        return OSError(f"{path}: too many symlinks")
+
+    return _walk(path, lambda folder, st: None, protected, too_many, follow_last=True)
+
+
+def _walk(
+    path: Path,
+    on_folder: Callable[[Path, os.stat_result], None],
+    on_link: Callable[[Path, os.stat_result, Path], None],
+    too_many: Callable[[Path], OSError],
+    *,
+    follow_last: bool,
+) -> Path:
+    """``path`` made absolute, one component at a time with ``lstat``: each folder on the
+    way goes past ``on_folder`` (``/`` first), each symlink past ``on_link`` (with the
+    folder it sits in) before it is followed; the last component is followed only with
+    ``follow_last``. A missing component ends the walk: the rest is appended as given."""
     pending = list(Path(os.path.abspath(path)).parts[1:])
     current = Path("/")
+    on_folder(current, os.lstat(current))
     links = 0
     while pending:
         part = pending.pop(0)
@@ -403,22 +410,20 @@ def follow_protected(path: Path) -> Path:
             st = os.lstat(candidate)
         except FileNotFoundError:
             return Path(candidate, *pending)
-        if not stat.S_ISLNK(st.st_mode):
-            current = candidate
+        if stat.S_ISLNK(st.st_mode) and (pending or follow_last):
+            on_link(candidate, st, current)
+            links += 1
+            if links > _MAX_LINKS:
+                raise too_many(candidate)
+            target = os.readlink(candidate)
+            if os.path.isabs(target):
+                current = Path("/")
+            pending[:0] = [p for p in Path(target).parts if p != "/"]
             continue
-        folder = os.lstat(current)  # a real folder: every link before it was followed
-        if _others_may_write(folder) and st.st_uid not in (os.geteuid(), folder.st_uid):
-            raise OSError(
-                f"{path}: {candidate} is a symlink of {_user_name(st.st_uid)} in {current},"
-                " a sticky folder others may write: not followed (as fs.protected_symlinks)"
-            )
-        links += 1
-        if links > _MAX_LINKS:
-            raise OSError(f"{path}: too many symlinks")
-        target = os.readlink(candidate)
-        if os.path.isabs(target):
-            current = Path("/")
-        pending[:0] = [p for p in Path(target).parts if p != "/"]
+        if not pending:
+            return candidate
+        on_folder(candidate, st)
+        current = candidate
     return current
 
 

@@ -84,6 +84,18 @@ def ns(client: docker.APIClient) -> Iterator[FreshTmp]:
         yield namespace
 
 
+#: A test that builds "mine", says "ready", waits for "go", then uses its image.
+WAIT_AND_KEEP = """
+from tests.support import connect
+
+def test_build_and_keep_using():
+    image = make("mine")[-1]
+    Path("ready").touch()
+    wait_for("go")
+    connect().inspect_image(image)  # ImageNotFound if another session took it
+"""
+
+
 class Project:
     """A folder of tests in the namespace, owned by the account that runs them."""
 
@@ -574,17 +586,7 @@ def test_a_live_session_whose_record_cannot_be_read_is_protected(
     (alice.outside / "conftest.py").write_text(
         "import time\n_real = time.time_ns\ntime.time_ns = lambda: _real() + 120 * 10**9\n"
     )
-    alice.write(
-        """
-        from tests.support import connect
-
-        def test_build_and_keep_using():
-            image = make("alice")[-1]
-            Path("ready").touch()
-            wait_for("go")
-            connect().inspect_image(image)  # ImageNotFound if root's session took it
-        """
-    )
+    alice.write(WAIT_AND_KEEP)
     running = alice.start(label.scope)
     try:
         alice.wait_for("ready", running)
@@ -593,7 +595,7 @@ def test_a_live_session_whose_record_cannot_be_read_is_protected(
         out = first.stdout.read() if first.stdout else ""
         assert "started_ns is out of range; its session is running" in out, out
         assert "another live session may have produced" in out, out
-        assert label.exists(alice.built("alice")), out
+        assert label.exists(alice.built("mine")), out
     finally:
         (alice.outside / "go").touch()
         code = running.wait(120)
@@ -613,17 +615,7 @@ def test_a_session_that_could_not_register_is_protected(users: Users, label: Nam
         fill = "dd if=/dev/zero of=/tmp/fill bs=1M count=16 2>/dev/null || true"
         ns.sh(fill, user=users.outsider)
         root = Project(ns, label, None, "root", base="/mnt/work")
-        root.write(
-            """
-            from tests.support import connect
-
-            def test_build_and_keep_using():
-                image = make("own")[-1]
-                Path("ready").touch()
-                wait_for("go")
-                connect().inspect_image(image)  # ImageNotFound if alice's session took it
-            """
-        )
+        root.write(WAIT_AND_KEEP)
         running = root.start(label.scope)
         try:
             root.wait_for("ready", running)
@@ -632,7 +624,7 @@ def test_a_session_that_could_not_register_is_protected(users: Users, label: Nam
             assert first.wait(120) == 0
             out = first.stdout.read() if first.stdout else ""
             assert "held by a session with no record" in out, out
-            assert label.exists(root.built("own")), out
+            assert label.exists(root.built("mine")), out
         finally:
             (root.outside / "go").touch()
             code = running.wait(120)
@@ -682,17 +674,6 @@ def test_a_dead_session_whose_child_lives_on_is_swept(ns: FreshTmp, label: Names
 
 
 # -- the probe of the fix: engine users /etc/group does not list, or no group at all ------------
-WAIT_AND_KEEP = """
-from tests.support import connect
-
-def test_build_and_keep_using():
-    image = make("mine")[-1]
-    Path("ready").touch()
-    wait_for("go")
-    connect().inspect_image(image)  # ImageNotFound if another session took it
-"""
-
-
 def _outlives(
     ns: FreshTmp, label: Namespace, user: Project, env: dict[str, str] | None = None
 ) -> None:
