@@ -190,6 +190,8 @@ class Coordinator:
         self.registry = Registry(place.registry, place.boundary)
         self.lock = PruneLock(place.lock, place.boundary)
         self.record: SessionRecord | None = None
+        #: Why the session's record could not be written, its ``.alive`` held all the same.
+        self.unrecorded: str | None = None
         self._on_bad = on_bad
         self._fs = worker if worker is not None else _Worker(deadline)
         self._beat = threading.Event()
@@ -230,9 +232,15 @@ class Coordinator:
         path = self.registry.directory / f"{record.id}.alive"
         try:
             self._run(path, lambda: self.registry.register(record))
+        except OSError as exc:
+            if isinstance(exc, RegistryStuck) or not self.registry.holds_alive:
+                self._fs.stop()
+                raise
+            # Its .alive is held, its record could not be written (a full disk): while
+            # this process runs, it is a live session with an unknown baseline to the
+            # others (rule 3), so it may prune; only what it leaves has no record.
+            self.unrecorded = f"{type(exc).__name__}: {exc}"
         except BaseException:
-            # Its .alive stays held if it was taken (a record that could not be written):
-            # while this process runs, it is a live session with an unknown baseline.
             self._fs.stop()
             raise
         self.record = record

@@ -229,6 +229,13 @@ class PruneSession:
             )
             return  # not closed: a held .alive with no record still protects this session
         self.coordinator = coordinator
+        if coordinator.unrecorded is not None:
+            self.lines.append(
+                f"imageprune: WARNING could not write this session's record in"
+                f" {coordinator.registry.directory} ({coordinator.unrecorded}): other sessions"
+                " keep what it builds while it runs, and it prunes at its end, but what it"
+                " leaves then (or if it dies) no later session finishes"
+            )
 
     def _meet(self) -> Coordinator | None:
         """The coordinator of the engine's meeting place, its registry checked; None (and

@@ -266,6 +266,11 @@ _ORPHAN_AGE_NS = 60 * NANOS
 _ALIVE_FDS: set[int] = set()
 
 
+def _same_file(one: int, other: int) -> bool:
+    first, second = os.fstat(one), os.fstat(other)
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
 def _forget_alive_in_child() -> None:
     for fd in _ALIVE_FDS:
         with contextlib.suppress(OSError):
@@ -564,6 +569,11 @@ class Registry:
         _ALIVE_FDS.add(fd)
         self.write(record)
 
+    @property
+    def holds_alive(self) -> bool:
+        """Whether this process holds its session's ``.alive`` lock."""
+        return self._alive is not None
+
     def beat(self) -> None:
         """Say this session is still running: touch its ``.alive`` file."""
         with self._alive_guard:
@@ -643,6 +653,8 @@ class Registry:
         except OSError:
             return  # gone meanwhile, or not a file to trust: nothing to go by
         try:
+            if self._alive is not None and _same_file(fd, self._alive):
+                return  # this session's own, whose record could not be written
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -157,3 +157,33 @@ def test_a_stuck_registry_at_the_start_is_said_and_deletes_nothing(
         f"imageprune: WARNING no safe session registry beside the lock {tmp_path / 'l'}:"
         f" gave up on the session registry after waiting 0.3 s for {folder}; nothing deleted"
     ]
+
+
+def test_a_session_whose_record_cannot_be_written_still_prunes_and_is_protected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk as the session starts (injected: no disk can be filled for one test):
+    its .alive lock is held, its record is not written. Others see a live session with an
+    unknown baseline; it prunes its own images at its end all the same."""
+    real_write = Registry.write
+
+    def full(self: Registry, record: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Registry, "write", full)
+    session, engine = _session(tmp_path)
+    monkeypatch.setattr(Registry, "write", real_write)
+    assert session.coordinator is not None
+    assert "could not write this session's record" in session.lines[0]
+    assert "No space left on device" in session.lines[0]
+
+    others = Registry(tmp_path / "l.sessions").classify(None)
+    assert [r.describe() for r in others.live] == [
+        f"session {session.record.id[:12]}, whose record cannot be read"  # type: ignore[union-attr]
+    ]
+    session.finish()
+    assert session.report is not None
+    assert session.report.status == "completed", session.lines
+    assert "new" not in engine.refs  # pruned, as it would be with a record
+    assert "old" in engine.refs
+    assert not any("held by a session with no record" in line for line in session.lines)

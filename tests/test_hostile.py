@@ -604,8 +604,9 @@ def test_a_live_session_whose_record_cannot_be_read_is_protected(
 
 
 def test_a_session_that_could_not_register_is_protected(users: Users, label: Namespace) -> None:
-    """An outsider fills /tmp as root's session starts: root cannot write its record, so it
-    will delete nothing, but it holds its .alive lock, and alice's prune keeps its image."""
+    """An outsider fills /tmp as root's session starts: root cannot write its record, but
+    it holds its .alive lock, so alice's prune keeps its image, and root still prunes at
+    its end: filling /tmp stops no prune."""
     with fresh_tmp("mode=1777,size=8m") as ns:
         ns.sh("mkdir -p /mnt/work && mount -t tmpfs -o mode=0755 tmpfs /mnt/work")
         alice = Project(ns, label, users.alice, "alice", base="/mnt/work")
@@ -630,7 +631,9 @@ def test_a_session_that_could_not_register_is_protected(users: Users, label: Nam
             code = running.wait(120)
         out = running.stdout.read() if running.stdout else ""
         assert code == 0, out
-        assert "nothing deleted" in out, out
+        assert "could not write this session's record" in out, out
+        assert "held by a session with no record" not in out, out  # its own: not another's
+        assert not label.exists(root.built("mine")), out
 
 
 def test_a_dead_session_whose_child_lives_on_is_swept(ns: FreshTmp, label: Namespace) -> None:
