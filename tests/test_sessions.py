@@ -263,6 +263,8 @@ def test_a_running_session_whose_record_cannot_be_read_keeps_what_it_may_have_ma
     assert not (folder / f"{old.id}.alive").exists()
 
 
+# The fork is the point: a test's own fork, beside the session's threads, is what happens.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_never_keeps_a_session_alive(tmp_path: Path) -> None:
     """A lock belongs to the open file, which a fork shares: the child lets go of its copy
     at once, or a dead session would look alive for as long as its child lives."""
