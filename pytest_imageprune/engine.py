@@ -274,6 +274,15 @@ class DockerEngine:
                 )
         return [event for event in answer if isinstance(event, Mapping)]
 
+    def started_ns(self) -> int | None:
+        """When the process answering on the engine's unix socket started (its peer's
+        credentials, then ``/proc``): Docker's event log holds nothing from before then.
+        None where that cannot be told (tcp, ssh, a process in another pid namespace)."""
+        path = _unix_socket(self.endpoint)
+        if path is None:
+            return None
+        return _peer_started_ns(path)
+
     @property
     def lists_layers(self) -> bool:
         """Whether delete answers name the layers released (Docker's classic store)."""
@@ -308,6 +317,29 @@ class DockerEngine:
 
     def _mapped(self) -> _ErrorMapper:
         return _ErrorMapper(self.endpoint)
+
+
+def _peer_started_ns(socket_path: str) -> int | None:
+    """When the process listening on ``socket_path`` started, in ns since the epoch."""
+    import socket
+    import struct
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(5)
+            conn.connect(socket_path)
+            credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        pid = struct.unpack("3i", credentials)[0]
+        if pid <= 0:
+            return None  # another pid namespace: the kernel does not say
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat_file:
+            fields = stat_file.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat", encoding="ascii") as system:
+            boot_s = next(int(line.split()[1]) for line in system if line.startswith("btime "))
+        ticks = os.sysconf("SC_CLK_TCK")
+        return boot_s * NANOS + int(fields[19]) * NANOS // ticks
+    except (OSError, ValueError, IndexError, StopIteration, struct.error):
+        return None
 
 
 def _unix_socket(endpoint: str) -> str | None:

@@ -412,7 +412,12 @@ class PruneSession:
             engine = self.engine or DockerEngine.from_env()
             self.engine = engine
             snapshot = engine.snapshot()
-            arrival = Arrival(engine.inspect, snapshot, getattr(engine, "events", None))
+            arrival = Arrival(
+                engine.inspect,
+                snapshot,
+                getattr(engine, "events", None),
+                getattr(engine, "started_ns", None),
+            )
             keep = within_lifetime(record, keep_live, arrival)
             report = self._prune(filters, baseline, keep, snapshot=snapshot)
             coordinator.swept(record, done=_done(report))

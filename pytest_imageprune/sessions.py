@@ -342,10 +342,13 @@ class Arrival:
         inspect: Callable[[str], Mapping[str, Any]],
         snapshot: Snapshot | None = None,
         events: Callable[[int, int], Sequence[Mapping[str, Any]] | None] | None = None,
+        started: Callable[[], int | None] | None = None,
     ) -> None:
         self._inspect = inspect
         self._snapshot = snapshot
         self._events = events
+        #: When the engine's process started, if it can be told (its log begins there).
+        self._started = started
         self._seen: dict[str, tuple[int | None, int | None] | str] = {}
         self._witnessed: dict[str, Witness] = {}
 
@@ -433,14 +436,20 @@ class Arrival:
             return Witness(frozenset(), partial=True)
         if events is None:
             return Witness(frozenset(), partial=False)
-        # The log holds the newest LOG_LIMIT events, with no gap: fewer than that since the
-        # end, and it holds them all. (A session may make no event at all: a classic build
-        # whose container steps are cached makes none, so nothing from before the end can
-        # be asked for.)
+        # The log holds the newest LOG_LIMIT events since the engine started, with no gap:
+        # fewer than that since the end, and an engine started before the end, and it
+        # holds them all. (A session may make no event at all: a classic build whose
+        # container steps are cached makes none, so nothing from before the end can be
+        # asked for.)
         arrived: set[str] = set()
         for event in events:
             arrived |= _arrived(event, record.end_ns)
-        return Witness(frozenset(arrived), partial=len(events) >= LOG_LIMIT)
+        try:
+            started = self._started() if self._started is not None else None
+        except Exception:  # a help: where it cannot be told, the count alone decides
+            started = None
+        restarted = started is not None and started > record.end_ns
+        return Witness(frozenset(arrived), partial=len(events) >= LOG_LIMIT or restarted)
 
     def _times(self, image_id: str) -> tuple[int | None, int | None] | str:
         if image_id not in self._seen:
@@ -464,8 +473,8 @@ class Witness:
     #: The image IDs and names it shows loaded, pulled, imported or tagged after the end.
     arrived: frozenset[str]
     #: Whether some of that time may be missing from it: the log keeps the newest 256
-    #: events of every kind (more than that came since), or could not be read. (An engine
-    #: restarted since keeps none from before: that is not seen.)
+    #: events of every kind (more than that came since), none from before the engine's
+    #: process started (restarted since), or could not be read.
     partial: bool
 
 

@@ -231,6 +231,63 @@ def test_the_engine_dying_mid_prune_keeps_the_verdict_and_the_next_session_finis
         client.close()
 
 
+@pytest.mark.private_engine
+def test_a_sweep_after_the_engine_restarted_takes_nothing_only_created_speaks_for(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, dying_engine: PrivateDockerd
+) -> None:
+    """A session dies; an image made elsewhere while it lived is loaded; the engine
+    restarts, and its event log, the load in it, is gone. The image's ``Created`` lies in
+    the session's lifetime and Docker 20.10 stamps no ``LastTagTime`` on a load: only the
+    engine's start time tells that the log cannot speak for the time after the death, so
+    the image stays."""
+    label = "restarted"
+    monkeypatch.setenv("DOCKER_HOST", dying_engine.socket)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+    pytester.makepyfile(
+        test_die=textwrap.dedent(
+            f"""
+            import os, signal
+            from pathlib import Path
+            from tests.support import build, connect
+
+            def test_build_then_die():
+                ids = build(connect(), ["COPY f /f"], files={{"f": b"orphan"}},
+                            labels={{"itest": {label!r}}})
+                Path("orphan").write_text(ids[-1])
+                os.kill(os.getpid(), signal.SIGKILL)
+            """
+        )
+    )
+    scope = f"--prune-images=label=itest={label}"
+    lock = f"--prune-images-lock={pytester.path / 'l.lock'}"
+    code, out = _finish(_session(pytester, scope, lock, "test_die.py"))
+    assert code == -signal.SIGKILL, out
+    orphan = (pytester.path / "orphan").read_text()
+    time.sleep(3)  # more than the 2 s window after the last heartbeat
+    client = connect(dying_engine.socket)
+    then = client.inspect_image(orphan)["Created"]  # type: ignore[no-untyped-call]
+    made_meanwhile = image_archive(
+        [(None, {"itest": label, "n": "1"}, [layer_tar({"g": b"loaded"})])], created=then
+    )
+    for _ in client.load_image(made_meanwhile):  # type: ignore[no-untyped-call]
+        pass
+    client.close()
+    dying_engine.stop()
+    dying_engine.start()
+    client = connect(dying_engine.socket)
+    try:
+        (loaded,) = [
+            i["Id"] for i in client.images(filters={"label": f"itest={label}"}) if i["Id"] != orphan
+        ]
+        pytester.makepyfile(test_next="def test_next():\n    pass\n")
+        code, out = _finish(_session(pytester, scope, lock, "test_next.py"))
+        assert code == 0, out
+        assert client.inspect_image(loaded)["Id"] == loaded, out  # type: ignore[no-untyped-call]
+        assert "cannot be shown to have left" in out, out
+    finally:
+        client.close()
+
+
 def test_registry_files_are_removed_by_a_clean_session(
     pytester: pytest.Pytester, ns: Namespace
 ) -> None:

@@ -107,7 +107,7 @@ def _image_event(action: str, actor: str, when: int | None, name: str = "") -> d
 
 
 def _loaded_meanwhile(
-    log: list[Any] | None, *, fails: bool = False, tagged: str = ""
+    log: list[Any] | None, *, fails: bool = False, tagged: str = "", started: int | None = None
 ) -> tuple[dict[str, str | None], list[tuple[int, int]]]:
     """What a sweep of a dead session says of four images made while it lived (by their
     ``Created``, no ``LastTagTime``: loaded, as Docker 20.10 leaves them), given the log."""
@@ -125,7 +125,7 @@ def _loaded_meanwhile(
             raise OSError("no log")
         return log
 
-    arrival = Arrival(inspect, Snapshot.of(images), events)
+    arrival = Arrival(inspect, Snapshot.of(images), events, lambda: started)
     return {image.id: arrival.doubt(image, dead) for image in images}, asked
 
 
@@ -173,9 +173,12 @@ def test_a_log_that_no_longer_reaches_back_leaves_created_alone_unbelieved() -> 
         assert all("no longer reaches back" in (why or "") for why in doubts.values())
     stamped, _ = _loaded_meanwhile(busy, tagged="1970-01-01T00:01:30Z")
     assert set(stamped.values()) == {None}
-    # Fewer than that: the log holds all of it, and it shows no arrival.
-    quiet, _ = _loaded_meanwhile(busy[1:])
+    # Fewer than that: the log holds all of it, and it shows no arrival; unless the engine
+    # started after the end (a restart), when its log holds nothing from before.
+    quiet, _ = _loaded_meanwhile(busy[1:], started=_END - 1)
     assert set(quiet.values()) == {None}
+    restarted, _ = _loaded_meanwhile([], started=_END + 1)
+    assert all("no longer reaches back" in (why or "") for why in restarted.values())
     # An engine with no log at all (Podman): Created decides, as it always did.
     podman, _ = _loaded_meanwhile(None)
     assert set(podman.values()) == {None}
