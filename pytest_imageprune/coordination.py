@@ -303,10 +303,14 @@ class Coordinator:
     def protection(self) -> KeepRule:
         """What this session's own prune must keep: what live sessions may have produced
         (rule 5). Bad records found on the way are told to ``on_bad``."""
+        return protect_live(self.live())
+
+    def live(self) -> list[SessionRecord]:
+        """The other live sessions, as the registry shows them now."""
         own = self.record.id if self.record is not None else None
         others = self._run(self.registry.directory, lambda: self.registry.classify(own))
         self._tell_bad(others.bad)
-        return protect_live(others.live)
+        return others.live
 
     def settle_own(self, *, done: bool, end_ns: int, present: frozenset[str] | None) -> None:
         """Forget this session's record when ``done``, else leave it deferred with the

@@ -100,6 +100,8 @@ class DockerEngine:
         self._store: Store | None = None
         #: ``GET /info``'s answer, kept by ``store`` (Docker only).
         self._info: Mapping[str, Any] | None = None
+        #: ``GET /version``'s answer, kept by ``store``.
+        self._version: Mapping[str, Any] | None = None
         socket_path = _unix_socket(endpoint)
         self._http = _UnixHTTP(endpoint, socket_path) if socket_path and client is None else None
 
@@ -241,6 +243,7 @@ class DockerEngine:
         if self._store is None:
             try:
                 version = self._get("/version")
+                self._version = version
                 info = None if is_podman(version) else self._get("/info")
                 self._info = info
             except (EngineError, ImageGone, ImageConflict) as exc:
@@ -287,6 +290,37 @@ class DockerEngine:
     def lists_layers(self) -> bool:
         """Whether delete answers name the layers released (Docker's classic store)."""
         return self.store.kind == CLASSIC
+
+    def request(self, method: str, path: str) -> Any:
+        """Any request (``path`` with its query, already quoted), the answer's JSON: for the
+        other kinds a session prunes (``kinds``). Errors as for images: 404 ``ImageGone``,
+        409 ``ImageConflict``, other statuses ``EngineError``."""
+        if self._http is not None:
+            return self._http.call(method, path)
+        client = self.client
+        with self._mapped():
+            url = f"{client.base_url}/v{client.api_version}{path}"
+            response = client.request(method, url, timeout=client.timeout)
+        if response.status_code >= 400:
+            raise _status_error(response.status_code, response.content)
+        return response.json() if response.content else None
+
+    @property
+    def api_version(self) -> str:
+        """The engine's API version (``/version``'s ``ApiVersion``), "" when unknown."""
+        _ = self.store
+        return str(self._version.get("ApiVersion") or "") if self._version else ""
+
+    @property
+    def version(self) -> str:
+        """The engine's own version (``/version``'s ``Version``), "" when unknown."""
+        _ = self.store
+        return str(self._version.get("Version") or "") if self._version else ""
+
+    @property
+    def podman(self) -> bool:
+        _ = self.store
+        return self._version is not None and is_podman(self._version)
 
     def _inspect_container(self, container_id: str) -> Mapping[str, Any]:
         if self._http is not None:

@@ -105,6 +105,7 @@ def _summary(report: Mapping[str, Any], swept: Sequence[Mapping[str, Any]], limi
         _row("Endpoint", _code(report.get("endpoint", ""))),
         _row("Duration", f"{_float(report.get('duration_s')):.2f}s"),
     ]
+    lines[4:4] = [_kind_row(name, report[name], dry) for name in _KINDS if name in report]
     lines += _details(f"{verb} {what}", deleted, lambda i: _code(_short(i)), limit)
     lines += _details("Untagged references", untagged, _code, limit)
     lines += _details("Skipped", skipped, lambda s: _problem(s, "reason"), limit)
@@ -113,6 +114,35 @@ def _summary(report: Mapping[str, Any], swept: Sequence[Mapping[str, Any]], limi
         lines += ["", "**Finished for other sessions:**", ""]
         lines += _listing(swept, _swept_line, limit)
     return "\n".join(lines) + "\n"
+
+
+#: The other kinds a report may hold (``kinds``), with Docker's key for what went.
+_KINDS = {
+    "containers": ("Containers", "ContainersDeleted"),
+    "networks": ("Networks", "NetworksDeleted"),
+    "volumes": ("Volumes", "VolumesDeleted"),
+    "build_cache": ("Build-cache records", "CachesDeleted"),
+}
+
+
+def _kind_row(name: str, entry: Any, dry: bool) -> str:
+    """One row per other kind: how many went, the bytes, and what went wrong."""
+    title, key = _KINDS[name]
+    entry = entry if isinstance(entry, Mapping) else {}
+    deleted = entry.get(key)
+    value = str(len(deleted) if isinstance(deleted, list) else 0)
+    if "SpaceReclaimed" in entry:
+        value += f" ({reporting.human_size(_int(entry.get('SpaceReclaimed')))})"
+    skipped = _dicts(entry.get("skipped"))
+    if skipped:
+        value += f", {len(skipped)} skipped"
+    errors = _dicts(entry.get("errors"))
+    if errors:
+        value += f", {len(errors)} error{'s' * (len(errors) != 1)}"
+    status = entry.get("status", reporting.COMPLETED)
+    if status != reporting.COMPLETED:
+        value += f" [{_cell(status)}]"
+    return _row(f"{title} {'that would go' if dry else 'deleted'}", value)
 
 
 def _row(name: str, value: str) -> str:

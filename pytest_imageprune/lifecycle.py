@@ -14,6 +14,7 @@ import contextlib
 import functools
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,8 +30,11 @@ from pytest_imageprune.report import RAN
 # imported where first used, so that pytest's start-up does not wait for them:
 # ``_load_the_rest`` loads them in the baseline thread while the engine lists its images.
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pytest_imageprune.coordination import Coordinator
     from pytest_imageprune.deletion import Progress
+    from pytest_imageprune.kinds import KindFilters, KindReport
     from pytest_imageprune.report import PruneReport
     from pytest_imageprune.selection import KeepRule
     from pytest_imageprune.sessions import BadRecord, SessionRecord
@@ -58,6 +62,15 @@ class PruneSession:
     protect: KeepRule | None = None
     #: Hears of each candidate deleted (the terminal's progress line).
     progress: Progress | None = None
+    #: Whether images are pruned; the other kinds (``kinds``) may be without them.
+    images: bool = True
+    #: The other kinds to prune, with their filters, by name.
+    kinds: Mapping[str, KindFilters] = field(default_factory=dict)
+    #: The objects of each other kind present at start (containers always, with the
+    #: images; the rest when a kind is enabled).
+    kind_baseline: dict[str, frozenset[str]] | None = None
+    #: What each other kind's prune did, in the order they ran.
+    kind_reports: list[KindReport] = field(default_factory=list)
     endpoint: str = field(default_factory=endpoint_from_env)
     #: Connected at ``start`` from the environment, unless given.
     engine: Engine | None = None
@@ -143,6 +156,7 @@ class PruneSession:
             else:
                 snapshot = engine.snapshot()
             self.baseline = Baseline.of(snapshot)
+            self.kind_baseline = self._kinds_present(engine, snapshot)
             if isinstance(engine, DockerEngine) and self.lock_path is None:
                 self._engine_id = engine.engine_id  # names the meeting place (see lock.py)
             elif self.lock_path is None:
@@ -156,6 +170,30 @@ class PruneSession:
                 self._read_ahead(snapshot)
         if self._stop_reading.is_set():  # abandoned meanwhile: no one else will use it
             engine.close()
+
+    def _kinds_present(self, engine: Engine, snapshot: Snapshot) -> dict[str, frozenset[str]]:
+        """The other kinds' objects present now: the containers, listed with the images;
+        networks, volumes and build cache when any kind is enabled (the cache when it is)."""
+        present = {"containers": frozenset(c.id for c in snapshot.containers)}
+        if not self.kinds or not isinstance(engine, DockerEngine):
+            return present
+        from pytest_imageprune.kinds import BUILD_CACHE, CONTAINERS, NETWORKS, VOLUMES, listing
+
+        wanted = [NETWORKS, VOLUMES]
+        if BUILD_CACHE in self.kinds and not engine.podman:
+            wanted.append(BUILD_CACHE)
+        for kind in wanted:
+            try:
+                present[kind] = frozenset(t.id for t in listing(engine, kind))
+            except Exception as exc:  # that kind alone: not pruned, and all of it kept for us
+                self.lines.append(
+                    f"imageprune: WARNING could not list the {kind.replace('_', ' ')} at"
+                    f" session start ({type(exc).__name__}: {exc}): none will be pruned"
+                )
+        # Listed again after the others: a container made meanwhile is in one of the two.
+        with contextlib.suppress(Exception):
+            present[CONTAINERS] |= frozenset(t.id for t in listing(engine, CONTAINERS))
+        return present
 
     def _read_ahead(self, snapshot: Snapshot) -> None:
         """Scope "all": what the end's prune deletes is mostly here already. While the
@@ -217,6 +255,8 @@ class PruneSession:
             self.filters.to_docker(),
             self.scope,
             self.baseline.taken_ns or time.time_ns(),
+            kinds=self.kind_baseline,
+            images=self.images,
         )
         coordinator = self._meet()
         if coordinator is None:
@@ -318,10 +358,13 @@ class PruneSession:
         if self.report is not None:
             self.report.duration_s = time.monotonic() - started
             if self.report.status in RAN:
-                self.lines.insert(0, f"imageprune: {reporting.summary_line(self.report)}")
-                hint = reporting.held_hint(self.report)
-                if hint is not None:
-                    self.lines.insert(1, f"imageprune: {hint}")
+                said = [f"imageprune: {r.spec.many}: {r.summary_line()}" for r in self.kind_reports]
+                if self.images:
+                    said.insert(0, f"imageprune: {reporting.summary_line(self.report)}")
+                    hint = reporting.held_hint(self.report)
+                    if hint is not None:
+                        said.append(f"imageprune: {hint}")
+                self.lines[0:0] = said
 
     def _finish(self) -> None:
         from pytest_imageprune.lock import ALREADY_RUNNING, LockUnusable
@@ -372,12 +415,24 @@ class PruneSession:
             except EngineUnavailable as exc:
                 self._fail(reporting.UNREACHABLE, f"WARNING {exc}; nothing pruned")
                 return
+        from pytest_imageprune.kinds import AFTER_IMAGES, BEFORE_IMAGES
+        from pytest_imageprune.sessions import protect_live
+
         coordinator = self.coordinator
-        keep_live = coordinator.protection() if coordinator is not None else _keep_nothing
+        live = coordinator.live() if coordinator is not None else []
+        keep_live = protect_live(live) if coordinator is not None else _keep_nothing
         if self.protect is not None:
             keep_live = _either(keep_live, self.protect)
         own_baseline = self.baseline if self.scope == "session" else None
-        self.report = self._prune(self.filters, own_baseline, keep_live, own=True)
+        self._prune_kinds(BEFORE_IMAGES, live)
+        if self.images:
+            self.report = self._prune(self.filters, own_baseline, keep_live, own=True)
+        else:
+            self.report = reporting.PruneReport(
+                self.endpoint, self.filters, scope=self.scope, dry_run=self.dry_run
+            )
+        if self.report.status == reporting.COMPLETED:
+            self._prune_kinds(AFTER_IMAGES, live)
         self._settle_own(
             done=_done(self.report),
             present=frozenset((*self.report.candidates, *self.report.kept)),
@@ -385,6 +440,61 @@ class PruneSession:
         if coordinator is None or self.dry_run or self.report.status != reporting.COMPLETED:
             return
         coordinator.sweep_owed(self._sweep_keeping)
+
+    def _prune_kinds(self, names: Sequence[str], live: Sequence[SessionRecord]) -> None:
+        """Prune each of the other kinds in ``names`` that is enabled, keeping what a live
+        session may have made (absent from its record's list of that kind)."""
+        from pytest_imageprune.kinds import Live, prune_kind
+
+        engine = self.engine
+        if not isinstance(engine, DockerEngine):
+            return
+        for name in names:
+            filters = self.kinds.get(name)
+            if filters is None:
+                continue
+            guard = [
+                Live(
+                    None if r.kinds is None else r.kinds.get(name),
+                    r.started_ns,
+                    r.describe(),
+                )
+                for r in live
+            ]
+            own = None
+            if self.scope == "session" or name == "volumes":
+                own = (self.kind_baseline or {}).get(name)
+                if own is None:  # not listed at start: nothing can be shown to be new
+                    self._fail_kind(name, "its objects were not listed at session start")
+                    continue
+            report = prune_kind(
+                engine,
+                filters,
+                baseline=own,
+                started_ns=self.record.started_ns if self.record else 0,
+                live=guard,
+                dry_run=self.dry_run,
+            )
+            self.kind_reports.append(report)
+            for error in report.errors:
+                self.lines.append(f"imageprune: WARNING {report.spec.many}: {error['error']}")
+            kept = sum(1 for why in report.kept.values() if "live session" in why)
+            if kept:
+                spec = report.spec
+                self.lines.append(
+                    f"imageprune: kept {kept} {spec.one if kept == 1 else spec.many} that"
+                    " another live session may have made or uses"
+                )
+            if report.status == "engine-lost":
+                return
+
+    def _fail_kind(self, name: str, why: str) -> None:
+        from pytest_imageprune.kinds import KindReport
+
+        report = KindReport(name, self.kinds[name], dry_run=self.dry_run, status="no-baseline")
+        report.errors.append({"error": f"{why}: nothing deleted"})
+        self.kind_reports.append(report)
+        self.lines.append(f"imageprune: WARNING {report.spec.many}: {why}; nothing deleted")
 
     def _sweep_keeping(self, record: SessionRecord, keep_live: KeepRule, state: str) -> bool:
         """``_sweep``, keeping also what the ``pytest_imageprune_protect`` hook protects."""
@@ -405,6 +515,9 @@ class PruneSession:
         try:
             filters = Filters.from_mapping(record.filters)
         except FilterError:
+            coordinator.swept(record, done=True)
+            return True
+        if not record.images:  # it pruned no images: none are owed
             coordinator.swept(record, done=True)
             return True
         baseline = record.baseline if record.scope == "session" else None

@@ -20,6 +20,8 @@ from pytest_imageprune.settings import (
     DRY_RUN_HELP,
     FILTER_HELP,
     INI_FILTER_HELP,
+    KIND_HELP,
+    KIND_NAMES,
     LOCK_HELP,
     NO_HELP,
     REPORT_HELP,
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Generator
 
     from pytest_imageprune.images import Baseline, Image
+    from pytest_imageprune.kinds import KindFilters
     from pytest_imageprune.report import PruneReport
 
 PLUGIN_NAME = "imageprune-session"
@@ -68,6 +71,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--prune-images-report", metavar="PATH", dest="prune_images_report", help=REPORT_HELP
     )
     group.addoption("--prune-images-lock", metavar="PATH", dest="prune_images_lock", help=LOCK_HELP)
+    for kind in KIND_NAMES:
+        group.addoption(
+            f"--prune-{kind.replace('_', '-')}",
+            action=FilterAction,
+            nargs="?",
+            const="",
+            default=None,
+            dest=f"prune_{kind}",
+            metavar="FILTER",
+            help=f"Prune at session end the {KIND_HELP[kind]} this session made, keeping those"
+            " that do not match FILTER. Repeatable; bare, with no filter",
+        )
+        parser.addini(
+            f"prune_{kind}",
+            f"Filters for the {kind.replace('_', ' ')} prune, one a line; any line enables it",
+            type="linelist",
+            default=[],
+        )
     parser.addini("prune_images", INI_FILTER_HELP, type="linelist", default=[])
     parser.addini("prune_images_scope", SCOPE_HELP, default="session")
     parser.addini("prune_images_dry_run", DRY_RUN_HELP, type="bool", default=False)
@@ -152,6 +173,8 @@ class ImagePrunePlugin:
             scope=settings.scope,
             dry_run=settings.dry_run,
             lock_path=settings.lock_path,
+            images=settings.images,
+            kinds=settings.kinds,
             protect=self._protect,
             progress=self._progress,
         )
@@ -176,7 +199,17 @@ class ImagePrunePlugin:
         what = ", ".join(_spell(settings)) or "dangling=true (the default)"
         scope = "images this session produces" if settings.scope == "session" else "all images"
         dry = " (dry run)" if settings.dry_run else ""
-        line = f"imageprune: at session end, prune {scope} matching {what}{dry}"
+        kinds = [
+            f"{name.replace('_', ' ')}"
+            + (f" matching {', '.join(_spell_kind(filters))}" if filters.raw else "")
+            for name, filters in settings.kinds.items()
+        ]
+        if not settings.images:
+            scope = "what this session produces" if settings.scope == "session" else "all"
+            line = f"imageprune: at session end, prune {scope}: {'; '.join(kinds)}{dry}"
+        else:
+            more = f"; then {'; '.join(kinds)}" if kinds else ""
+            line = f"imageprune: at session end, prune {scope} matching {what}{more}{dry}"
         if state.engine is None and state.problem is not None:
             # Known before any test runs (an unknown Docker context, say): said now, not
             # only in the summary after the tests.
@@ -244,16 +277,17 @@ class ImagePrunePlugin:
             }
             for s in state.swept
         ]
+        kinds = {r.kind: r.to_dict() for r in state.kind_reports}
         path = self.settings.report_path
         if path is not None:
             try:
-                report.write_json(path, sessions=sessions)
+                report.write_json(path, sessions=sessions, images=self.settings.images, **kinds)
             except Exception as exc:  # a report is never worth the verdict
                 state.lines.append(
                     f"imageprune: WARNING could not write the report to {path}: {exc}"
                 )
         try:
-            self._github(report, sessions)
+            self._github(report, sessions, kinds)
         except Exception as exc:
             state.lines.append(f"imageprune: WARNING GitHub output failed: {exc}")
         try:
@@ -263,12 +297,14 @@ class ImagePrunePlugin:
                 f"imageprune: WARNING pytest_imageprune_report failed: {type(exc).__name__}: {exc}"
             )
 
-    def _github(self, report: PruneReport, sessions: list[dict[str, Any]]) -> None:
+    def _github(
+        self, report: PruneReport, sessions: list[dict[str, Any]], kinds: dict[str, Any]
+    ) -> None:
         from pytest_imageprune import github
 
         if not github.in_github_actions():
             return
-        data = report.to_dict()  # its deleted_ids count images, not layers
+        data = {**report.to_dict(), **kinds}  # its deleted_ids count images, not layers
         error = github.append_step_summary(github.step_summary(data, sessions))
         if error is not None:
             self.session.lines.append(f"imageprune: WARNING {error}")
@@ -318,19 +354,26 @@ _STARTED = pytest.StashKey["ImagePrunePlugin | None"]()
 
 @pytest.fixture(scope="session")
 def imageprune_label(pytestconfig: pytest.Config) -> dict[str, str]:
-    """Labels to put on the images a test builds so that this session's prune takes them.
+    """Labels to put on what a test makes (images, containers, networks, volumes) so that
+    this session's prune takes it.
 
-    They satisfy every ``label`` filter (``label=ci`` gives ``{"ci": "1"}``, ``label=ci=yes``
-    gives ``{"ci": "yes"}``); with no ``label`` filter, any image qualifies and it is empty.
+    They satisfy every ``label`` filter of every kind enabled (``label=ci`` gives
+    ``{"ci": "1"}``, ``label=ci=yes`` gives ``{"ci": "yes"}``; where two kinds want
+    different values of one key, the value sorted last); with no ``label`` filter it is
+    empty.
     """
     from pytest_imageprune.settings import load_settings
 
     settings = load_settings(pytestconfig)
     labels: dict[str, str] = {}
     if settings is not None:
-        for value in sorted(settings.filters.label):
+        wanted_labels = set(settings.filters.label) if settings.images else set()
+        for filters in settings.kinds.values():
+            wanted_labels |= filters.label
+        for value in sorted(wanted_labels):
             key, has_value, wanted = value.partition("=")
-            labels[key] = wanted if has_value else "1"
+            if has_value or key not in labels:
+                labels[key] = wanted if has_value else "1"
     return labels
 
 
@@ -345,6 +388,10 @@ def imageprune_baseline(pytestconfig: pytest.Config) -> Baseline | None:
         return Baseline.from_json(data) if data is not None else None
     plugin = pytestconfig.pluginmanager.get_plugin(PLUGIN_NAME)
     return plugin.session.baseline if isinstance(plugin, ImagePrunePlugin) else None
+
+
+def _spell_kind(filters: KindFilters) -> list[str]:
+    return [f"{key}={value}" for key, values in filters.raw.items() for value in values]
 
 
 def _spell(settings: Settings) -> list[str]:

@@ -79,10 +79,22 @@ class SessionRecord:
     finished_ns: int | None = None
     #: Deferred: the images in its scope when it finished (what it left, at most).
     present: frozenset[str] | None = None
+    #: The containers, networks, volumes and build-cache records present at its start, by
+    #: kind (``kinds``); a kind it did not list is absent: all that is new may be its.
+    kinds: Mapping[str, frozenset[str]] | None = None
+    #: Whether it prunes images: a sweep of a session that did not prunes none.
+    images: bool = True
 
     @classmethod
     def new(
-        cls, baseline: Baseline, filters: dict[str, list[str]], scope: str, now_ns: int
+        cls,
+        baseline: Baseline,
+        filters: dict[str, list[str]],
+        scope: str,
+        now_ns: int,
+        *,
+        kinds: Mapping[str, frozenset[str]] | None = None,
+        images: bool = True,
     ) -> SessionRecord:
         return cls(
             id=uuid.uuid4().hex,
@@ -93,6 +105,8 @@ class SessionRecord:
             baseline=baseline,
             host=socket.gethostname(),
             heartbeat_ns=now_ns,
+            kinds=kinds,
+            images=images,
         )
 
     @property
@@ -130,6 +144,10 @@ class SessionRecord:
             "scope": self.scope,
             "baseline": self.baseline.to_json(),
             "present": None if self.present is None else sorted(self.present),
+            "kinds": None
+            if self.kinds is None
+            else {kind: sorted(ids) for kind, ids in self.kinds.items()},
+            "images": self.images,
         }
 
     @classmethod
@@ -180,6 +198,8 @@ class SessionRecord:
             scope=scope,
             baseline=_baseline(data.get("baseline"), latest),
             present=_present(data.get("present")),
+            kinds=_kinds(data.get("kinds")),
+            images=_flag(data, "images"),
         )
 
 
@@ -220,6 +240,26 @@ def _present(data: object) -> frozenset[str] | None:
     if not isinstance(data, list) or not all(isinstance(i, str) and len(i) <= 256 for i in data):
         raise ValueError("present is not a list of image IDs")
     return frozenset(data)
+
+
+def _kinds(data: object) -> Mapping[str, frozenset[str]] | None:
+    from pytest_imageprune.kinds import KINDS
+
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not set(data) <= set(KINDS):
+        raise ValueError("kinds is not an object of the kinds a session prunes")
+    for ids in data.values():
+        if not isinstance(ids, list) or not all(isinstance(i, str) and len(i) <= 1024 for i in ids):
+            raise ValueError("kinds is not an object of lists of IDs")
+    return {kind: frozenset(ids) for kind, ids in data.items()}
+
+
+def _flag(data: Mapping[str, Any], key: str) -> bool:
+    value = data.get(key, True)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} is not true or false")
+    return value
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +18,22 @@ import pytest
 if TYPE_CHECKING:
     from pytest_imageprune.errors import FilterError
     from pytest_imageprune.filters import Filters
+    from pytest_imageprune.kinds import KindFilters
 
 SCOPES = ("session", "all")
+#: The other kinds a session prunes (``kinds.KINDS``), in ``docker system prune``'s order;
+#: each has ``--prune-<kind>`` and ``prune_<kind>`` (``-`` for ``_`` in the option).
+KIND_NAMES = ("containers", "networks", "volumes", "build_cache")
+KIND_HELP = {
+    "containers": "stopped containers, with docker container prune's filters (until=TIME,"
+    " label=KEY[=VALUE], label!=KEY[=VALUE])",
+    "networks": "unused networks, with docker network prune's filters (until=TIME,"
+    " label=KEY[=VALUE], label!=KEY[=VALUE])",
+    "volumes": "unused volumes, with docker volume prune's filters (label=KEY[=VALUE],"
+    " label!=KEY[=VALUE], all=BOOL); never one that existed at session start",
+    "build_cache": "unused build-cache records, with docker builder prune's filters"
+    " (until=TIME, all=BOOL, type=TYPE, description=TEXT)",
+}
 
 FILTER_HELP = (
     "Prune the images this session built at its end, keeping those that do not match "
@@ -62,17 +76,22 @@ class FilterAction(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         value = "" if values is None else str(values)
+        option = "--" + self.dest.replace("_", "-")
         if value and os.path.exists(value.split("::")[0]):
+            example = "until=24h" if self.dest == "prune_build_cache" else "label=ci"
             raise pytest.UsageError(
-                f"{PREFIX}--prune-images {value} (command line): {value} is a path, not a"
-                " filter (--prune-images takes the word after it as its FILTER). Write"
-                " --prune-images=FILTER, such as --prune-images=label=ci, or put a bare"
-                " --prune-images after the paths"
+                f"{PREFIX}{option} {value} (command line): {value} is a path, not a"
+                f" filter ({option} takes the word after it as its FILTER). Write"
+                f" {option}=FILTER, such as {option}={example}, or put a bare"
+                f" {option} after the paths"
             )
         if value and "=" not in value:
             from pytest_imageprune.errors import FilterError
 
-            raise filter_usage_error(FilterError("", texts=(value,)), None)
+            error = FilterError("", texts=(value,))
+            if self.dest != "prune_images":
+                raise kind_usage_error(self.dest.removeprefix("prune_"), error, None)
+            raise filter_usage_error(error, None)
         items = list(getattr(namespace, self.dest, None) or [])
         items.append(value)
         setattr(namespace, self.dest, items)
@@ -127,6 +146,14 @@ def filter_usage_error(exc: FilterError, ini: str | None) -> pytest.UsageError:
     return pytest.UsageError(f"{PREFIX}{where}: {what}")
 
 
+def kind_usage_error(kind: str, exc: FilterError, ini: str | None) -> pytest.UsageError:
+    """A bad filter of another kind (``kinds``), said as an image filter is."""
+    from pytest_imageprune.kinds import KINDS
+    from pytest_imageprune.kinds import kind_usage_error as said
+
+    return pytest.UsageError(PREFIX + said(KINDS[kind], exc, ini))
+
+
 @dataclass(frozen=True)
 class Settings:
     enabled: bool
@@ -137,6 +164,10 @@ class Settings:
     dry_run: bool = False
     report_path: Path | None = None
     lock_path: Path | None = None
+    #: Whether images are pruned (``--prune-images``); the other kinds may be without.
+    images: bool = True
+    #: The other kinds enabled, with their filters, by name (``kinds.KINDS``).
+    kinds: Mapping[str, KindFilters] = field(default_factory=dict)
 
 
 def load_settings(
@@ -150,6 +181,10 @@ def load_settings(
     option = _options(config, options)
     if option("no_prune_images"):
         return None
+    from pytest_imageprune.errors import FilterError
+    from pytest_imageprune.filters import Filters, parse_filters
+
+    kinds = _kinds(config, option)
     cli: list[str] | None = option("prune_images")
     ini: list[str] = config.getini("prune_images")
     if cli is not None:
@@ -157,17 +192,18 @@ def load_settings(
     elif ini:
         ini_name = _ini_name(config)
         values, source = ini, f"prune_images in {ini_name}"
+    elif kinds:
+        values, source, ini_name = None, "", None
     else:
         return None
-    from pytest_imageprune.errors import FilterError
-    from pytest_imageprune.filters import parse_filters
-
     try:
-        filters = parse_filters(values)
+        filters = parse_filters(values) if values is not None else Filters()
     except FilterError as exc:
         raise filter_usage_error(exc, ini_name) from None
     return Settings(
         enabled=True,
+        images=values is not None,
+        kinds=kinds,
         filters=filters,
         source=source,
         scope=_scope(config, option),
@@ -175,6 +211,30 @@ def load_settings(
         report_path=_path(config, option, "prune_images_report"),
         lock_path=_path(config, option, "prune_images_lock"),
     )
+
+
+def _kinds(config: pytest.Config, option: Callable[[str], Any]) -> dict[str, KindFilters]:
+    """The other kinds enabled, each with its filters, in ``docker system prune``'s order."""
+    given: dict[str, tuple[list[str], str | None]] = {}
+    for name in KIND_NAMES:
+        cli: list[str] | None = option(f"prune_{name}")
+        ini: list[str] = config.getini(f"prune_{name}")
+        if cli is not None:
+            given[name] = [v for v in cli if v], None
+        elif ini:
+            given[name] = ini, _ini_name(config)
+    if not given:
+        return {}  # nothing imported: installed but not enabled costs nothing
+    from pytest_imageprune.errors import FilterError
+    from pytest_imageprune.kinds import parse_kind_filters
+
+    kinds = {}
+    for name, (values, where) in given.items():
+        try:
+            kinds[name] = parse_kind_filters(name, values)
+        except FilterError as exc:
+            raise kind_usage_error(name, exc, where) from None
+    return kinds
 
 
 def _options(config: pytest.Config, options: argparse.Namespace | None) -> Callable[[str], Any]:

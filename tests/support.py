@@ -73,7 +73,7 @@ SUITE_LABELS: set[tuple[str, str]] = set()
 
 
 def leftovers(client: docker.APIClient, labels: set[tuple[str, str]]) -> list[str]:
-    """What carries one of ``labels`` on the engine: containers first, then images."""
+    """What carries one of ``labels`` on the engine: containers, images, networks, volumes."""
     found = []
     for key in sorted({key for key, _ in labels}):
         for container in client.containers(all=True, filters={"label": key}):
@@ -84,17 +84,34 @@ def leftovers(client: docker.APIClient, labels: set[tuple[str, str]]) -> list[st
             value = (image.get("Labels") or {}).get(key)
             if (key, value) in labels:
                 found.append(f"image {full_id(image['Id'])[7:19]} ({key}={value})")
+        for network in client.networks(filters={"label": key}) or []:
+            value = (network.get("Labels") or {}).get(key)
+            if (key, value) in labels:
+                found.append(f"network {network['Name']} ({key}={value})")
+        for volume in (client.volumes(filters={"label": key}) or {}).get("Volumes") or []:
+            value = (volume.get("Labels") or {}).get(key)
+            if (key, value) in labels:
+                found.append(f"volume {volume['Name']} ({key}={value})")
     return found
 
 
 def remove_leftovers(client: docker.APIClient, labels: set[tuple[str, str]]) -> None:
-    """Remove what carries one of ``labels``: containers, then images, children first."""
+    """Remove what carries one of ``labels``: containers, networks and volumes, then images,
+    children first."""
     keys = sorted({key for key, _ in labels})
     for key in keys:
         for container in client.containers(all=True, filters={"label": key}):
             if (key, (container.get("Labels") or {}).get(key)) in labels:
                 with contextlib.suppress(docker.errors.APIError):
                     client.remove_container(container["Id"], force=True)
+        for network in client.networks(filters={"label": key}) or []:
+            if (key, (network.get("Labels") or {}).get(key)) in labels:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.remove_network(network["Id"])
+        for volume in (client.volumes(filters={"label": key}) or {}).get("Volumes") or []:
+            if (key, (volume.get("Labels") or {}).get(key)) in labels:
+                with contextlib.suppress(docker.errors.APIError):
+                    client.remove_volume(volume["Name"], force=True)
     for _ in range(20):
         images = [
             image

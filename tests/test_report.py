@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_imageprune.images import Baseline, Container, Image, Snapshot
+from pytest_imageprune.kinds import KINDS, KindFilters, KindReport
 from pytest_imageprune.prune import prune_images
 from pytest_imageprune.report import PruneReport, detail_lines, held_hint, summary_line
 from pytest_imageprune.simulate import SimulatedEngine
@@ -121,12 +122,23 @@ def test_the_terminal_count_is_the_json_deleted_ids() -> None:
 
 
 def test_every_key_of_the_json_report_is_documented() -> None:
-    """docs/report.md has a row for each key the report writes (``sessions`` included)."""
+    """docs/report.md has a row for each key the report writes (``sessions`` and ``images``
+    included, which the plugin adds), and one for each key of another kind's entry."""
     docs = (Path(__file__).resolve().parent.parent / "docs" / "report.md").read_text()
-    documented = set(re.findall(r"^\| `([A-Za-z_]+)` \|", docs, re.M))
+    images, _, kinds = docs.partition("## Other kinds")
+    documented = set(re.findall(r"^\| `([A-Za-z_]+)` \|", images, re.M))
     report = run(Snapshot.of([img("a", None)]), baseline=Baseline({}))
     report.space_parts = {"content": 0, "snapshots": 0}  # written on the containerd store
-    assert documented == {*report.to_dict(), "sessions"}
+    assert documented == {*report.to_dict(), "sessions", "images"}
+    documented = {
+        key
+        for row in re.findall(r"^\| (`.+`) \|", kinds, re.M)
+        for key in re.findall(r"`([A-Za-z_]+)`", row.split(" | ")[0])
+    }
+    written = set()
+    for kind in KINDS:
+        written |= set(KindReport(kind, KindFilters(kind)).to_dict())
+    assert documented == written
 
 
 def test_a_tagged_image_a_container_uses_is_not_said_to_be_held() -> None:
