@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -308,7 +308,11 @@ def listing(engine: DockerEngine, kind: str) -> list[Thing]:
         return [_container(item) for item in items]
     if kind == NETWORKS:
         items = engine.request("GET", "/networks") or []
-        return [_network(item) for item in items]
+        named: set[str] = set()
+        if engine.podman:  # Podman's prune keeps a network any container names, stopped too
+            for container in engine.request("GET", "/containers/json?all=1") or []:
+                named |= set((container.get("NetworkSettings") or {}).get("Networks") or ())
+        return [_network(item, named) for item in items]
     if kind == VOLUMES:
         answer = engine.request("GET", "/volumes") or {}
         used = _used_volumes(engine)
@@ -343,7 +347,7 @@ def _container(item: Mapping[str, Any]) -> Thing:
     )
 
 
-def _network(item: Mapping[str, Any]) -> Thing:
+def _network(item: Mapping[str, Any], named: set[str] | None = None) -> Thing:
     name = str(item.get("Name") or "")
     never = None
     if name in PREDEFINED_NETWORKS:
@@ -358,6 +362,7 @@ def _network(item: Mapping[str, Any]) -> Thing:
         created_ns=_instant(item.get("Created")),
         labels=item.get("Labels") or None,
         never=never,
+        busy=name in (named or ()),
     )
 
 
@@ -494,9 +499,11 @@ def select(
     now_ns: int,
     utc_offset_s: int = 0,
     anonymous_only: bool = False,
+    ended_ns: int | None = None,
 ) -> tuple[list[Thing], dict[str, str]]:
     """The candidates among ``things``, in listing order, and why each other object in
-    scope is kept. ``baseline`` is the session's (None: scope ``all``)."""
+    scope is kept. ``baseline`` is the session's (None: scope ``all``); ``ended_ns``, when
+    the session ended, for a sweep: what was made later is not its."""
     kind = filters.kind
     until = filters.until_ns(now_ns, utc_offset_s)
     candidates: list[Thing] = []
@@ -507,6 +514,9 @@ def select(
         made_before = thing.created_ns is None or thing.created_ns < started_ns - START_SLACK_NS
         if kind == BUILD_CACHE and baseline is not None and made_before:
             kept[thing.id] = "created before this session started"
+            continue
+        if ended_ns is not None and (thing.created_ns is None or thing.created_ns > ended_ns):
+            kept[thing.id] = "created after that session ended, or when is unknown"
             continue
         why = _why_kept(thing, filters, until, anonymous_only)
         if why is None:
@@ -566,21 +576,60 @@ def prune_kind(
     *,
     baseline: frozenset[str] | None,
     started_ns: int,
-    live: Sequence[Live],
+    live: Callable[[], Sequence[Live]],
     dry_run: bool,
+    ended_ns: int | None = None,
 ) -> KindReport:
-    """Prune one kind on ``engine``; every engine error becomes the report's."""
+    """Prune one kind on ``engine``; every error becomes the report's (``status`` says
+    whether to go on: ``engine-lost`` and ``cancelled`` stop the session's prune).
+
+    ``live`` is asked after the listing: a session that made an object listed here wrote
+    its record before it could make anything, so the registry read then shows it.
+    """
     from pytest_imageprune.engine import EngineError, ImageConflict, ImageGone
     from pytest_imageprune.errors import EngineUnavailable
 
-    kind = filters.kind
+    report = KindReport(filters.kind, filters, dry_run=dry_run)
     began = time.monotonic()
-    report = KindReport(kind, filters, dry_run=dry_run)
+    try:
+        _prune(
+            engine,
+            report,
+            baseline=baseline,
+            started_ns=started_ns,
+            live=live,
+            ended_ns=ended_ns,
+        )
+    except EngineUnavailable as exc:
+        report.status = "engine-lost"
+        report.errors.append({"error": str(exc)})
+    except KeyboardInterrupt:
+        report.status = "cancelled"
+    except (EngineError, ImageGone, ImageConflict, ValueError, LookupError, TypeError) as exc:
+        report.status = "failed"  # an odd answer: this kind stops, the others go on
+        report.errors.append({"error": f"{type(exc).__name__}: {exc}"})
+    except AttributeError as exc:
+        report.status = "failed"
+        report.errors.append({"error": f"an answer of an unexpected shape: {exc}"})
+    report.duration_s = time.monotonic() - began
+    return report
+
+
+def _prune(
+    engine: DockerEngine,
+    report: KindReport,
+    *,
+    baseline: frozenset[str] | None,
+    started_ns: int,
+    live: Callable[[], Sequence[Live]],
+    ended_ns: int | None,
+) -> None:
+    filters, kind = report.filters, report.kind
     podman = engine.podman
     if kind == BUILD_CACHE and podman:
         report.status = "not-supported"
         report.errors.append({"error": "Podman keeps no build cache of BuildKit's to prune"})
-        return report
+        return
     api = engine.api_version
     modern = not podman and _at_least(api, "1.42")
     if kind == VOLUMES and filters.all is not None and not modern:  # as the engine would
@@ -589,7 +638,7 @@ def prune_kind(
         report.errors.append(
             {"error": f"{what} has no all filter for volumes (API 1.42 and later): nothing deleted"}
         )
-        return report
+        return
     if (
         kind == VOLUMES
         and podman
@@ -600,45 +649,57 @@ def prune_kind(
         report.errors.append(
             {"error": f"Podman {engine.version} has no label! filter for volumes: nothing deleted"}
         )
-        return report
+        return
     if kind == VOLUMES and baseline is None:
         report.status = "no-baseline"
         report.errors.append({"error": "no baseline: a volume is data, none is deleted"})
-        return report
-    try:
-        things = listing(engine, kind)
-    except (EngineError, ImageGone, ImageConflict, ValueError, KeyError, TypeError) as exc:
-        report.status = "failed"
-        report.errors.append({"error": f"could not list the {KINDS[kind].many}: {exc}"})
-        return report
+        return
+    things = listing(engine, kind)
     now = time.time_ns()
+    offset = -time.timezone if time.localtime().tm_isdst <= 0 else -time.altzone
+    until = filters.until_ns(now, offset)
+    if kind == CONTAINERS and until is not None:
+        things = [_precise(engine, t, until) for t in things]
     candidates, report.kept = select(
         things,
         filters,
         baseline=baseline,
         started_ns=started_ns,
-        live=live,
+        live=live(),
         now_ns=now,
-        utc_offset_s=-time.timezone if time.localtime().tm_isdst <= 0 else -time.altzone,
+        utc_offset_s=offset,
         anonymous_only=kind == VOLUMES and modern and not filters.all,
+        ended_ns=ended_ns,
     )
     report.candidates = [t.id for t in candidates]
+    if kind == BUILD_CACHE:
+        _prune_cache(engine, filters, candidates, report)
+    else:
+        _delete_each(engine, kind, candidates, report, podman=podman)
+
+
+def _precise(engine: DockerEngine, thing: Thing, until: int) -> Thing:
+    """A container listed in whole seconds whose second holds ``until``: its ``Created`` to
+    the nanosecond (inspect), as the daemon compares it."""
+    from pytest_imageprune.engine import ImageGone
+
+    if thing.created_ns is None or not thing.created_ns <= until < thing.created_ns + NANOS:
+        return thing
     try:
-        if kind == BUILD_CACHE:
-            _prune_cache(engine, filters, candidates, report)
-        else:
-            _delete_each(engine, kind, candidates, report)
-    except EngineUnavailable as exc:
-        report.status = "engine-lost"
-        report.errors.append({"error": str(exc)})
-    except KeyboardInterrupt:
-        report.status = "cancelled"
-    report.duration_s = time.monotonic() - began
-    return report
+        inspect = engine.request("GET", f"/containers/{quote(thing.id, safe='')}/json")
+    except ImageGone:
+        return thing
+    created = _instant(inspect.get("Created") if isinstance(inspect, Mapping) else None)
+    return replace(thing, created_ns=created if created is not None else thing.created_ns)
 
 
 def _delete_each(
-    engine: DockerEngine, kind: str, candidates: Sequence[Thing], report: KindReport
+    engine: DockerEngine,
+    kind: str,
+    candidates: Sequence[Thing],
+    report: KindReport,
+    *,
+    podman: bool = False,
 ) -> None:
     from pytest_imageprune.engine import EngineError, ImageConflict, ImageGone
 
@@ -660,8 +721,10 @@ def _delete_each(
             report.space_reclaimed += max(size, 0)
             continue
         path = {CONTAINERS: "/containers/", NETWORKS: "/networks/", VOLUMES: "/volumes/"}[kind]
+        # Podman checks a network's users by its name only: by ID it removes one in use.
+        target = thing.name if kind == NETWORKS and podman else thing.id
         try:
-            engine.request("DELETE", path + quote(thing.id, safe=""))
+            engine.request("DELETE", path + quote(target, safe=""))
         except ImageGone:
             continue  # someone else removed it first
         except ImageConflict as exc:
@@ -705,15 +768,16 @@ def _prune_cache(
         report.deleted = [t.id for t in candidates]
         report.space_reclaimed = sum(t.size for t in candidates)
         return
+    # Only the IDs (and ``all``) go to the engine: ``until``, ``type`` and ``description``
+    # were applied here (Docker 20.10 takes no date in ``until``, and a description, which
+    # holds spaces, cannot pass its filter syntax).
     ids = [t.id for t in candidates if t.id.isalnum()]  # BuildKit's IDs: never a regex
     for start in range(0, len(ids), CACHE_BATCH):
         batch = ids[start : start + CACHE_BATCH]
-        wanted: dict[str, list[str]] = {"id": [f"^({'|'.join(batch)})$"]}
-        for key in ("until", "type", "description"):
-            if key in filters.raw:
-                wanted[key] = list(filters.raw[key])
+        wanted = {"id": [f"^({'|'.join(batch)})$"]}
         query = f"all={int(bool(filters.all))}&filters={quote(json.dumps(wanted))}"
-        answer = engine.request("POST", f"/build/prune?{query}") or {}
-        deleted = [str(i) for i in answer.get("CachesDeleted") or []]
-        report.deleted.extend(deleted)
+        answer = engine.request("POST", f"/build/prune?{query}")
+        if not isinstance(answer, Mapping):
+            raise TypeError(f"POST /build/prune answered {answer!r}")
+        report.deleted.extend(str(i) for i in answer.get("CachesDeleted") or [])
         report.space_reclaimed += int(answer.get("SpaceReclaimed") or 0)

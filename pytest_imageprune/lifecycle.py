@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from pytest_imageprune.coordination import Coordinator
     from pytest_imageprune.deletion import Progress
-    from pytest_imageprune.kinds import KindFilters, KindReport
+    from pytest_imageprune.kinds import KindFilters, KindReport, Live
     from pytest_imageprune.report import PruneReport
     from pytest_imageprune.selection import KeepRule
     from pytest_imageprune.sessions import BadRecord, SessionRecord
@@ -50,6 +50,8 @@ class Swept:
     report: PruneReport
     #: The images kept for want of evidence they were that session's, with why.
     doubted: dict[str, str] = field(default_factory=dict)
+    #: What its other kinds' prunes did.
+    kinds: list[KindReport] = field(default_factory=list)
 
 
 @dataclass
@@ -257,6 +259,7 @@ class PruneSession:
             self.baseline.taken_ns or time.time_ns(),
             kinds=self.kind_baseline,
             images=self.images,
+            kind_filters={name: f.to_docker() for name, f in self.kinds.items()} or None,
         )
         coordinator = self._meet()
         if coordinator is None:
@@ -416,53 +419,54 @@ class PruneSession:
                 self._fail(reporting.UNREACHABLE, f"WARNING {exc}; nothing pruned")
                 return
         from pytest_imageprune.kinds import AFTER_IMAGES, BEFORE_IMAGES
-        from pytest_imageprune.sessions import protect_live
 
         coordinator = self.coordinator
-        live = coordinator.live() if coordinator is not None else []
-        keep_live = protect_live(live) if coordinator is not None else _keep_nothing
-        if self.protect is not None:
-            keep_live = _either(keep_live, self.protect)
         own_baseline = self.baseline if self.scope == "session" else None
-        self._prune_kinds(BEFORE_IMAGES, live)
-        if self.images:
+        stopped = self._prune_kinds(BEFORE_IMAGES)
+        if stopped is not None:  # Ctrl-C, or the engine gone: no image, no cache
+            self.report = reporting.PruneReport(
+                self.endpoint, self.filters, scope=self.scope, dry_run=self.dry_run, status=stopped
+            )
+        elif self.images:
+            # Read now, after the other kinds: a session that started meanwhile is seen.
+            keep_live = coordinator.protection() if coordinator is not None else _keep_nothing
+            if self.protect is not None:
+                keep_live = _either(keep_live, self.protect)
             self.report = self._prune(self.filters, own_baseline, keep_live, own=True)
         else:
             self.report = reporting.PruneReport(
                 self.endpoint, self.filters, scope=self.scope, dry_run=self.dry_run
             )
         if self.report.status == reporting.COMPLETED:
-            self._prune_kinds(AFTER_IMAGES, live)
+            stopped = self._prune_kinds(AFTER_IMAGES)
+            if stopped is not None:
+                self.report.status = stopped
+        # Kept for a live session, of any kind: the record stays deferred, so the last one
+        # out finishes it with this session's own filters.
         self._settle_own(
-            done=_done(self.report),
+            done=_done(self.report) and not _kept_for_live(self.kind_reports),
             present=frozenset((*self.report.candidates, *self.report.kept)),
         )
         if coordinator is None or self.dry_run or self.report.status != reporting.COMPLETED:
             return
         coordinator.sweep_owed(self._sweep_keeping)
 
-    def _prune_kinds(self, names: Sequence[str], live: Sequence[SessionRecord]) -> None:
+    def _prune_kinds(self, names: Sequence[str]) -> str | None:
         """Prune each of the other kinds in ``names`` that is enabled, keeping what a live
-        session may have made (absent from its record's list of that kind)."""
-        from pytest_imageprune.kinds import Live, prune_kind
+        session may have made (absent from its record's list of that kind). The status
+        that stops the session's prune (``cancelled``, ``engine-lost``), if one did."""
+        from pytest_imageprune.kinds import BUILD_CACHE, VOLUMES, prune_kind
 
         engine = self.engine
         if not isinstance(engine, DockerEngine):
-            return
+            return None
         for name in names:
             filters = self.kinds.get(name)
             if filters is None:
                 continue
-            guard = [
-                Live(
-                    None if r.kinds is None else r.kinds.get(name),
-                    r.started_ns,
-                    r.describe(),
-                )
-                for r in live
-            ]
             own = None
-            if self.scope == "session" or name == "volumes":
+            listed = name == BUILD_CACHE and engine.podman  # it says why there is none
+            if (self.scope == "session" or name == VOLUMES) and not listed:
                 own = (self.kind_baseline or {}).get(name)
                 if own is None:  # not listed at start: nothing can be shown to be new
                     self._fail_kind(name, "its objects were not listed at session start")
@@ -472,7 +476,7 @@ class PruneSession:
                 filters,
                 baseline=own,
                 started_ns=self.record.started_ns if self.record else 0,
-                live=guard,
+                live=functools.partial(self._live, name),
                 dry_run=self.dry_run,
             )
             self.kind_reports.append(report)
@@ -486,7 +490,26 @@ class PruneSession:
                     " another live session may have made or uses"
                 )
             if report.status == "engine-lost":
-                return
+                self.lines.append(
+                    f"imageprune: WARNING the engine at {self.endpoint} stopped answering during"
+                    " the prune; nothing more deleted"
+                )
+            if report.status in ("engine-lost", "cancelled"):
+                return (
+                    reporting.ENGINE_LOST if report.status == "engine-lost" else reporting.CANCELLED
+                )
+        return None
+
+    def _live(self, name: str) -> list[Live]:
+        """What each other live session's record says of kind ``name``, read now."""
+        from pytest_imageprune.kinds import Live
+
+        coordinator = self.coordinator
+        live = coordinator.live() if coordinator is not None else []
+        return [
+            Live(None if r.kinds is None else r.kinds.get(name), r.started_ns, r.describe())
+            for r in live
+        ]
 
     def _fail_kind(self, name: str, why: str) -> None:
         from pytest_imageprune.kinds import KindReport
@@ -517,23 +540,29 @@ class PruneSession:
         except FilterError:
             coordinator.swept(record, done=True)
             return True
-        if not record.images:  # it pruned no images: none are owed
-            coordinator.swept(record, done=True)
-            return True
+        from pytest_imageprune.kinds import AFTER_IMAGES, BEFORE_IMAGES
+
         baseline = record.baseline if record.scope == "session" else None
+        kinds: list[KindReport] = []
         try:
             engine = self.engine or DockerEngine.from_env()
             self.engine = engine
-            snapshot = engine.snapshot()
-            arrival = Arrival(
-                engine.inspect,
-                snapshot,
-                getattr(engine, "events", None),
-                getattr(engine, "started_ns", None),
-            )
-            keep = within_lifetime(record, keep_live, arrival)
-            report = self._prune(filters, baseline, keep, snapshot=snapshot)
-            coordinator.swept(record, done=_done(report))
+            kinds += self._sweep_kinds(record, BEFORE_IMAGES)
+            if record.images:
+                snapshot = engine.snapshot()
+                arrival = Arrival(
+                    engine.inspect,
+                    snapshot,
+                    getattr(engine, "events", None),
+                    getattr(engine, "started_ns", None),
+                )
+                keep = within_lifetime(record, keep_live, arrival)
+                report = self._prune(filters, baseline, keep, snapshot=snapshot)
+            else:  # it pruned no images: none are owed
+                report = reporting.PruneReport(self.endpoint, filters, scope=record.scope)
+            if report.status == reporting.COMPLETED:
+                kinds += self._sweep_kinds(record, AFTER_IMAGES)
+            coordinator.swept(record, done=_done(report) and not _kept_for_live(kinds))
         except RegistryStuck:
             raise
         except Exception as exc:  # one session's leftovers never cost this one its report
@@ -549,16 +578,51 @@ class PruneSession:
                 f" that {state} ({record.describe()}) cannot be shown to have left: they"
                 " arrived after it ended, or when is unknown"
             )
-        if report.deleted_ids or report.untagged or _done(report) or doubted:
-            self.swept.append(Swept(record, state, report, doubted))
+        went = [k for k in kinds if k.deleted]
+        if report.deleted_ids or report.untagged or _done(report) or doubted or went:
+            self.swept.append(Swept(record, state, report, doubted, kinds))
+        if self.record is not None and record.id == self.record.id:
+            who = "this session's own deferred prune"
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_ns / 1e9))
+            who = f"the prune of a session that {state} ({record.describe()}, started {when})"
         if report.deleted_ids or report.untagged:  # a line about nothing says nothing
-            if self.record is not None and record.id == self.record.id:
-                who = "this session's own deferred prune"
-            else:
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_ns / 1e9))
-                who = f"the prune of a session that {state} ({record.describe()}, started {when})"
             self.lines.append(f"imageprune: finished {who}: {reporting.summary_line(report)}")
+        for kind in went:
+            self.lines.append(
+                f"imageprune: finished {who}: {kind.spec.many}: {kind.summary_line()}"
+            )
         return report.status == reporting.COMPLETED
+
+    def _sweep_kinds(self, record: SessionRecord, names: Sequence[str]) -> list[KindReport]:
+        """The other kinds of a dead or deferred session, with its filters and its lists
+        from its start, over its lifetime: what was made after it ended is not its."""
+        from pytest_imageprune.kinds import VOLUMES, KindFilters, prune_kind
+
+        engine = self.engine
+        if not record.kind_filters or not isinstance(engine, DockerEngine):
+            return []
+        reports = []
+        for name in names:
+            wanted = record.kind_filters.get(name)
+            if wanted is None:
+                continue
+            baseline = (record.kinds or {}).get(name)
+            if baseline is None and (record.scope == "session" or name == VOLUMES):
+                continue  # not listed at its start: nothing can be shown to be its
+            report = prune_kind(
+                engine,
+                KindFilters.from_mapping(name, wanted),
+                baseline=baseline if record.scope == "session" or name == VOLUMES else None,
+                started_ns=record.started_ns,
+                live=functools.partial(self._live, name),
+                dry_run=self.dry_run,
+                ended_ns=record.end_ns,
+            )
+            reports.append(report)
+            if report.status in ("engine-lost", "cancelled"):
+                break
+        return reports
 
     def _prune(
         self,
@@ -676,6 +740,11 @@ def _either(first: KeepRule, second: KeepRule) -> KeepRule:
 def _in_scope(snapshot: Snapshot, baseline: Baseline | None) -> frozenset[str]:
     images = snapshot.images.values()
     return frozenset(i.id for i in images if baseline is None or baseline.in_scope(i))
+
+
+def _kept_for_live(reports: Sequence[KindReport]) -> bool:
+    """Whether any other kind kept something for a live session (the work is then owed)."""
+    return any("live session" in why for report in reports for why in report.kept.values())
 
 
 def _done(report: PruneReport) -> bool:

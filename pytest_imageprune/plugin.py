@@ -274,6 +274,7 @@ class ImagePrunePlugin:
                 "state": s.state,
                 **s.report.to_dict(),
                 "kept": [{"Id": i, "reason": why} for i, why in sorted(s.doubted.items())],
+                **{k.kind: k.to_dict() for k in s.kinds},
             }
             for s in state.swept
         ]

@@ -84,6 +84,8 @@ class SessionRecord:
     kinds: Mapping[str, frozenset[str]] | None = None
     #: Whether it prunes images: a sweep of a session that did not prunes none.
     images: bool = True
+    #: The other kinds it prunes, each with its filters (API form), for a sweep.
+    kind_filters: Mapping[str, dict[str, list[str]]] | None = None
 
     @classmethod
     def new(
@@ -95,6 +97,7 @@ class SessionRecord:
         *,
         kinds: Mapping[str, frozenset[str]] | None = None,
         images: bool = True,
+        kind_filters: Mapping[str, dict[str, list[str]]] | None = None,
     ) -> SessionRecord:
         return cls(
             id=uuid.uuid4().hex,
@@ -107,6 +110,7 @@ class SessionRecord:
             heartbeat_ns=now_ns,
             kinds=kinds,
             images=images,
+            kind_filters=kind_filters,
         )
 
     @property
@@ -148,6 +152,7 @@ class SessionRecord:
             if self.kinds is None
             else {kind: sorted(ids) for kind, ids in self.kinds.items()},
             "images": self.images,
+            "kind_filters": None if self.kind_filters is None else dict(self.kind_filters),
         }
 
     @classmethod
@@ -200,6 +205,7 @@ class SessionRecord:
             present=_present(data.get("present")),
             kinds=_kinds(data.get("kinds")),
             images=_flag(data, "images"),
+            kind_filters=_kind_filters(data.get("kind_filters")),
         )
 
 
@@ -253,6 +259,28 @@ def _kinds(data: object) -> Mapping[str, frozenset[str]] | None:
         if not isinstance(ids, list) or not all(isinstance(i, str) and len(i) <= 1024 for i in ids):
             raise ValueError("kinds is not an object of lists of IDs")
     return {kind: frozenset(ids) for kind, ids in data.items()}
+
+
+def _kind_filters(data: object) -> Mapping[str, dict[str, list[str]]] | None:
+    from pytest_imageprune.kinds import KINDS, KindFilters
+
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not set(data) <= set(KINDS):
+        raise ValueError("kind_filters is not an object of the kinds a session prunes")
+    out = {}
+    for kind, filters in data.items():
+        if not isinstance(filters, dict) or not all(
+            isinstance(values, list) and all(isinstance(v, str) for v in values)
+            for values in filters.values()
+        ):
+            raise ValueError("kind_filters is not an object of filters")
+        try:
+            KindFilters.from_mapping(kind, filters)
+        except FilterError as exc:
+            raise ValueError(f"kind_filters: {kind}: {exc}") from None
+        out[kind] = {key: list(values) for key, values in filters.items()}
+    return out
 
 
 def _flag(data: Mapping[str, Any], key: str) -> bool:

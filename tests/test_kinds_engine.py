@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -31,6 +32,7 @@ from tests.support import (
     TEST_HOST_VARIABLE,
     EngineUnderTest,
     build,
+    connect,
     remove_leftovers,
 )
 
@@ -345,6 +347,10 @@ def make_twins(
     container("stopped-kept", keep)
     network("unused", labels)
     network("kept", keep)
+    # A network only a stopped (kept) container names: Docker's prune takes it (no
+    # endpoint), Podman's keeps it.
+    attached = network("attached", labels)
+    container("net-holder", keep, host_config=client.create_host_config(network_mode=attached))
     volume("anonymous", labels)
     volume("named", labels, f"{ns}-{twin}-named")
     volume("kept", keep)
@@ -369,9 +375,16 @@ def _gone(space: Space, roles: dict[str, str]) -> set[str]:
     gone = set()
     for role, ident in roles.items():
         try:
-            if role in ("stopped", "stopped-kept", "holder", "holder-kept", "running"):
+            if role in (
+                "stopped",
+                "stopped-kept",
+                "holder",
+                "holder-kept",
+                "running",
+                "net-holder",
+            ):
                 client.inspect_container(ident)
-            elif role in ("unused", "kept", "used"):
+            elif role in ("unused", "kept", "used", "attached"):
                 client.inspect_network(ident)
             else:
                 client.inspect_volume(ident)
@@ -666,3 +679,99 @@ def _prune_cache(client: docker.APIClient, records: set[str]) -> None:
         return
     wanted = {"id": ["^(" + "|".join(sorted(records)) + ")$"]}
     api(client, "POST", "/build/prune", all="1", filters=json.dumps(wanted))
+
+
+# -- the build cache against the daemon's own prune (private engines) ------------------------
+
+
+@pytest.fixture(params=["classic", "containerd"])
+def private_daemon(request: pytest.FixtureRequest) -> Iterator[tuple[str, docker.APIClient]]:
+    """A private dockerd (either store), its build cache emptied before and after."""
+    name = "private_engine" if request.param == "classic" else "private_c8d_engine"
+    daemon = request.getfixturevalue(name)
+    client = connect(daemon.socket)
+    api(client, "POST", "/build/prune", all="1")
+    yield daemon.socket, client
+    api(client, "POST", "/build/prune", all="1")
+    client.close()
+
+
+@pytest.mark.private_engine
+@pytest.mark.parametrize("all_records", [False, True], ids=["default", "all"])
+def test_the_build_cache_goes_as_the_daemons_build_prune_takes_it(
+    private_daemon: tuple[str, docker.APIClient], all_records: bool
+) -> None:
+    """Scope ``all``: the records a dry run names are the ones ``POST /build/prune`` then
+    deletes; a real run leaves the daemon's prune nothing to take."""
+    from pytest_imageprune.engine import DockerEngine
+    from pytest_imageprune.kinds import BUILD_CACHE, KindFilters, prune_kind
+
+    host, client = private_daemon
+    why = buildkit_available(host)
+    if why is not None:
+        pytest.fail(f"no BuildKit build on {host}: {why}")
+    filters = KindFilters.from_mapping(BUILD_CACHE, {"all": ["1" if all_records else "0"]})
+    query = {"all": "1"} if all_records else {}
+    for attempt in ("daemon", "plugin"):
+        for n in range(2):
+            buildkit_build(host, f"twin-{attempt}-{n}:1", files={"f": os.urandom(32)})
+        for n in range(2):
+            client.remove_image(f"twin-{attempt}-{n}:1")
+        engine = DockerEngine(endpoint=host)
+        try:
+            predicted = prune_kind(
+                engine, filters, baseline=None, started_ns=0, live=list, dry_run=True
+            )
+            if attempt == "daemon":
+                answer = api(client, "POST", "/build/prune", **query)
+                assert predicted.deleted, "the builds left no record to prune"
+                assert sorted(predicted.deleted) == sorted(answer["CachesDeleted"] or [])
+                assert predicted.space_reclaimed == answer["SpaceReclaimed"]
+            else:
+                report = prune_kind(
+                    engine, filters, baseline=None, started_ns=0, live=list, dry_run=False
+                )
+                assert report.status == "completed", report.errors
+                assert sorted(report.deleted) == sorted(predicted.deleted)
+                answer = api(client, "POST", "/build/prune", **query)
+                assert not answer["CachesDeleted"], "the daemon's prune found more to take"
+        finally:
+            engine.close()
+
+
+def test_a_session_that_died_is_swept_for_the_other_kinds_over_its_lifetime_only(
+    pytester: pytest.Pytester, space: Space
+) -> None:
+    """A makes a container, a network and a volume, and is killed (SIGKILL) before its
+    prune; a container made after its death is not its. B, later, takes A's and leaves
+    the late one."""
+    write(
+        pytester,
+        """
+        import signal
+
+        def test_a():
+            everything("a")
+            os.kill(os.getpid(), signal.SIGKILL)
+        """,
+        name="test_a",
+    )
+    write(pytester, "def test_b():\n    pass\n", name="test_b")
+    lock = f"--prune-images-lock={pytester.path / 'prune.lock'}"
+    options = [*space.scope(*ALL_KINDS), lock]
+    a = _session(pytester, "test_a", *options)
+    a_output, _ = a.communicate(timeout=300)
+    assert a.returncode == -9, a_output
+    made_a = space.made("a")
+    time.sleep(3)  # past its death, its last heartbeat and the slack
+    late = space.everything("late")
+    b = _session(pytester, "test_b", *options)
+    b_output, _ = b.communicate(timeout=300)
+    assert b.returncode == 0, b_output
+    assert made_a["container"] not in space.containers(), b_output
+    assert made_a["network"] not in space.networks(), b_output
+    assert made_a["volume"] not in space.volumes(), b_output
+    assert late["container"] in space.containers(), b_output
+    assert late["network"] in space.networks()
+    assert late["volume"] in space.volumes()
+    assert "finished the prune of a session that died" in b_output
