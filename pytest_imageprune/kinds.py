@@ -285,6 +285,9 @@ class Thing:
     #: network's or volume's name.
     name: str
     created_ns: int | None = None
+    #: How much later it may have been made than ``created_ns`` says: a time in whole
+    #: seconds (a container's list, a volume's ``CreatedAt``) may be up to a second early.
+    created_span: int = 0
     labels: Mapping[str, str] | None = None
     #: Running (a container), in use (a cache record): no prune takes it.
     busy: bool = False
@@ -341,6 +344,7 @@ def _container(item: Mapping[str, Any]) -> Thing:
         id=str(item["Id"]),
         name=str(item["Id"]),
         created_ns=int(created) * NANOS if isinstance(created, int) else None,
+        created_span=NANOS - 1,
         labels=item.get("Labels") or None,
         # Docker's IsRunning: running, and paused or restarting (both keep Running set).
         busy=state not in ("created", "exited", "dead", "stopped", "configured", "initialized"),
@@ -378,6 +382,7 @@ def _volume(item: Mapping[str, Any], used: set[str]) -> Thing:
         id=name,
         name=name,
         created_ns=_instant(item.get("CreatedAt")),
+        created_span=_span(item.get("CreatedAt")),
         labels=labels,
         busy=name in used,
         never=never,
@@ -407,6 +412,11 @@ def _record(item: Mapping[str, Any]) -> Thing:
         last_used_ns=_instant(item.get("LastUsedAt")),
         size=int(item.get("Size") or 0),
     )
+
+
+def _span(value: object) -> int:
+    """How early a time stamp may be: a second less a nanosecond when it has no fraction."""
+    return NANOS - 1 if isinstance(value, str) and "." not in value else 0
 
 
 def _instant(value: object) -> int | None:
@@ -511,11 +521,19 @@ def select(
     for thing in things:
         if baseline is not None and thing.id in baseline:
             continue  # not the session's: out of scope, said nowhere
-        made_before = thing.created_ns is None or thing.created_ns < started_ns - START_SLACK_NS
-        if kind == BUILD_CACHE and baseline is not None and made_before:
+        created = thing.created_ns
+        latest = None if created is None else created + thing.created_span
+        if (
+            baseline is not None
+            and started_ns
+            and (
+                (latest is None and kind == BUILD_CACHE)
+                or (latest is not None and latest < started_ns - START_SLACK_NS)
+            )
+        ):  # absent from the lists at its start, yet older: not the session's
             kept[thing.id] = "created before this session started"
             continue
-        if ended_ns is not None and (thing.created_ns is None or thing.created_ns > ended_ns):
+        if ended_ns is not None and (latest is None or latest > ended_ns):
             kept[thing.id] = "created after that session ended, or when is unknown"
             continue
         why = _why_kept(thing, filters, until, anonymous_only)
@@ -559,7 +577,17 @@ def _why_kept(
 
 def _for_live(thing: Thing, kind: str, live: Sequence[Live]) -> str | None:
     for session in live:
-        if session.ids is None or thing.id not in session.ids:
+        if session.ids is None:
+            # It listed no such object at its start: what was made before it started is
+            # not its (unless when it started is unknown: an unreadable record).
+            made = thing.created_ns
+            if (
+                not session.started_ns
+                or made is None
+                or made + thing.created_span >= session.started_ns - START_SLACK_NS
+            ):
+                return f"may belong to a live session ({session.who})"
+        elif thing.id not in session.ids:
             return f"may belong to a live session ({session.who})"
         if (
             kind == BUILD_CACHE

@@ -102,6 +102,8 @@ class PruneSession:
     _engine_id: str | None = None
     #: The bad registry files already said, by name (one line each per session).
     _bad_said: set[str] = field(default_factory=set)
+    #: Why a sweep stopped short (Ctrl-C, the engine gone): no more sweeping then.
+    _stopped: str | None = None
 
     # -- start ---------------------------------------------------------------------------
     def start(self, *, background: bool = False) -> None:
@@ -408,7 +410,9 @@ class PruneSession:
             self._prune_all()
         finally:
             coordinator.release_lock()
-        if self.report is not None and self.report.status == reporting.COMPLETED:
+        # A sweep cut short (Ctrl-C, the engine gone): no more of them; the next session goes on.
+        done = self.report is not None and self.report.status == reporting.COMPLETED
+        if done and self._stopped is None:
             coordinator.hand_over(self._sweep_keeping)
 
     def _prune_all(self) -> None:
@@ -530,7 +534,7 @@ class PruneSession:
         Only what the engine shows arrived while that session lived goes (``Arrival``).
         False when sweeping should stop here (Ctrl-C, the engine lost, a failure).
         """
-        from pytest_imageprune.sessions import Arrival, is_doubt_reason, within_lifetime
+        from pytest_imageprune.sessions import Arrival, within_lifetime
 
         coordinator = self.coordinator
         if coordinator is None:
@@ -548,6 +552,12 @@ class PruneSession:
             engine = self.engine or DockerEngine.from_env()
             self.engine = engine
             kinds += self._sweep_kinds(record, BEFORE_IMAGES)
+            stopped = _stopped(kinds)
+            if stopped is not None:  # Ctrl-C, or the engine gone: the rest stays owed
+                self._stopped = stopped
+                coordinator.swept(record, done=False)
+                self._say_kinds(kinds, f"the prune of {record.describe()}")
+                return False
             if record.images:
                 snapshot = engine.snapshot()
                 arrival = Arrival(
@@ -562,7 +572,9 @@ class PruneSession:
                 report = reporting.PruneReport(self.endpoint, filters, scope=record.scope)
             if report.status == reporting.COMPLETED:
                 kinds += self._sweep_kinds(record, AFTER_IMAGES)
-            coordinator.swept(record, done=_done(report) and not _kept_for_live(kinds))
+            done = _done(report) and not _kept_for_live(kinds) and _stopped(kinds) is None
+            done = done and all(k.status in ("completed", "not-supported") for k in kinds)
+            coordinator.swept(record, done=done)
         except RegistryStuck:
             raise
         except Exception as exc:  # one session's leftovers never cost this one its report
@@ -571,6 +583,19 @@ class PruneSession:
                 f"{type(exc).__name__}: {exc}"
             )
             return False
+        self._say_swept(record, state, report, kinds)
+        if report.status in (reporting.CANCELLED, reporting.ENGINE_LOST):
+            self._stopped = report.status
+        self._stopped = self._stopped or _stopped(kinds)
+        return report.status == reporting.COMPLETED and _stopped(kinds) is None
+
+    def _say_swept(
+        self, record: SessionRecord, state: str, report: PruneReport, kinds: list[KindReport]
+    ) -> None:
+        """What a sweep did, in the lines and among ``swept`` (a line about nothing says
+        nothing)."""
+        from pytest_imageprune.sessions import is_doubt_reason
+
         doubted = {i: why for i, why in report.kept.items() if is_doubt_reason(why)}
         if doubted:
             self.lines.append(
@@ -578,6 +603,7 @@ class PruneSession:
                 f" that {state} ({record.describe()}) cannot be shown to have left: they"
                 " arrived after it ended, or when is unknown"
             )
+        self._say_kinds(kinds, f"the prune of {record.describe()}")
         went = [k for k in kinds if k.deleted]
         if report.deleted_ids or report.untagged or _done(report) or doubted or went:
             self.swept.append(Swept(record, state, report, doubted, kinds))
@@ -592,7 +618,21 @@ class PruneSession:
             self.lines.append(
                 f"imageprune: finished {who}: {kind.spec.many}: {kind.summary_line()}"
             )
-        return report.status == reporting.COMPLETED
+
+    def _say_kinds(self, reports: Sequence[KindReport], whose: str) -> None:
+        """A sweep's kinds: their errors, and what they kept for live sessions."""
+        for report in reports:
+            for error in report.errors:
+                self.lines.append(
+                    f"imageprune: WARNING {whose}: {report.spec.many}: {error['error']}"
+                )
+            kept = sum(1 for why in report.kept.values() if "live session" in why)
+            if kept:
+                spec = report.spec
+                self.lines.append(
+                    f"imageprune: {whose}: kept {kept} {spec.one if kept == 1 else spec.many}"
+                    " that another live session may have made or uses"
+                )
 
     def _sweep_kinds(self, record: SessionRecord, names: Sequence[str]) -> list[KindReport]:
         """The other kinds of a dead or deferred session, with its filters and its lists
@@ -617,6 +657,7 @@ class PruneSession:
                 started_ns=record.started_ns,
                 live=functools.partial(self._live, name),
                 dry_run=self.dry_run,
+                # As for images: a dead session ended at most 2 s after its last heartbeat.
                 ended_ns=record.end_ns,
             )
             reports.append(report)
@@ -740,6 +781,16 @@ def _either(first: KeepRule, second: KeepRule) -> KeepRule:
 def _in_scope(snapshot: Snapshot, baseline: Baseline | None) -> frozenset[str]:
     images = snapshot.images.values()
     return frozenset(i.id for i in images if baseline is None or baseline.in_scope(i))
+
+
+def _stopped(reports: Sequence[KindReport]) -> str | None:
+    """The status that stops a prune (Ctrl-C, the engine gone), if one of ``reports`` has it."""
+    for report in reports:
+        if report.status == "engine-lost":
+            return reporting.ENGINE_LOST
+        if report.status == "cancelled":
+            return reporting.CANCELLED
+    return None
 
 
 def _kept_for_live(reports: Sequence[KindReport]) -> bool:

@@ -271,9 +271,9 @@ def _kind_filters(data: object) -> Mapping[str, dict[str, list[str]]] | None:
     out = {}
     for kind, filters in data.items():
         if not isinstance(filters, dict) or not all(
-            isinstance(values, list) and all(isinstance(v, str) for v in values)
+            isinstance(values, list) and values and all(isinstance(v, str) for v in values)
             for values in filters.values()
-        ):
+        ):  # an empty list would be no condition at all
             raise ValueError("kind_filters is not an object of filters")
         try:
             KindFilters.from_mapping(kind, filters)

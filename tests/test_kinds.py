@@ -281,9 +281,10 @@ def test_a_cache_record_created_before_the_session_started_is_kept() -> None:
     # Scope all (no baseline): when it was made does not matter.
     ids, kept = _select(things, BUILD_CACHE, baseline=None)
     assert ids == [t.id for t in things]
-    # Other kinds: the baseline alone decides.
+    # Other kinds: older than the start, yet absent from the lists taken then, is not the
+    # session's either; an unknown time leaves it to the lists.
     for kind in (CONTAINERS, NETWORKS, VOLUMES):
-        assert _select(things, kind)[0] == [t.id for t in things]
+        assert _select(things, kind)[0] == ["within-slack", "unknown", "during"]
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -1091,3 +1092,37 @@ def test_a_podman_network_is_deleted_by_name_and_kept_while_a_container_names_it
     assert report.deleted == ["free"]
     assert report.kept == {"n1": "in use"}
     assert "DELETE /networks/free" in engine.asked
+
+
+def test_a_live_session_that_listed_nothing_keeps_only_what_came_after_its_start() -> None:
+    """An images-only session lists no networks: what was made before it started is not
+    its (the first version kept every new object for it, so a dead session's record stayed
+    deferred as long as any such session ran)."""
+    live = Live(None, STARTED + 60 * NANOS, "pid 42 on elsewhere")
+    old = _new("old", created_ns=STARTED + 10 * NANOS)
+    late = _new("late", created_ns=STARTED + 59 * NANOS)
+    ids, kept = _select([old, late], NETWORKS, live=[live])
+    assert ids == ["old"]
+    assert kept == {"late": "may belong to a live session (pid 42 on elsewhere)"}
+    # An unreadable record: when it started is unknown, everything new is kept for it.
+    ids, _ = _select([old, late], NETWORKS, live=[Live(None, 0, "unknown")])
+    assert ids == []
+
+
+@pytest.mark.parametrize(("span", "goes"), [(0, True), (NANOS - 1, False)])
+def test_a_sweep_reads_a_time_in_whole_seconds_as_its_latest_instant(span: int, goes: bool) -> None:
+    """A volume's ``CreatedAt`` and a container's listed ``Created`` are whole seconds: made
+    in the second a session ended, it may have come after (the first version swept one made
+    3 ms after a deferred session finished)."""
+    ended = STARTED + 100 * NANOS + NANOS // 2
+    thing = dataclasses.replace(_new("v", created_ns=STARTED + 100 * NANOS), created_span=span)
+    ids, kept = select(
+        [thing],
+        KindFilters(VOLUMES),
+        baseline=frozenset(),
+        started_ns=STARTED,
+        live=[],
+        now_ns=NOW,
+        ended_ns=ended,
+    )
+    assert ([t.id for t in ids] == ["v"]) is goes, kept

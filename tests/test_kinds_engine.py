@@ -775,3 +775,63 @@ def test_a_session_that_died_is_swept_for_the_other_kinds_over_its_lifetime_only
     assert late["network"] in space.networks()
     assert late["volume"] in space.volumes()
     assert "finished the prune of a session that died" in b_output
+
+
+def test_ctrl_c_in_a_sweep_of_the_other_kinds_stops_it_and_leaves_the_work_owed(
+    pytester: pytest.Pytester, space: Space
+) -> None:
+    """Two sessions die; the next one's sweep is interrupted in the first one's container
+    deletions: the sweep stops there (the second dead session's objects stay), and the first
+    one's record stays, so the session after finishes both."""
+    write(
+        pytester,
+        """
+        import signal
+
+        def test_dies():
+            everything(os.environ["WHO"])
+            os.kill(os.getpid(), signal.SIGKILL)
+        """,
+        name="test_dies",
+    )
+    write(pytester, "def test_b():\n    pass\n", name="test_b")
+    lock = f"--prune-images-lock={pytester.path / 'prune.lock'}"
+    options = [*space.scope(*ALL_KINDS), lock]
+    for who in ("d1", "d2"):
+        os.environ["WHO"] = who
+        try:
+            dying = _session(pytester, "test_dies", *options)
+            output, _ = dying.communicate(timeout=300)
+        finally:
+            del os.environ["WHO"]
+        assert dying.returncode == -9, output
+    (pytester.path / "conftest.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest_imageprune.kinds as kinds
+
+            real = kinds._delete_each
+            calls = []
+
+            def interrupted(engine, kind, candidates, *args, **kw):
+                if candidates and not calls:  # the first deletion: in the sweep of d1
+                    calls.append(1)
+                    raise KeyboardInterrupt
+                return real(engine, kind, candidates, *args, **kw)
+
+            kinds._delete_each = interrupted
+            """
+        )
+    )
+    b = _session(pytester, "test_b", *options)
+    b_output, _ = b.communicate(timeout=300)
+    assert b.returncode == 0, b_output
+    d1, d2 = space.made("d1"), space.made("d2")
+    left = space.containers() | space.networks() | space.volumes()
+    assert {d1["container"], d1["network"], d1["volume"]} <= left, b_output
+    assert {d2["container"], d2["network"], d2["volume"]} <= left, b_output
+    (pytester.path / "conftest.py").unlink()
+    c = _session(pytester, "test_b", *options)
+    c_output, _ = c.communicate(timeout=300)
+    assert c.returncode == 0, c_output
+    assert space.containers() | space.networks() | space.volumes() == set(), c_output
