@@ -141,10 +141,10 @@ class Filters:
         matches, and so excludes, every image, as in the daemon.
         """
         labels = labels or {}
-        if not _match_kv_list(self.label, labels):
+        if not match_kv_list(self.label, labels):
             return False
         has_label_not = bool(self.label_not) or "label!" in self.raw
-        return not (has_label_not and _match_kv_list(self.label_not, labels))
+        return not (has_label_not and match_kv_list(self.label_not, labels))
 
     def match_labels_containerd(self, labels: Mapping[str, str] | None) -> bool:
         """The containerd store's label rules (R25, Docker 29.4.1 and later).
@@ -185,7 +185,7 @@ def _invalid_filter(key: str, values: list[str] | None = None) -> str:
     return f"invalid filter '{key}{shown}'"
 
 
-def _match_kv_list(values: frozenset[str], labels: Mapping[str, str]) -> bool:
+def match_kv_list(values: frozenset[str], labels: Mapping[str, str]) -> bool:
     """moby's ``Args.MatchKVList``: every ``k`` / ``k=v`` value is in ``labels``."""
     if not values:
         return True
@@ -206,6 +206,17 @@ def parse_filters(values: Iterable[str]) -> Filters:
     lowercased, the value trimmed (so ``label!=a=b`` is ``label!`` with ``a=b``, and
     ``label=`` is ``label`` with the value ``""``). Then :meth:`Filters.from_mapping`.
     """
+    args, typed = split_filters(values)
+    try:
+        return Filters.from_mapping(args)
+    except FilterError as exc:
+        exc.texts = tuple(typed.get(exc.key or "", ()))
+        raise
+
+
+def split_filters(values: Iterable[str]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """docker/cli's ``FilterOpt.Set`` over each string (R27): the values by key, and the
+    filters as typed by key (for messages). ``FilterError`` for one without ``=``."""
     args: dict[str, list[str]] = {}
     typed: dict[str, list[str]] = {}
     for value in values:
@@ -219,11 +230,7 @@ def parse_filters(values: Iterable[str]) -> Filters:
         key = name.strip(GO_SPACE).lower()
         args.setdefault(key, []).append(rest.strip(GO_SPACE))
         typed.setdefault(key, []).append(value)
-    try:
-        return Filters.from_mapping(args)
-    except FilterError as exc:
-        exc.texts = tuple(typed.get(exc.key or "", ()))
-        raise
+    return args, typed
 
 
 def parse_until(value: str, now_ns: int, utc_offset_s: int) -> int:

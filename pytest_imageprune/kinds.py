@@ -23,9 +23,14 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from pytest_imageprune._gotime import GO_SPACE, GO_ZERO_NS, NANOS
+from pytest_imageprune._gotime import GO_ZERO_NS, NANOS
 from pytest_imageprune.errors import FilterError
-from pytest_imageprune.filters import parse_rfc3339_nano, parse_until
+from pytest_imageprune.filters import (
+    match_kv_list,
+    parse_rfc3339_nano,
+    parse_until,
+    split_filters,
+)
 
 if TYPE_CHECKING:
     from pytest_imageprune.engine import DockerEngine
@@ -241,39 +246,19 @@ class KindFilters:
     def match_labels(self, labels: Mapping[str, str] | None) -> bool:
         """moby's ``matchLabels``: every ``label``; excluded when every ``label!`` matches."""
         labels = labels or {}
-        if not _match_kv_list(self.label, labels):
+        if not match_kv_list(self.label, labels):
             return False
-        return not ("label!" in self.raw and _match_kv_list(self.label_not, labels))
+        return not ("label!" in self.raw and match_kv_list(self.label_not, labels))
 
 
 def parse_kind_filters(kind: str, values: Iterable[str]) -> KindFilters:
     """A kind's filters as typed on a command line (``--filter``), validated."""
-    args: dict[str, list[str]] = {}
-    typed: dict[str, list[str]] = {}
-    for value in values:
-        if value == "":
-            continue
-        name, has_equals, rest = value.partition("=")
-        if not has_equals:
-            raise FilterError(f"bad format of filter '{value}'", texts=(value,))
-        key = name.strip(GO_SPACE).lower()
-        args.setdefault(key, []).append(rest.strip(GO_SPACE))
-        typed.setdefault(key, []).append(value)
+    args, typed = split_filters(values)
     try:
         return KindFilters.from_mapping(kind, args)
     except FilterError as exc:
         exc.texts = tuple(typed.get(exc.key or "", ()))
         raise
-
-
-def _match_kv_list(values: frozenset[str], labels: Mapping[str, str]) -> bool:
-    if not values:
-        return True
-    for value in values:
-        key, has_value, wanted = value.partition("=")
-        if key not in labels or (has_value and labels[key] != wanted):
-            return False
-    return True
 
 
 @dataclass(frozen=True)

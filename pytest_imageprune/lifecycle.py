@@ -484,15 +484,7 @@ class PruneSession:
                 dry_run=self.dry_run,
             )
             self.kind_reports.append(report)
-            for error in report.errors:
-                self.lines.append(f"imageprune: WARNING {report.spec.many}: {error['error']}")
-            kept = sum(1 for why in report.kept.values() if "live session" in why)
-            if kept:
-                spec = report.spec
-                self.lines.append(
-                    f"imageprune: kept {kept} {spec.one if kept == 1 else spec.many} that"
-                    " another live session may have made or uses"
-                )
+            self._say_kinds([report])
             if report.status == "engine-lost":
                 self.lines.append(
                     f"imageprune: WARNING the engine at {self.endpoint} stopped answering during"
@@ -619,18 +611,20 @@ class PruneSession:
                 f"imageprune: finished {who}: {kind.spec.many}: {kind.summary_line()}"
             )
 
-    def _say_kinds(self, reports: Sequence[KindReport], whose: str) -> None:
-        """A sweep's kinds: their errors, and what they kept for live sessions."""
+    def _say_kinds(self, reports: Sequence[KindReport], whose: str = "") -> None:
+        """The other kinds' errors, and what they kept for live sessions (``whose``: the
+        session a sweep finishes, if not this one)."""
+        prefix = f"{whose}: " if whose else ""
         for report in reports:
             for error in report.errors:
                 self.lines.append(
-                    f"imageprune: WARNING {whose}: {report.spec.many}: {error['error']}"
+                    f"imageprune: WARNING {prefix}{report.spec.many}: {error['error']}"
                 )
             kept = sum(1 for why in report.kept.values() if "live session" in why)
             if kept:
                 spec = report.spec
                 self.lines.append(
-                    f"imageprune: {whose}: kept {kept} {spec.one if kept == 1 else spec.many}"
+                    f"imageprune: {prefix}kept {kept} {spec.one if kept == 1 else spec.many}"
                     " that another live session may have made or uses"
                 )
 
