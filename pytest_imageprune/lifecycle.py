@@ -490,10 +490,9 @@ class PruneSession:
                     f"imageprune: WARNING the engine at {self.endpoint} stopped answering during"
                     " the prune; nothing more deleted"
                 )
-            if report.status in ("engine-lost", "cancelled"):
-                return (
-                    reporting.ENGINE_LOST if report.status == "engine-lost" else reporting.CANCELLED
-                )
+            stopped = _stopped([report])
+            if stopped is not None:
+                return stopped
         return None
 
     def _live(self, name: str) -> list[Live]:
