@@ -308,6 +308,17 @@ def listing(engine: DockerEngine, kind: str) -> list[Thing]:
     return [_record(item) for item in _disk_usage(engine, "build-cache").get("BuildCache") or []]
 
 
+def present_ids(engine: DockerEngine, kind: str) -> frozenset[str]:
+    """The IDs of ``kind`` on the engine (a volume's name), in as few requests as can be."""
+    if kind == NETWORKS:
+        items = engine.request("GET", "/networks") or []
+        return frozenset(str(i.get("Id") or i.get("ID") or i.get("Name")) for i in items)
+    if kind == VOLUMES:
+        answer = engine.request("GET", "/volumes") or {}
+        return frozenset(str(v["Name"]) for v in answer.get("Volumes") or [])
+    return frozenset(t.id for t in listing(engine, kind))
+
+
 def _disk_usage(engine: DockerEngine, what: str) -> Mapping[str, Any]:
     """``GET /system/df`` for one kind (API 1.42 and later; before, the whole)."""
     query = f"?type={what}" if _at_least(engine.api_version, "1.42") else ""

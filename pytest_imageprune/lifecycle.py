@@ -176,27 +176,30 @@ class PruneSession:
             engine.close()
 
     def _kinds_present(self, engine: Engine, snapshot: Snapshot) -> dict[str, frozenset[str]]:
-        """The other kinds' objects present now: the containers, listed with the images;
-        networks, volumes and build cache when any kind is enabled (the cache when it is)."""
+        """The other kinds' objects present now, for this session's prune and for the other
+        sessions' (what a live session's lists lack may be its): the containers, listed with
+        the images; the networks and volumes (two quick requests) whatever is enabled, so
+        that no session's prune must judge them by the clocks; the build cache when that
+        kind is enabled (``GET /system/df`` is slow on Docker 20.10)."""
         present = {"containers": frozenset(c.id for c in snapshot.containers)}
-        if not self.kinds or not isinstance(engine, DockerEngine):
+        if not isinstance(engine, DockerEngine):
             return present
-        from pytest_imageprune.kinds import BUILD_CACHE, CONTAINERS, NETWORKS, VOLUMES, listing
+        from pytest_imageprune.kinds import BUILD_CACHE, CONTAINERS, NETWORKS, VOLUMES, present_ids
 
         wanted = [NETWORKS, VOLUMES]
         if BUILD_CACHE in self.kinds and not engine.podman:
             wanted.append(BUILD_CACHE)
         for kind in wanted:
             try:
-                present[kind] = frozenset(t.id for t in listing(engine, kind))
+                present[kind] = present_ids(engine, kind)
             except Exception as exc:  # that kind alone: not pruned, and all of it kept for us
                 self.lines.append(
                     f"imageprune: WARNING could not list the {kind.replace('_', ' ')} at"
                     f" session start ({type(exc).__name__}: {exc}): none will be pruned"
                 )
-        # Listed again after the others: a container made meanwhile is in one of the two.
-        with contextlib.suppress(Exception):
-            present[CONTAINERS] |= frozenset(t.id for t in listing(engine, CONTAINERS))
+        if self.kinds:  # listed again after the others: one made meanwhile is in either
+            with contextlib.suppress(Exception):
+                present[CONTAINERS] |= present_ids(engine, CONTAINERS)
         return present
 
     def _read_ahead(self, snapshot: Snapshot) -> None:

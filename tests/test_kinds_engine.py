@@ -115,6 +115,10 @@ class Space:
         listed = self.client.volumes(filters={"label": f"kt={self.name}"}) or {}
         return {v["Name"] for v in listed.get("Volumes") or []}
 
+    def made_networks_and_volumes(self) -> set[str]:
+        """The IDs of this namespace's networks, and the names of its volumes."""
+        return self.networks() | self.volumes()
+
     def images(self) -> set[str]:
         listed = self.client.images(all=True, filters={"label": f"kt={self.name}"})
         return {i["Id"] if ":" in i["Id"] else f"sha256:{i['Id']}" for i in listed}
@@ -835,3 +839,43 @@ def test_ctrl_c_in_a_sweep_of_the_other_kinds_stops_it_and_leaves_the_work_owed(
     c_output, _ = c.communicate(timeout=300)
     assert c.returncode == 0, c_output
     assert space.containers() | space.networks() | space.volumes() == set(), c_output
+
+
+@pytest.mark.parametrize("engine_under_test", ["docker"], indirect=True)
+def test_a_session_that_prunes_only_images_lists_networks_and_volumes_for_the_others(
+    pytester: pytest.Pytester, space: Space
+) -> None:
+    """Its record holds the networks and volumes present at its start, so another session's
+    prune tells what it may have made by its lists, not by the clocks."""
+    write(
+        pytester,
+        """
+        def test_wait():
+            made("started", 1)
+            wait_for("end")
+        """,
+        name="test_wait",
+    )
+    space.everything("before")
+    lock = pytester.path / "prune.lock"
+    running = _session(
+        pytester,
+        "test_wait",
+        f"--prune-images=label=kt={space.name}",
+        f"--prune-images-lock={lock}",
+    )
+    try:
+        _wait(space.out, "started.json", running)
+        (record,) = [
+            json.loads(path.read_text())
+            for path in (pytester.path / "prune.lock.sessions").glob("*.json")
+        ]
+    finally:
+        (space.out / "end").touch()
+        output, _ = running.communicate(timeout=300)
+    assert running.returncode == 0, output
+    assert set(record["kinds"]) == {"containers", "networks", "volumes"}
+    assert space.made_networks_and_volumes() <= {
+        *record["kinds"]["networks"],
+        *record["kinds"]["volumes"],
+    }
