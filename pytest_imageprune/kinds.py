@@ -114,6 +114,15 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
 BEFORE_IMAGES = (CONTAINERS, NETWORKS, VOLUMES)
 AFTER_IMAGES = (BUILD_CACHE,)
 
+#: BuildKit's record types (``client.UsageRecordType``), in the order help names them.
+CACHE_TYPES = (
+    "regular",
+    "source.local",
+    "source.git.checkout",
+    "exec.cachemount",
+    "internal",
+    "frontend",
+)
 #: What each filter accepts, said to a person; ``{o}`` is the option and ``=``.
 ACCEPTED = {
     "until": (
@@ -124,23 +133,9 @@ ACCEPTED = {
     "label": "Write {o}label=KEY or {o}label=KEY=VALUE, such as {o}label=ci",
     "label!": "Write {o}label!=KEY or {o}label!=KEY=VALUE, such as {o}label!=keep",
     "all": "Write {o}all=true or {o}all=false",
-    "type": "Write {o}type= and one of "
-    + ", ".join(
-        (
-            "regular",
-            "source.local",
-            "source.git.checkout",
-            "exec.cachemount",
-            "internal",
-            "frontend",
-        )
-    ),
+    "type": "Write {o}type= and one of " + ", ".join(CACHE_TYPES),
     "description": "Write {o}description= and a record's whole description",
 }
-#: BuildKit's record types (``client.UsageRecordType``).
-CACHE_TYPES = frozenset(
-    {"regular", "source.local", "source.git.checkout", "exec.cachemount", "internal", "frontend"}
-)
 #: Networks no prune removes (``network.IsPredefined``; Podman's default network).
 PREDEFINED_NETWORKS = frozenset({"bridge", "host", "none", "default", "podman"})
 #: The label Docker puts on the volumes it makes without a name.
