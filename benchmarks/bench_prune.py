@@ -40,9 +40,10 @@ from pathlib import Path
 import docker
 from common import PYTEST, client, fmt, load, median, remove_labelled, run, timed, tiny_project
 
-from pytest_imageprune.engine import DockerEngine, Engine
-from pytest_imageprune.prune import prune_images
-from pytest_imageprune.report import PruneReport
+from pytest_imageprune.engine.api import Engine
+from pytest_imageprune.engine.client import DockerEngine
+from pytest_imageprune.images.prune import prune_images
+from pytest_imageprune.model.report import PruneReport
 
 
 def each(ids: list[str], level: int, request: Callable[[Engine, str], object]) -> None:

@@ -26,8 +26,8 @@ import uuid
 
 from common import PYTEST, client, fmt, load, median, remove_labelled, run, timed, tiny_project
 
-from pytest_imageprune.engine import DockerEngine
-from pytest_imageprune.images import Baseline
+from pytest_imageprune.engine.client import DockerEngine
+from pytest_imageprune.model.images import Baseline
 
 HEAVY = ("docker", "requests", "urllib3", "dateutil")
 NO_PLUGIN = [*PYTEST, "-p", "no:imageprune"]

@@ -24,21 +24,21 @@ __all__ = [
 
 if TYPE_CHECKING:
     from pytest_imageprune.errors import EngineUnavailable, FilterError, ImagePruneError
-    from pytest_imageprune.filters import Filters, parse_filters
-    from pytest_imageprune.images import Baseline
-    from pytest_imageprune.prune import prune_images, take_baseline
-    from pytest_imageprune.report import PruneReport
+    from pytest_imageprune.images.prune import prune_images, take_baseline
+    from pytest_imageprune.model.filters import Filters, parse_filters
+    from pytest_imageprune.model.images import Baseline
+    from pytest_imageprune.model.report import PruneReport
 
 _WHERE = {
-    "Baseline": "images",
+    "Baseline": "model.images",
     "EngineUnavailable": "errors",
     "FilterError": "errors",
-    "Filters": "filters",
+    "Filters": "model.filters",
     "ImagePruneError": "errors",
-    "PruneReport": "report",
-    "parse_filters": "filters",
-    "prune_images": "prune",
-    "take_baseline": "prune",
+    "PruneReport": "model.report",
+    "parse_filters": "model.filters",
+    "prune_images": "images.prune",
+    "take_baseline": "images.prune",
 }
 
 

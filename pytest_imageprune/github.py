@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pytest_imageprune import report as reporting
+from pytest_imageprune.model import report as reporting
 
 T = TypeVar("T")
 

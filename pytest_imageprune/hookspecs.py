@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_imageprune.images import Image
-    from pytest_imageprune.report import PruneReport
+    from pytest_imageprune.model.images import Image
+    from pytest_imageprune.model.report import PruneReport
 
 
 @pytest.hookspec(firstresult=True)

@@ -35,9 +35,9 @@ from pytest_imageprune.settings import (
 if TYPE_CHECKING:
     from collections.abc import Generator
 
-    from pytest_imageprune.images import Baseline, Image
-    from pytest_imageprune.kinds import KindFilters
-    from pytest_imageprune.report import PruneReport
+    from pytest_imageprune.kinds.filters import KindFilters
+    from pytest_imageprune.model.images import Baseline, Image
+    from pytest_imageprune.model.report import PruneReport
 
 PLUGIN_NAME = "imageprune-session"
 
@@ -162,7 +162,7 @@ class ImagePrunePlugin:
     """Records the baseline at session start; prunes and reports at session end."""
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
-        from pytest_imageprune.lifecycle import PruneSession
+        from pytest_imageprune.session.lifecycle import PruneSession
 
         self.config = config
         self.settings = settings
@@ -257,7 +257,7 @@ class ImagePrunePlugin:
         return f"protected: {answer}" if isinstance(answer, str) else "protected by a hook"
 
     def _finish(self) -> None:
-        from pytest_imageprune.report import RAN, detail_lines
+        from pytest_imageprune.model.report import RAN, detail_lines
 
         state = self.session
         state.finish()  # never raises
@@ -333,7 +333,7 @@ class _ProgressLine:
         if not self.shown:
             self.started, self.shown = now, True
             writer.line()
-        from pytest_imageprune.report import human_size
+        from pytest_imageprune.model.report import human_size
 
         self.last = now
         text = f"imageprune: {done}/{total} images, {human_size(size)} freed"
@@ -381,7 +381,7 @@ def imageprune_label(pytestconfig: pytest.Config) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def imageprune_baseline(pytestconfig: pytest.Config) -> Baseline | None:
     """The images present when the session started (None when pruning is off or failed)."""
-    from pytest_imageprune.images import Baseline
+    from pytest_imageprune.model.images import Baseline
 
     workerinput = getattr(pytestconfig, "workerinput", None)
     if workerinput is not None:

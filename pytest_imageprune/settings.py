@@ -17,8 +17,8 @@ import pytest
 
 if TYPE_CHECKING:
     from pytest_imageprune.errors import FilterError
-    from pytest_imageprune.filters import Filters
-    from pytest_imageprune.kinds import KindFilters
+    from pytest_imageprune.kinds.filters import KindFilters
+    from pytest_imageprune.model.filters import Filters
 
 SCOPES = ("session", "all")
 #: The other kinds a session prunes (``kinds.KINDS``), in ``docker system prune``'s order;
@@ -148,8 +148,8 @@ def filter_usage_error(exc: FilterError, ini: str | None) -> pytest.UsageError:
 
 def kind_usage_error(kind: str, exc: FilterError, ini: str | None) -> pytest.UsageError:
     """A bad filter of another kind (``kinds``), said as an image filter is."""
-    from pytest_imageprune.kinds import KINDS
-    from pytest_imageprune.kinds import kind_usage_error as said
+    from pytest_imageprune.kinds.table import KINDS
+    from pytest_imageprune.kinds.table import kind_usage_error as said
 
     return pytest.UsageError(PREFIX + said(KINDS[kind], exc, ini))
 
@@ -182,7 +182,7 @@ def load_settings(
     if option("no_prune_images"):
         return None
     from pytest_imageprune.errors import FilterError
-    from pytest_imageprune.filters import Filters, parse_filters
+    from pytest_imageprune.model.filters import Filters, parse_filters
 
     kinds = _kinds(config, option)
     cli: list[str] | None = option("prune_images")
@@ -226,7 +226,7 @@ def _kinds(config: pytest.Config, option: Callable[[str], Any]) -> dict[str, Kin
     if not given:
         return {}  # nothing imported: installed but not enabled costs nothing
     from pytest_imageprune.errors import FilterError
-    from pytest_imageprune.kinds import parse_kind_filters
+    from pytest_imageprune.kinds.filters import parse_kind_filters
 
     kinds = {}
     for name, (values, where) in given.items():

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_imageprune.boundary import Boundary, Unsafe, write_regular
-from pytest_imageprune.lock import LockUnusable, PruneLock, meeting_place
+from pytest_imageprune.coordination.boundary import Boundary, Unsafe, write_regular
+from pytest_imageprune.coordination.place import LockUnusable, PruneLock, meeting_place
 from tests.support import IN_CI
 
 NOBODY = 65534

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from pytest_imageprune import containerd
-from pytest_imageprune.filters import parse_filters
-from pytest_imageprune.images import NANOS, Baseline, Container, Image, Snapshot
-from pytest_imageprune.prune import prune_images
-from pytest_imageprune.report import UNSUPPORTED_STORE, PruneReport
-from pytest_imageprune.selection import KEPT_LABELS, KEPT_TAGGED
-from pytest_imageprune.simulate import SimulatedContainerdEngine
-from pytest_imageprune.store import CLASSIC, CONTAINERD, PODMAN, UNSUPPORTED, Store, detect
+from pytest_imageprune.engine.simulate import SimulatedContainerdEngine
+from pytest_imageprune.engine.store import CLASSIC, CONTAINERD, PODMAN, UNSUPPORTED, Store, detect
+from pytest_imageprune.images import containerd
+from pytest_imageprune.images.prune import prune_images
+from pytest_imageprune.images.select import KEPT_LABELS, KEPT_TAGGED
+from pytest_imageprune.model.filters import parse_filters
+from pytest_imageprune.model.images import NANOS, Baseline, Container, Image, Snapshot
+from pytest_imageprune.model.report import UNSUPPORTED_STORE, PruneReport
 
 NOW = 1_700_000_000 * NANOS
 
@@ -331,7 +331,8 @@ def test_a_dry_run_predicts_the_real_run() -> None:
 
 
 def test_a_name_another_live_session_gave_to_an_image_from_before_stays() -> None:
-    from pytest_imageprune.sessions import SessionRecord, protect_live
+    from pytest_imageprune.coordination.evidence import protect_live
+    from pytest_imageprune.coordination.records import SessionRecord
 
     baseline = Baseline({digest("base"): ("base:1",)})
     live = SessionRecord.new(baseline, {}, "session", NOW)

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from pytest_imageprune import coordination
-from pytest_imageprune.coordination import _Worker
+from pytest_imageprune.coordination import protocol as coordination
+from pytest_imageprune.coordination.place import PruneLock
+from pytest_imageprune.coordination.protocol import _Worker
+from pytest_imageprune.coordination.registry import Registry
 from pytest_imageprune.errors import RegistryStuck
-from pytest_imageprune.filters import parse_filters
-from pytest_imageprune.images import NANOS, Image, Snapshot
-from pytest_imageprune.lifecycle import PruneSession
-from pytest_imageprune.lock import PruneLock
-from pytest_imageprune.sessions import Registry
+from pytest_imageprune.model.filters import parse_filters
+from pytest_imageprune.model.images import NANOS, Image, Snapshot
+from pytest_imageprune.session.lifecycle import PruneSession
 from tests.test_sessions import GrowingEngine
 
 DEADLINE = 0.3

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import docker
 import pytest
 
-from pytest_imageprune.engine import DockerEngine
-from pytest_imageprune.filters import Filters
-from pytest_imageprune.prune import prune_images
+from pytest_imageprune.engine.client import DockerEngine
+from pytest_imageprune.images.prune import prune_images
+from pytest_imageprune.model.filters import Filters
 from tests.support import PrivateDockerd, build, connect, image_ids, remove_everything
 
 pytestmark = [pytest.mark.engine, pytest.mark.private_engine]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pytest_imageprune.endpoint import (
+from pytest_imageprune.engine.endpoint import (
     DEFAULT_HOST,
     Endpoint,
     EndpointError,
@@ -476,7 +476,7 @@ def test_importing_the_module_imports_no_docker() -> None:
     import sys
 
     code = (
-        "import sys, pytest_imageprune.endpoint as e; "
+        "import sys, pytest_imageprune.engine.endpoint as e; "
         "e.resolve_endpoint({'DOCKER_HOST': 'unix:///x'}); "
         "heavy = ('docker', 'requests', 'urllib3', 'dateutil'); "
         "print(sorted(m for m in heavy if m in sys.modules))"

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_imageprune.errors import FilterError
-from pytest_imageprune.filters import (
+from pytest_imageprune.model.filters import (
     NANOS,
     Filters,
     parse_filters,

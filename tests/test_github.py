@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from pytest_imageprune.filters import parse_filters
 from pytest_imageprune.github import (
     ANNOTATION_LIMIT,
     SUMMARY_CAP,
@@ -18,7 +17,8 @@ from pytest_imageprune.github import (
     step_summary,
     warning_annotations,
 )
-from pytest_imageprune.report import PruneReport, Skipped
+from pytest_imageprune.model.filters import parse_filters
+from pytest_imageprune.model.report import PruneReport, Skipped
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64

@@ -24,7 +24,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from pytest_imageprune.lock import shared_folders
+from pytest_imageprune.coordination.place import shared_folders
 from tests.hostile import SOCKET_PROXY, FreshTmp, Users, engine_group, fresh_tmp, need_root_tools
 from tests.support import connect, engine_missing, image_archive, layer_tar
 from tests.test_plugin_engine import INNER, Namespace

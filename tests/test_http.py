@@ -16,8 +16,9 @@ from typing import BinaryIO
 
 import pytest
 
-from pytest_imageprune._http import UnixConnection
-from pytest_imageprune.engine import EngineError, ImageConflict, ImageGone, _UnixHTTP
+from pytest_imageprune.engine.api import EngineError, ImageConflict, ImageGone
+from pytest_imageprune.engine.client import _UnixHTTP
+from pytest_imageprune.engine.transport import UnixConnection
 from pytest_imageprune.errors import EngineUnavailable
 
 

@@ -11,32 +11,22 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from pytest_imageprune.coordination.records import SessionRecord
 from pytest_imageprune.errors import FilterError
-from pytest_imageprune.filters import parse_until
 from pytest_imageprune.github import step_summary
-from pytest_imageprune.images import NANOS, Baseline
-from pytest_imageprune.kinds import (
-    BUILD_CACHE,
-    CONTAINERS,
-    KINDS,
-    NETWORKS,
-    START_SLACK_NS,
-    VOLUMES,
-    KindFilters,
-    KindReport,
-    Live,
-    Thing,
-    listing,
-    parse_kind_filters,
-    prune_kind,
-    select,
-)
-from pytest_imageprune.report import PruneReport
-from pytest_imageprune.sessions import SessionRecord
+from pytest_imageprune.kinds.filters import KindFilters, parse_kind_filters
+from pytest_imageprune.kinds.prune import prune_kind
+from pytest_imageprune.kinds.report import KindReport
+from pytest_imageprune.kinds.select import START_SLACK_NS, Live, select
+from pytest_imageprune.kinds.table import BUILD_CACHE, CONTAINERS, KINDS, NETWORKS, VOLUMES
+from pytest_imageprune.kinds.things import Thing, listing
+from pytest_imageprune.model.filters import parse_until
+from pytest_imageprune.model.images import NANOS, Baseline
+from pytest_imageprune.model.report import PruneReport
 from pytest_imageprune.settings import load_settings
 
 if TYPE_CHECKING:
-    from pytest_imageprune.engine import DockerEngine
+    from pytest_imageprune.engine.client import DockerEngine
 
 UNREACHABLE = "unix:///nonexistent/imageprune-kinds-test.sock"
 #: Go's ``strconv.ParseBool``, and what it refuses.
@@ -214,7 +204,7 @@ def test_the_build_cache_has_no_labels(key: str) -> None:
     with pytest.raises(FilterError) as caught:
         parse_kind_filters(BUILD_CACHE, [f"{key}=ci"])
     assert caught.value.key == key
-    from pytest_imageprune.kinds import kind_usage_error
+    from pytest_imageprune.kinds.table import kind_usage_error
 
     said = kind_usage_error(KINDS[BUILD_CACHE], caught.value, None)
     assert said == (
@@ -945,7 +935,7 @@ def test_the_label_fixture_satisfies_every_kinds_label_filters(
 
 
 def test_the_step_summary_has_a_row_per_kind() -> None:
-    from pytest_imageprune.filters import Filters
+    from pytest_imageprune.model.filters import Filters
 
     base = PruneReport(endpoint="unix:///var/run/docker.sock", filters=Filters()).to_dict()
     containers = KindReport(

@@ -707,8 +707,10 @@ def test_the_build_cache_goes_as_the_daemons_build_prune_takes_it(
 ) -> None:
     """Scope ``all``: the records a dry run names are the ones ``POST /build/prune`` then
     deletes; a real run leaves the daemon's prune nothing to take."""
-    from pytest_imageprune.engine import DockerEngine
-    from pytest_imageprune.kinds import BUILD_CACHE, KindFilters, prune_kind
+    from pytest_imageprune.engine.client import DockerEngine
+    from pytest_imageprune.kinds.filters import KindFilters
+    from pytest_imageprune.kinds.prune import prune_kind
+    from pytest_imageprune.kinds.table import BUILD_CACHE
 
     host, client = private_daemon
     why = buildkit_available(host)
@@ -812,7 +814,7 @@ def test_ctrl_c_in_a_sweep_of_the_other_kinds_stops_it_and_leaves_the_work_owed(
     (pytester.path / "conftest.py").write_text(
         textwrap.dedent(
             """
-            import pytest_imageprune.kinds as kinds
+            import pytest_imageprune.kinds.prune as kinds
 
             real = kinds._delete_each
             calls = []

@@ -562,7 +562,7 @@ def test_an_unknown_docker_context_is_said_in_the_header_before_any_test(
 
 
 def test_help_and_the_readme_agree_on_where_the_default_lock_lives() -> None:
-    from pytest_imageprune.lock import shared_folders
+    from pytest_imageprune.coordination.place import shared_folders
     from pytest_imageprune.settings import DEFAULT_LOCK
 
     out = subprocess.run(

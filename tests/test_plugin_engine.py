@@ -17,7 +17,7 @@ import docker
 import docker.errors
 import pytest
 
-from pytest_imageprune.images import normalize_reference
+from pytest_imageprune.model.images import normalize_reference
 from tests.support import (
     SUITE_LABELS,
     TEST_HOST_VARIABLE,

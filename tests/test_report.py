@@ -11,11 +11,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pytest_imageprune.images import Baseline, Container, Image, Snapshot
-from pytest_imageprune.kinds import KINDS, KindFilters, KindReport
-from pytest_imageprune.prune import prune_images
-from pytest_imageprune.report import PruneReport, detail_lines, held_hint, summary_line
-from pytest_imageprune.simulate import SimulatedEngine
+from pytest_imageprune.engine.simulate import SimulatedEngine
+from pytest_imageprune.images.prune import prune_images
+from pytest_imageprune.kinds.filters import KindFilters
+from pytest_imageprune.kinds.report import KindReport
+from pytest_imageprune.kinds.table import KINDS
+from pytest_imageprune.model.images import Baseline, Container, Image, Snapshot
+from pytest_imageprune.model.report import PruneReport, detail_lines, held_hint, summary_line
 
 NOW = 1_700_000_000 * 1_000_000_000
 

@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 
-from pytest_imageprune.deletion import SpaceCounter, chain_ids
-from pytest_imageprune.engine import Engine, EngineError, ImageConflict, Record
+from pytest_imageprune.engine.api import Engine, EngineError, ImageConflict, Record
+from pytest_imageprune.engine.simulate import SimulatedEngine
 from pytest_imageprune.errors import EngineUnavailable
-from pytest_imageprune.filters import parse_filters
-from pytest_imageprune.images import (
+from pytest_imageprune.images.delete import SpaceCounter, chain_ids
+from pytest_imageprune.images.prune import prune_images
+from pytest_imageprune.images.select import KEPT_LABELS, KEPT_UNTIL, select
+from pytest_imageprune.model.filters import parse_filters
+from pytest_imageprune.model.images import (
     NANOS,
     Baseline,
     Container,
@@ -24,10 +27,7 @@ from pytest_imageprune.images import (
     is_single_reference,
     normalize_reference,
 )
-from pytest_imageprune.prune import prune_images
-from pytest_imageprune.report import CANCELLED, DEADLINE, ENGINE_LOST, PruneReport, human_size
-from pytest_imageprune.selection import KEPT_LABELS, KEPT_UNTIL, select
-from pytest_imageprune.simulate import SimulatedEngine
+from pytest_imageprune.model.report import CANCELLED, DEADLINE, ENGINE_LOST, PruneReport, human_size
 
 NOW = 1_700_000_000 * NANOS
 
@@ -164,7 +164,7 @@ def test_references_of_an_image_in_use(
 
 def test_label_not_with_no_value_excludes_every_configured_image() -> None:
     """R7 via ``Contains("label!")``: only the API form can say ``{"label!": []}``."""
-    from pytest_imageprune.filters import Filters
+    from pytest_imageprune.model.filters import Filters
 
     filters = Filters.from_mapping({"label!": []})
     snapshot = Snapshot.of(
@@ -534,7 +534,7 @@ def test_report_has_dockers_shape() -> None:
 
 
 def test_an_image_already_gone_is_fine() -> None:
-    from pytest_imageprune.engine import ImageGone
+    from pytest_imageprune.engine.api import ImageGone
 
     engine = _FaultyEngine(_three(), {"b": ImageGone("No such image: b")})
     report = prune_images([], engine=engine)

@@ -35,28 +35,30 @@ from hypothesis.stateful import (
     rule,
 )
 
-from pytest_imageprune.boundary import Boundary
-from pytest_imageprune.coordination import Coordinator
-from pytest_imageprune.filters import Filters, parse_filters
-from pytest_imageprune.images import NANOS, Baseline, Image, Snapshot
-from pytest_imageprune.lifecycle import PruneSession
-from pytest_imageprune.lock import Place, PruneLock
-from pytest_imageprune.prune import prune_images
-from pytest_imageprune.report import PruneReport
-from pytest_imageprune.selection import KeepRule
-from pytest_imageprune.sessions import (
-    DEATH_SLACK_NS,
-    DEFERRED,
+from pytest_imageprune.coordination.boundary import Boundary
+from pytest_imageprune.coordination.evidence import (
     LOG_LIMIT,
     Arrival,
-    BadRecord,
-    Registry,
-    SessionRecord,
     is_live_reason,
     protect_live,
     within_lifetime,
 )
-from pytest_imageprune.simulate import SimulatedEngine
+from pytest_imageprune.coordination.place import Place, PruneLock
+from pytest_imageprune.coordination.protocol import Coordinator
+from pytest_imageprune.coordination.records import (
+    DEATH_SLACK_NS,
+    DEFERRED,
+    BadRecord,
+    SessionRecord,
+)
+from pytest_imageprune.coordination.registry import Registry
+from pytest_imageprune.engine.simulate import SimulatedEngine
+from pytest_imageprune.images.prune import prune_images
+from pytest_imageprune.images.select import KeepRule
+from pytest_imageprune.model.filters import Filters, parse_filters
+from pytest_imageprune.model.images import NANOS, Baseline, Image, Snapshot
+from pytest_imageprune.model.report import PruneReport
+from pytest_imageprune.session.lifecycle import PruneSession
 from tests.support import lock_held_elsewhere
 
 
@@ -870,7 +872,7 @@ def test_the_heartbeat_outlives_its_failures_and_says_so(
         beat(self)
 
     monkeypatch.setattr(Registry, "beat", failing_beat)
-    monkeypatch.setattr("pytest_imageprune.coordination.HEARTBEAT_NS", NANOS // 10)
+    monkeypatch.setattr("pytest_imageprune.coordination.protocol.HEARTBEAT_NS", NANOS // 10)
     session = PruneSession(
         parse_filters([]), lock_path=tmp_path / "l", engine=GrowingEngine(Snapshot.of([]))
     )

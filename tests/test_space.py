@@ -16,12 +16,13 @@ from typing import Any, ClassVar
 import docker
 import pytest
 
-from pytest_imageprune.deletion import read_ahead
-from pytest_imageprune.engine import DockerEngine, Record
-from pytest_imageprune.filters import parse_filters
-from pytest_imageprune.lifecycle import PruneSession
-from pytest_imageprune.prune import prune_images
-from pytest_imageprune.report import PruneReport
+from pytest_imageprune.engine.api import Record
+from pytest_imageprune.engine.client import DockerEngine
+from pytest_imageprune.images.delete import read_ahead
+from pytest_imageprune.images.prune import prune_images
+from pytest_imageprune.model.filters import parse_filters
+from pytest_imageprune.model.report import PruneReport
+from pytest_imageprune.session.lifecycle import PruneSession
 from tests.support import PrivateDockerd, connect, image_archive, layer_tar, remove_everything
 
 pytestmark = [pytest.mark.engine, pytest.mark.private_engine]

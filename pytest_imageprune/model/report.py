@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_imageprune.selection import KEPT_INTERMEDIATE, KEPT_NOT_HEAD
+from pytest_imageprune.images.select import KEPT_INTERMEDIATE, KEPT_NOT_HEAD
 
 if TYPE_CHECKING:
-    from pytest_imageprune.filters import Filters
-    from pytest_imageprune.store import Store
+    from pytest_imageprune.engine.store import Store
+    from pytest_imageprune.model.filters import Filters
 
 #: The prune ran to the end.
 COMPLETED = "completed"
@@ -135,7 +135,7 @@ class PruneReport:
     def write_json(self, path: str | Path, **extra: Any) -> None:
         """Write ``to_dict()``, and any ``extra`` keys, as JSON (to a regular file only:
         a FIFO there is an error, never a wait)."""
-        from pytest_imageprune.boundary import follow_protected, write_regular
+        from pytest_imageprune.coordination.boundary import follow_protected, write_regular
 
         target = follow_protected(Path(path))  # no folder made through another's symlink
         target.parent.mkdir(parents=True, exist_ok=True)

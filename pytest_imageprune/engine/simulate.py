@@ -12,8 +12,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_imageprune.engine import Engine, ImageConflict, ImageGone, Record
-from pytest_imageprune.images import (
+from pytest_imageprune.engine.api import Engine, ImageConflict, ImageGone, Record
+from pytest_imageprune.model.images import (
     NANOS,
     Image,
     Snapshot,
@@ -189,7 +189,7 @@ class SimulatedContainerdEngine(SimulatedEngine):
         return super().history(image_id)
 
     def delete(self, target: str) -> list[Record]:
-        from pytest_imageprune.containerd import DANGLING
+        from pytest_imageprune.images.containerd import DANGLING
 
         name, _, digest = target.rpartition("@")
         if name == DANGLING.rstrip("@") or not name:

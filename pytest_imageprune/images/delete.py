@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
 
-from pytest_imageprune.engine import Engine, EngineError, ImageConflict, ImageGone, Record
+from pytest_imageprune.engine.api import Engine, EngineError, ImageConflict, ImageGone, Record
 from pytest_imageprune.errors import EngineUnavailable
-from pytest_imageprune.images import Snapshot
-from pytest_imageprune.report import (
+from pytest_imageprune.model.images import Snapshot
+from pytest_imageprune.model.report import (
     CANCELLED,
     DEADLINE,
     ENGINE_LOST,

@@ -24,17 +24,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_imageprune.engine import Record
-from pytest_imageprune.images import Baseline, Image, Snapshot, normalize_reference
-from pytest_imageprune.selection import (
+from pytest_imageprune.engine.api import Record
+from pytest_imageprune.images.select import (
     KEPT_LABELS,
     KEPT_TAGGED,
     KeepRule,
     Selection,
 )
+from pytest_imageprune.model.images import Baseline, Image, Snapshot, normalize_reference
 
 if TYPE_CHECKING:
-    from pytest_imageprune.filters import Filters
+    from pytest_imageprune.model.filters import Filters
 
 DANGLING = "moby-dangling@"
 

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from pytest_imageprune import _gotime
-from pytest_imageprune._gotime import GO_SPACE, GO_ZERO_NS, NANOS
 from pytest_imageprune.errors import FilterError
+from pytest_imageprune.model import gotime as _gotime
+from pytest_imageprune.model.gotime import GO_SPACE, GO_ZERO_NS, NANOS
 
 __all__ = [
     "ACCEPTED_FILTERS",

@@ -15,17 +15,18 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from pytest_imageprune import containerd
-from pytest_imageprune.containerd import Plan
-from pytest_imageprune.containerd_space import ContainerdSpace
-from pytest_imageprune.deletion import DEFAULT_CONCURRENCY, Progress, delete_candidates
-from pytest_imageprune.engine import DockerEngine, Engine, ImageGone
-from pytest_imageprune.filters import Filters, parse_filters, parse_rfc3339_nano
-from pytest_imageprune.images import Baseline, Snapshot
-from pytest_imageprune.report import UNSUPPORTED_STORE, PruneReport, Skipped
-from pytest_imageprune.selection import KeepRule, Selection, refine, select
-from pytest_imageprune.simulate import SimulatedContainerdEngine, SimulatedEngine
-from pytest_imageprune.store import CONTAINERD, store_of
+from pytest_imageprune.engine.api import Engine, ImageGone
+from pytest_imageprune.engine.client import DockerEngine
+from pytest_imageprune.engine.simulate import SimulatedContainerdEngine, SimulatedEngine
+from pytest_imageprune.engine.store import CONTAINERD, store_of
+from pytest_imageprune.images import containerd
+from pytest_imageprune.images.containerd import Plan
+from pytest_imageprune.images.containerd_space import ContainerdSpace
+from pytest_imageprune.images.delete import DEFAULT_CONCURRENCY, Progress, delete_candidates
+from pytest_imageprune.images.select import KeepRule, Selection, refine, select
+from pytest_imageprune.model.filters import Filters, parse_filters, parse_rfc3339_nano
+from pytest_imageprune.model.images import Baseline, Snapshot
+from pytest_imageprune.model.report import UNSUPPORTED_STORE, PruneReport, Skipped
 
 
 def prune_images(

@@ -11,9 +11,9 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pytest_imageprune.deletion import chain_ids
-from pytest_imageprune.engine import Engine, EngineError, ImageGone, Record
-from pytest_imageprune.images import Snapshot
+from pytest_imageprune.engine.api import Engine, EngineError, ImageGone, Record
+from pytest_imageprune.images.delete import chain_ids
+from pytest_imageprune.model.images import Snapshot
 
 
 class ContainerdSpace:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pytest_imageprune.boundary import Boundary, Unsafe
+from pytest_imageprune.coordination.boundary import Boundary, Unsafe
 
 ALREADY_RUNNING = "a prune operation is already running"
 #: How many names a shared meeting place may take before giving up (each one squatted).

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_imageprune.images import NANOS, Baseline, Image, Snapshot
+from pytest_imageprune.model.images import NANOS, Baseline, Image, Snapshot
 
 if TYPE_CHECKING:
-    from pytest_imageprune.filters import Filters
+    from pytest_imageprune.model.filters import Filters
 
 #: Why an image in scope stays.
 KEPT_TAGGED = "tagged"

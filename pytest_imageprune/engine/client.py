@@ -1,9 +1,4 @@
-"""The one Docker boundary: the only module that speaks to the engine or imports ``docker``.
-
-It lists images and containers, inspects, reads history and deletes, and maps errors to
-ours once: 404 is "already gone", 409 is a conflict (in use, has children), an unreachable
-engine is ``EngineUnavailable``. Nothing else in the package knows about HTTP.
-"""
+"""The one Docker boundary: the only module that speaks to the engine or imports ``docker``."""
 
 from __future__ import annotations
 
@@ -13,67 +8,31 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
+from pytest_imageprune.engine.store import (
+    CLASSIC,
+    CONTAINERD,
+    UNSUPPORTED,
+    Store,
+    detect,
+    is_podman,
+)
 from pytest_imageprune.errors import EngineNotConfigured, EngineUnavailable, ImagePruneError
-from pytest_imageprune.images import NANOS, Snapshot, full_id
-from pytest_imageprune.store import CLASSIC, CONTAINERD, UNSUPPORTED, Store, detect, is_podman
+from pytest_imageprune.model.images import NANOS, Snapshot, full_id
 
 if TYPE_CHECKING:
     import docker
 
-    from pytest_imageprune._http import UnixConnection
-
-DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
-
-Record = Mapping[str, str]
-
-
-class ImageGone(ImagePruneError, LookupError):
-    """The image or reference is no longer there (HTTP 404): someone else deleted it."""
-
-
-class ImageConflict(ImagePruneError):
-    """The engine refused to delete (HTTP 409): the image is in use or has children."""
-
-
-class EngineError(ImagePruneError):
-    """Any other error the engine answered with; the prune records it and goes on."""
-
-
-class Engine(Protocol):
-    """What a prune needs from an engine; ``SimulatedEngine`` is the dry-run twin."""
-
-    endpoint: str
-
-    def snapshot(self) -> Snapshot: ...
-
-    def inspect(self, image_id: str) -> Mapping[str, Any]: ...
-
-    def history(self, image_id: str) -> Sequence[Mapping[str, Any]]: ...
-
-    def delete(self, target: str) -> list[Record]: ...
-
-    def close(self) -> None: ...
-
-    def spawn(self, count: int) -> list[Engine]:
-        """Engines that may each have a request in flight at once (at most ``count``)."""
-        ...
-
-
-def endpoint_from_env(environ: Mapping[str, str] | None = None) -> str:
-    """The engine's address as the docker CLI would choose it; never raises.
-
-    ``DOCKER_HOST``, then ``DOCKER_CONTEXT``, then the current context of the CLI's config
-    (see ``endpoint.resolve_endpoint``); the default socket if that cannot be read.
-    """
-    from pytest_imageprune.endpoint import EndpointError, resolve_endpoint
-
-    try:
-        return resolve_endpoint(environ).host
-    except (EndpointError, OSError):
-        env = os.environ if environ is None else environ
-        return env.get("DOCKER_HOST") or DEFAULT_ENDPOINT
+    from pytest_imageprune.engine.transport import UnixConnection
+from pytest_imageprune.engine.api import (
+    DEFAULT_ENDPOINT,
+    Engine,
+    EngineError,
+    ImageConflict,
+    ImageGone,
+    Record,
+)
 
 
 class DockerEngine:
@@ -108,7 +67,7 @@ class DockerEngine:
     @classmethod
     def from_env(cls, timeout: float = 60.0) -> DockerEngine:
         """The engine the docker CLI would talk to; nothing is contacted until it is used."""
-        from pytest_imageprune.endpoint import EndpointError, resolve_endpoint
+        from pytest_imageprune.engine.endpoint import EndpointError, resolve_endpoint
 
         try:
             endpoint = resolve_endpoint()
@@ -406,7 +365,7 @@ class _UnixHTTP:
     @property
     def _conn(self) -> UnixConnection:
         if self._made is None:
-            from pytest_imageprune._http import UnixConnection
+            from pytest_imageprune.engine.transport import UnixConnection
 
             self._made = UnixConnection(self.path, self.timeout)
         return self._made
@@ -429,7 +388,7 @@ class _UnixHTTP:
         return None
 
     def receive(self, method: str, url: str, *, stream: bool = False) -> Any:
-        from pytest_imageprune._http import Closed
+        from pytest_imageprune.engine.transport import Closed
 
         reused = self._conn.reused
         try:

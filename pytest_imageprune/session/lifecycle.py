@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_imageprune import report as reporting
-from pytest_imageprune.engine import DockerEngine, Engine, endpoint_from_env
+from pytest_imageprune.engine.api import Engine, endpoint_from_env
+from pytest_imageprune.engine.client import DockerEngine
 from pytest_imageprune.errors import EngineUnavailable, FilterError, RegistryStuck
-from pytest_imageprune.filters import Filters
-from pytest_imageprune.images import Baseline, Image, Snapshot
-from pytest_imageprune.report import RAN
+from pytest_imageprune.model import report as reporting
+from pytest_imageprune.model.filters import Filters
+from pytest_imageprune.model.images import Baseline, Image, Snapshot
+from pytest_imageprune.model.report import RAN
 
 # The coordination, the lock, the registry and the prune (filelock among them) are
 # imported where first used, so that pytest's start-up does not wait for them:
@@ -32,13 +33,15 @@ from pytest_imageprune.report import RAN
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from pytest_imageprune.coordination import Coordinator
-    from pytest_imageprune.deletion import Progress
-    from pytest_imageprune.kinds import KindFilters, KindReport, Live
-    from pytest_imageprune.report import PruneReport
-    from pytest_imageprune.selection import KeepRule
-    from pytest_imageprune.sessions import BadRecord, SessionRecord
-    from pytest_imageprune.store import Store
+    from pytest_imageprune.coordination.protocol import Coordinator
+    from pytest_imageprune.coordination.records import BadRecord, SessionRecord
+    from pytest_imageprune.engine.store import Store
+    from pytest_imageprune.images.delete import Progress
+    from pytest_imageprune.images.select import KeepRule
+    from pytest_imageprune.kinds.filters import KindFilters
+    from pytest_imageprune.kinds.report import KindReport
+    from pytest_imageprune.kinds.select import Live
+    from pytest_imageprune.model.report import PruneReport
 
 
 @dataclass
@@ -184,7 +187,8 @@ class PruneSession:
         present = {"containers": frozenset(c.id for c in snapshot.containers)}
         if not isinstance(engine, DockerEngine):
             return present
-        from pytest_imageprune.kinds import BUILD_CACHE, CONTAINERS, NETWORKS, VOLUMES, present_ids
+        from pytest_imageprune.kinds.table import BUILD_CACHE, CONTAINERS, NETWORKS, VOLUMES
+        from pytest_imageprune.kinds.things import present_ids
 
         wanted = [NETWORKS, VOLUMES]
         if BUILD_CACHE in self.kinds and not engine.podman:
@@ -222,9 +226,9 @@ class PruneSession:
         self._reader.start()
 
     def _read(self, engine: Engine, snapshot: Snapshot) -> None:
-        from pytest_imageprune.deletion import read_ahead
-        from pytest_imageprune.prune import until_cutoff
-        from pytest_imageprune.selection import select
+        from pytest_imageprune.images.delete import read_ahead
+        from pytest_imageprune.images.prune import until_cutoff
+        from pytest_imageprune.images.select import select
 
         try:
             if not getattr(engine, "lists_layers", True):
@@ -253,7 +257,7 @@ class PruneSession:
             self.engine.close()
 
     def _register(self) -> None:
-        from pytest_imageprune.sessions import SessionRecord
+        from pytest_imageprune.coordination.records import SessionRecord
 
         if self.baseline is None or self.coordinator is not None:
             return
@@ -288,8 +292,8 @@ class PruneSession:
     def _meet(self) -> Coordinator | None:
         """The coordinator of the engine's meeting place, its registry checked; None (and
         ``unsafe`` says why) when no safe one can be had."""
-        from pytest_imageprune.coordination import Coordinator
-        from pytest_imageprune.lock import meeting_place, place_of_lock
+        from pytest_imageprune.coordination.place import meeting_place, place_of_lock
+        from pytest_imageprune.coordination.protocol import Coordinator
 
         try:
             if self.lock_path is not None:
@@ -375,7 +379,7 @@ class PruneSession:
                 self.lines[0:0] = said
 
     def _finish(self) -> None:
-        from pytest_imageprune.lock import ALREADY_RUNNING, LockUnusable
+        from pytest_imageprune.coordination.place import ALREADY_RUNNING, LockUnusable
 
         if self.store is not None and not self.store.supported:
             self._fail(reporting.UNSUPPORTED_STORE, f"WARNING {self.problem}; nothing deleted")
@@ -425,7 +429,7 @@ class PruneSession:
             except EngineUnavailable as exc:
                 self._fail(reporting.UNREACHABLE, f"WARNING {exc}; nothing pruned")
                 return
-        from pytest_imageprune.kinds import AFTER_IMAGES, BEFORE_IMAGES
+        from pytest_imageprune.kinds.table import AFTER_IMAGES, BEFORE_IMAGES
 
         coordinator = self.coordinator
         own_baseline = self.baseline if self.scope == "session" else None
@@ -462,7 +466,8 @@ class PruneSession:
         """Prune each of the other kinds in ``names`` that is enabled, keeping what a live
         session may have made (absent from its record's list of that kind). The status
         that stops the session's prune (``cancelled``, ``engine-lost``), if one did."""
-        from pytest_imageprune.kinds import BUILD_CACHE, VOLUMES, prune_kind
+        from pytest_imageprune.kinds.prune import prune_kind
+        from pytest_imageprune.kinds.table import BUILD_CACHE, VOLUMES
 
         engine = self.engine
         if not isinstance(engine, DockerEngine):
@@ -500,7 +505,7 @@ class PruneSession:
 
     def _live(self, name: str) -> list[Live]:
         """What each other live session's record says of kind ``name``, read now."""
-        from pytest_imageprune.kinds import Live
+        from pytest_imageprune.kinds.select import Live
 
         coordinator = self.coordinator
         live = coordinator.live() if coordinator is not None else []
@@ -510,7 +515,7 @@ class PruneSession:
         ]
 
     def _fail_kind(self, name: str, why: str) -> None:
-        from pytest_imageprune.kinds import KindReport
+        from pytest_imageprune.kinds.report import KindReport
 
         report = KindReport(name, self.kinds[name], dry_run=self.dry_run, status="no-baseline")
         report.errors.append({"error": f"{why}: nothing deleted"})
@@ -528,7 +533,7 @@ class PruneSession:
         Only what the engine shows arrived while that session lived goes (``Arrival``).
         False when sweeping should stop here (Ctrl-C, the engine lost, a failure).
         """
-        from pytest_imageprune.sessions import Arrival, within_lifetime
+        from pytest_imageprune.coordination.evidence import Arrival, within_lifetime
 
         coordinator = self.coordinator
         if coordinator is None:
@@ -538,7 +543,7 @@ class PruneSession:
         except FilterError:
             coordinator.swept(record, done=True)
             return True
-        from pytest_imageprune.kinds import AFTER_IMAGES, BEFORE_IMAGES
+        from pytest_imageprune.kinds.table import AFTER_IMAGES, BEFORE_IMAGES
 
         baseline = record.baseline if record.scope == "session" else None
         kinds: list[KindReport] = []
@@ -588,7 +593,7 @@ class PruneSession:
     ) -> None:
         """What a sweep did, in the lines and among ``swept`` (a line about nothing says
         nothing)."""
-        from pytest_imageprune.sessions import is_doubt_reason
+        from pytest_imageprune.coordination.evidence import is_doubt_reason
 
         doubted = {i: why for i, why in report.kept.items() if is_doubt_reason(why)}
         if doubted:
@@ -633,7 +638,9 @@ class PruneSession:
     def _sweep_kinds(self, record: SessionRecord, names: Sequence[str]) -> list[KindReport]:
         """The other kinds of a dead or deferred session, with its filters and its lists
         from its start, over its lifetime: what was made after it ended is not its."""
-        from pytest_imageprune.kinds import VOLUMES, KindFilters, prune_kind
+        from pytest_imageprune.kinds.filters import KindFilters
+        from pytest_imageprune.kinds.prune import prune_kind
+        from pytest_imageprune.kinds.table import VOLUMES
 
         engine = self.engine
         if not record.kind_filters or not isinstance(engine, DockerEngine):
@@ -670,8 +677,8 @@ class PruneSession:
         own: bool = False,
         snapshot: Snapshot | None = None,
     ) -> PruneReport:
-        from pytest_imageprune.prune import prune_images
-        from pytest_imageprune.sessions import is_live_reason
+        from pytest_imageprune.coordination.evidence import is_live_reason
+        from pytest_imageprune.images.prune import prune_images
 
         try:
             engine = self.engine or DockerEngine.from_env()
@@ -796,7 +803,7 @@ def _kept_for_live(reports: Sequence[KindReport]) -> bool:
 
 def _done(report: PruneReport) -> bool:
     """Nothing left owed: the prune ran to the end and kept nothing for a live session."""
-    from pytest_imageprune.sessions import is_live_reason
+    from pytest_imageprune.coordination.evidence import is_live_reason
 
     return report.status == reporting.COMPLETED and not any(
         is_live_reason(why) for why in report.kept.values()
@@ -805,5 +812,5 @@ def _done(report: PruneReport) -> bool:
 
 def _load_the_rest() -> None:
     """Import what the session needs later, while the engine lists its images."""
-    import pytest_imageprune.coordination
-    import pytest_imageprune.prune  # noqa: F401
+    import pytest_imageprune.coordination.protocol
+    import pytest_imageprune.images.prune  # noqa: F401

@@ -78,18 +78,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn, TypeVar, cast
 
+from pytest_imageprune.coordination.evidence import protect_live
+from pytest_imageprune.coordination.place import Place, PruneLock
+from pytest_imageprune.coordination.records import FINISHING, HEARTBEAT_NS, BadRecord, SessionRecord
+from pytest_imageprune.coordination.registry import Others, Registry
 from pytest_imageprune.errors import RegistryStuck
-from pytest_imageprune.lock import Place, PruneLock
-from pytest_imageprune.selection import KeepRule
-from pytest_imageprune.sessions import (
-    FINISHING,
-    HEARTBEAT_NS,
-    BadRecord,
-    Others,
-    Registry,
-    SessionRecord,
-    protect_live,
-)
+from pytest_imageprune.images.select import KeepRule
 
 #: The longest a file operation on the registry or the lock is waited for (rule 9).
 DEADLINE_S = 5.0

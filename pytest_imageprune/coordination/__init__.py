@@ -1,0 +1,1 @@
+"""Sessions that share one engine: the rules, the place, who is trusted, the records."""

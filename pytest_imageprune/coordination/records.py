@@ -1,0 +1,308 @@
+"""A session's record in the registry: its fields, and the checks every one passes."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_imageprune.errors import FilterError
+from pytest_imageprune.model.filters import Filters
+from pytest_imageprune.model.images import NANOS, Baseline
+
+RUNNING = "running"
+
+
+#: Running, and about to prune: it may find the lock held and defer to the holder.
+FINISHING = "finishing"
+
+
+DEFERRED = "deferred"
+
+
+DEAD = "dead"
+
+
+STATES = (RUNNING, FINISHING, DEFERRED)
+
+
+SCOPES = ("session", "all")
+
+
+#: How often a running session touches its ``.alive`` file, and the slack allowed after
+#: the last touch when judging when a dead session ended.
+HEARTBEAT_NS = 1 * NANOS
+
+
+DEATH_SLACK_NS = 2 * NANOS
+
+
+#: The most a record may hold: a baseline of some 100,000 images.
+RECORD_LIMIT = 32 << 20
+
+
+#: How far ahead of this host's clock a record's times may be (a record from the future
+#: would stretch a dead session's lifetime).
+CLOCK_SKEW_NS = 60 * NANOS
+
+
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+_MAX_NS = 1 << 63
+
+
+_MAX_PID = 1 << 22  # the kernel's pid_max limit
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """What a session leaves in the registry."""
+
+    id: str
+    pid: int
+    started_ns: int
+    filters: dict[str, list[str]]
+    scope: str
+    baseline: Baseline
+    host: str = ""
+    heartbeat_ns: int = 0
+    state: str = RUNNING
+    finished_ns: int | None = None
+    #: Deferred: the images in its scope when it finished (what it left, at most).
+    present: frozenset[str] | None = None
+    #: The containers, networks, volumes and build-cache records present at its start, by
+    #: kind (``kinds``); a kind it did not list is absent: all that is new may be its.
+    kinds: Mapping[str, frozenset[str]] | None = None
+    #: Whether it prunes images: a sweep of a session that did not prunes none.
+    images: bool = True
+    #: The other kinds it prunes, each with its filters (API form), for a sweep.
+    kind_filters: Mapping[str, dict[str, list[str]]] | None = None
+
+    @classmethod
+    def new(
+        cls,
+        baseline: Baseline,
+        filters: dict[str, list[str]],
+        scope: str,
+        now_ns: int,
+        *,
+        kinds: Mapping[str, frozenset[str]] | None = None,
+        images: bool = True,
+        kind_filters: Mapping[str, dict[str, list[str]]] | None = None,
+    ) -> SessionRecord:
+        return cls(
+            id=uuid.uuid4().hex,
+            pid=os.getpid(),
+            started_ns=now_ns,
+            filters=filters,
+            scope=scope,
+            baseline=baseline,
+            host=socket.gethostname(),
+            heartbeat_ns=now_ns,
+            kinds=kinds,
+            images=images,
+            kind_filters=kind_filters,
+        )
+
+    @property
+    def death_ns(self) -> int:
+        """When a dead session ended at the latest: its last heartbeat, and some slack."""
+        return self.heartbeat_ns + DEATH_SLACK_NS
+
+    @property
+    def end_ns(self) -> int:
+        """When the session ended: when it finished, else when it died at the latest."""
+        return self.finished_ns if self.finished_ns is not None else self.death_ns
+
+    @classmethod
+    def unknown(cls, record_id: str) -> SessionRecord:
+        """A running session whose record cannot be read (a clock far ahead, another
+        version's format, no record at all on a full disk): its baseline is taken as
+        empty, so everything that is not in this session's own keeps for it."""
+        return cls(record_id, 0, 0, {}, "session", Baseline({}))
+
+    def describe(self) -> str:
+        if self.pid == 0:
+            return f"session {self.id[:12]}, whose record cannot be read"
+        return f"pid {self.pid} on {self.host or 'this host'}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "pid": self.pid,
+            "host": self.host,
+            "started_ns": self.started_ns,
+            "heartbeat_ns": self.heartbeat_ns,
+            "state": self.state,
+            "finished_ns": self.finished_ns,
+            "filters": self.filters,
+            "scope": self.scope,
+            "baseline": self.baseline.to_json(),
+            "present": None if self.present is None else sorted(self.present),
+            "kinds": None
+            if self.kinds is None
+            else {kind: sorted(ids) for kind, ids in self.kinds.items()},
+            "images": self.images,
+            "kind_filters": None if self.kind_filters is None else dict(self.kind_filters),
+        }
+
+    @classmethod
+    def from_json(
+        cls, data: object, *, name: str | None = None, now_ns: int | None = None
+    ) -> SessionRecord:
+        """Check every field; ``ValueError`` names the first that is wrong.
+
+        ``name`` is the file's own name (without ``.json``): the ``id`` must be it.
+        ``now_ns`` bounds the times a record may hold.
+        """
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        record_id = _text(data, "id", 32)
+        if not _ID.fullmatch(record_id):
+            raise ValueError("id is not 32 lowercase hex digits")
+        if name is not None and record_id != name:
+            raise ValueError("id is not the file's own name")
+        latest = _MAX_NS if now_ns is None else now_ns + CLOCK_SKEW_NS
+        started = _int(data, "started_ns", 0, latest)
+        heartbeat = data.get("heartbeat_ns")
+        finished = data.get("finished_ns")
+        filters = data.get("filters")
+        if not isinstance(filters, dict) or not all(
+            isinstance(values, list) and all(isinstance(v, str) for v in values)
+            for values in filters.values()
+        ):
+            raise ValueError("filters is not an object of lists of strings")
+        try:
+            Filters.from_mapping(filters)
+        except FilterError as exc:
+            raise ValueError(f"filters: {exc}") from None
+        scope = _text(data, "scope", 16)
+        if scope not in SCOPES:
+            raise ValueError(f"scope is not one of {', '.join(SCOPES)}")
+        state = _text(data, "state", 16) if "state" in data else RUNNING
+        if state not in STATES:
+            raise ValueError(f"state is not one of {', '.join(STATES)}")
+        return cls(
+            id=record_id,
+            pid=_int(data, "pid", 1, _MAX_PID),
+            host=_text(data, "host", 255) if "host" in data else "",
+            started_ns=started,
+            heartbeat_ns=started if heartbeat is None else _int(data, "heartbeat_ns", 0, latest),
+            state=state,
+            finished_ns=None if finished is None else _int(data, "finished_ns", started, latest),
+            filters={key: list(values) for key, values in filters.items()},
+            scope=scope,
+            baseline=_baseline(data.get("baseline"), latest),
+            present=_present(data.get("present")),
+            kinds=_kinds(data.get("kinds")),
+            images=_flag(data, "images"),
+            kind_filters=_kind_filters(data.get("kind_filters")),
+        )
+
+
+def _int(data: Mapping[str, Any], key: str, low: int, high: int) -> int:
+    value = data.get(key)
+    if type(value) is not int:  # not a bool, not a float
+        raise ValueError(f"{key} is not an integer")
+    if not low <= value <= high:
+        raise ValueError(f"{key} is out of range")
+    return value
+
+
+def _text(data: Mapping[str, Any], key: str, limit: int) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or len(value) > limit:
+        raise ValueError(f"{key} is not a string of at most {limit} characters")
+    return value
+
+
+def _baseline(data: object, latest: int) -> Baseline:
+    if not isinstance(data, dict):
+        raise ValueError("baseline is not an object")
+    taken = _int(data, "taken_ns", 0, latest)
+    tags = data.get("tags")
+    if not isinstance(tags, dict):
+        raise ValueError("baseline.tags is not an object")
+    for image_id, refs in tags.items():
+        if len(image_id) > 256 or not isinstance(refs, list):
+            raise ValueError("baseline.tags is not an object of lists")
+        if not all(isinstance(ref, str) and len(ref) <= 1024 for ref in refs):
+            raise ValueError("baseline.tags holds a reference that is not a string")
+    return Baseline({k: tuple(v) for k, v in tags.items()}, taken)
+
+
+def _present(data: object) -> frozenset[str] | None:
+    if data is None:
+        return None
+    if not isinstance(data, list) or not all(isinstance(i, str) and len(i) <= 256 for i in data):
+        raise ValueError("present is not a list of image IDs")
+    return frozenset(data)
+
+
+def _kinds(data: object) -> Mapping[str, frozenset[str]] | None:
+    from pytest_imageprune.kinds.table import KINDS
+
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not set(data) <= set(KINDS):
+        raise ValueError("kinds is not an object of the kinds a session prunes")
+    for ids in data.values():
+        if not isinstance(ids, list) or not all(isinstance(i, str) and len(i) <= 1024 for i in ids):
+            raise ValueError("kinds is not an object of lists of IDs")
+    return {kind: frozenset(ids) for kind, ids in data.items()}
+
+
+def _kind_filters(data: object) -> Mapping[str, dict[str, list[str]]] | None:
+    from pytest_imageprune.kinds.filters import KindFilters
+    from pytest_imageprune.kinds.table import KINDS
+
+    if data is None:
+        return None
+    if not isinstance(data, dict) or not set(data) <= set(KINDS):
+        raise ValueError("kind_filters is not an object of the kinds a session prunes")
+    out = {}
+    for kind, filters in data.items():
+        if not isinstance(filters, dict) or not all(
+            isinstance(values, list) and values and all(isinstance(v, str) for v in values)
+            for values in filters.values()
+        ):  # an empty list would be no condition at all
+            raise ValueError("kind_filters is not an object of filters")
+        try:
+            KindFilters.from_mapping(kind, filters)
+        except FilterError as exc:
+            raise ValueError(f"kind_filters: {kind}: {exc}") from None
+        out[kind] = {key: list(values) for key, values in filters.items()}
+    return out
+
+
+def _flag(data: Mapping[str, Any], key: str) -> bool:
+    value = data.get(key, True)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} is not true or false")
+    return value
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A file in the registry that is not a record this package can trust."""
+
+    name: str
+    reason: str
+    removed: bool = False
+    #: Its session runs (its ``.alive`` lock is held): what it may have made is kept.
+    live: bool = False
+
+    def describe(self) -> str:
+        if self.live:
+            return (
+                f"skipped {self.name} in the session registry: {self.reason}; its session"
+                " is running, so what it may have made is kept"
+            )
+        return f"skipped {self.name} in the session registry: {self.reason}" + (
+            " (removed)" if self.removed else ""
+        )

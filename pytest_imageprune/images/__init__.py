@@ -1,0 +1,1 @@
+"""Pruning images as the daemon's ImagesPrune does: select, settle, delete, count."""

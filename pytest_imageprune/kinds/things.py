@@ -1,0 +1,187 @@
+"""The containers, networks, volumes and build-cache records, as the engine lists them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pytest_imageprune.errors import FilterError
+from pytest_imageprune.model.filters import (
+    parse_rfc3339_nano,
+)
+from pytest_imageprune.model.gotime import NANOS
+
+if TYPE_CHECKING:
+    from pytest_imageprune.engine.client import DockerEngine
+from pytest_imageprune.kinds.table import CONTAINERS, NETWORKS, VOLUMES
+
+#: Networks no prune removes (``network.IsPredefined``; Podman's default network).
+PREDEFINED_NETWORKS = frozenset({"bridge", "host", "none", "default", "podman"})
+
+
+#: The label Docker puts on the volumes it makes without a name.
+ANONYMOUS = "com.docker.volume.anonymous"
+
+
+@dataclass(frozen=True)
+class Thing:
+    """One container, network, volume or build-cache record, as the engine lists it."""
+
+    id: str
+    #: What Docker's prune answer names it by: a container's or cache record's ID, a
+    #: network's or volume's name.
+    name: str
+    created_ns: int | None = None
+    #: How much later it may have been made than ``created_ns`` says: a time in whole
+    #: seconds (a container's list, a volume's ``CreatedAt``) may be up to a second early.
+    created_span: int = 0
+    labels: Mapping[str, str] | None = None
+    #: Running (a container), in use (a cache record): no prune takes it.
+    busy: bool = False
+    #: Why its kind's prune never takes it, whatever the filters (predefined network,
+    #: a volume of another driver or with mount options...), if so.
+    never: str | None = None
+    #: A volume Docker made without a name.
+    anonymous: bool = False
+    #: Build cache: its type, description, whether shared, last use.
+    type: str = ""
+    description: str = ""
+    shared: bool = False
+    last_used_ns: int | None = None
+    size: int = 0
+
+
+def listing(engine: DockerEngine, kind: str) -> list[Thing]:
+    """Every object of ``kind`` on the engine."""
+    if kind == CONTAINERS:
+        items = engine.request("GET", "/containers/json?all=1") or []
+        return [_container(item) for item in items]
+    if kind == NETWORKS:
+        items = engine.request("GET", "/networks") or []
+        named: set[str] = set()
+        if engine.podman:  # Podman's prune keeps a network any container names, stopped too
+            for container in engine.request("GET", "/containers/json?all=1") or []:
+                named |= set((container.get("NetworkSettings") or {}).get("Networks") or ())
+        return [_network(item, named) for item in items]
+    if kind == VOLUMES:
+        answer = engine.request("GET", "/volumes") or {}
+        used = _used_volumes(engine)
+        return [_volume(item, used) for item in answer.get("Volumes") or []]
+    return [_record(item) for item in _disk_usage(engine, "build-cache").get("BuildCache") or []]
+
+
+def present_ids(engine: DockerEngine, kind: str) -> frozenset[str]:
+    """The IDs of ``kind`` on the engine (a volume's name), in as few requests as can be."""
+    if kind == NETWORKS:
+        items = engine.request("GET", "/networks") or []
+        return frozenset(str(i.get("Id") or i.get("ID") or i.get("Name")) for i in items)
+    if kind == VOLUMES:
+        answer = engine.request("GET", "/volumes") or {}
+        return frozenset(str(v["Name"]) for v in answer.get("Volumes") or [])
+    return frozenset(t.id for t in listing(engine, kind))
+
+
+def _disk_usage(engine: DockerEngine, what: str) -> Mapping[str, Any]:
+    """``GET /system/df`` for one kind (API 1.42 and later; before, the whole)."""
+    query = f"?type={what}" if _at_least(engine.api_version, "1.42") else ""
+    answer = engine.request("GET", f"/system/df{query}")
+    return answer if isinstance(answer, Mapping) else {}
+
+
+def _at_least(version: str, wanted: str) -> bool:
+    try:
+        return tuple(int(p) for p in version.split(".")) >= tuple(int(p) for p in wanted.split("."))
+    except ValueError:
+        return False
+
+
+def _container(item: Mapping[str, Any]) -> Thing:
+    created = item.get("Created")
+    state = str(item.get("State") or "")
+    return Thing(
+        id=str(item["Id"]),
+        name=str(item["Id"]),
+        created_ns=int(created) * NANOS if isinstance(created, int) else None,
+        created_span=NANOS - 1,
+        labels=item.get("Labels") or None,
+        # Docker's IsRunning: running, and paused or restarting (both keep Running set).
+        busy=state not in ("created", "exited", "dead", "stopped", "configured", "initialized"),
+    )
+
+
+def _network(item: Mapping[str, Any], named: set[str] | None = None) -> Thing:
+    name = str(item.get("Name") or "")
+    never = None
+    if name in PREDEFINED_NETWORKS:
+        never = "a predefined network"
+    elif item.get("Scope") not in (None, "", "local"):
+        never = f"a {item.get('Scope')} network"
+    elif item.get("ConfigOnly"):
+        never = "a config-only network"
+    return Thing(
+        id=str(item.get("Id") or item.get("ID") or name),
+        name=name,
+        created_ns=_instant(item.get("Created")),
+        labels=item.get("Labels") or None,
+        never=never,
+        busy=name in (named or ()),
+    )
+
+
+def _volume(item: Mapping[str, Any], used: set[str]) -> Thing:
+    name = str(item["Name"])
+    labels = item.get("Labels") or None
+    never = None
+    if item.get("Driver") not in (None, "local"):
+        never = f"a volume of the {item.get('Driver')} driver"
+    elif item.get("Options"):
+        never = "a volume with mount options"
+    return Thing(
+        id=name,
+        name=name,
+        created_ns=_instant(item.get("CreatedAt")),
+        created_span=_span(item.get("CreatedAt")),
+        labels=labels,
+        busy=name in used,
+        never=never,
+        anonymous=isinstance(labels, dict) and ANONYMOUS in labels,
+    )
+
+
+def _used_volumes(engine: DockerEngine) -> set[str]:
+    """The volumes some container (stopped ones too) mounts."""
+    used: set[str] = set()
+    for container in engine.request("GET", "/containers/json?all=1") or []:
+        for mount in container.get("Mounts") or []:
+            if mount.get("Type") == "volume" and mount.get("Name"):
+                used.add(str(mount["Name"]))
+    return used
+
+
+def _record(item: Mapping[str, Any]) -> Thing:
+    return Thing(
+        id=str(item["ID"]),
+        name=str(item["ID"]),
+        created_ns=_instant(item.get("CreatedAt")),
+        busy=bool(item.get("InUse")),
+        type=str(item.get("Type") or "regular"),
+        description=str(item.get("Description") or ""),
+        shared=bool(item.get("Shared")),
+        last_used_ns=_instant(item.get("LastUsedAt")),
+        size=int(item.get("Size") or 0),
+    )
+
+
+def _span(value: object) -> int:
+    """How early a time stamp may be: a second less a nanosecond when it has no fraction."""
+    return NANOS - 1 if isinstance(value, str) and "." not in value else 0
+
+
+def _instant(value: object) -> int | None:
+    if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
+        return None
+    try:
+        return parse_rfc3339_nano(value)
+    except FilterError:
+        return None
