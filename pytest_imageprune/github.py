@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_imageprune.model import report as reporting
+from pytest_imageprune.model.outcome import Status
 
 T = TypeVar("T")
 
@@ -31,16 +32,15 @@ MAX_SUMMARY = SUMMARY_CAP // 4
 ANNOTATION_LIMIT = 10
 
 #: What a status other than ``completed`` means, for an annotation with no error text.
-STATUS_TEXT = {
-    reporting.LOCKED: "a prune operation is already running on this engine: nothing deleted",
-    reporting.UNREACHABLE: "the Docker engine could not be reached: nothing pruned",
-    reporting.ENGINE_LOST: "the Docker engine stopped answering during the prune; "
+STATUS_TEXT: dict[str, str] = {
+    Status.LOCKED: "a prune operation is already running on this engine: nothing deleted",
+    Status.UNREACHABLE: "the Docker engine could not be reached: nothing pruned",
+    Status.ENGINE_LOST: "the Docker engine stopped answering during the prune; "
     "the next session finishes it",
-    reporting.CANCELLED: "the prune was interrupted; what was done before is reported",
-    reporting.DEADLINE: "the prune ran out of time; what was done before is reported",
-    reporting.NO_BASELINE: "no baseline (the engine was unreachable at session start): "
-    "nothing pruned",
-    reporting.FAILED: "the prune failed",
+    Status.CANCELLED: "the prune was interrupted; what was done before is reported",
+    Status.DEADLINE: "the prune ran out of time; what was done before is reported",
+    Status.NO_BASELINE: "no baseline (the engine was unreachable at session start): nothing pruned",
+    Status.FAILED: "the prune failed",
 }
 
 
@@ -99,7 +99,7 @@ def _summary(report: Mapping[str, Any], swept: Sequence[Mapping[str, Any]], limi
         ),
         _row("Skipped", _skipped_text(skipped)),
         _row("Errors", str(len(errors))),
-        _row("Status", _cell(report.get("status", reporting.COMPLETED))),
+        _row("Status", _cell(report.get("status", Status.COMPLETED))),
         _row("Scope", _cell(report.get("scope", ""))),
         _row("Filters", _filters_text(report.get("filters"))),
         _row("Endpoint", _code(report.get("endpoint", ""))),
@@ -139,8 +139,8 @@ def _kind_row(name: str, entry: Any, dry: bool) -> str:
     errors = _dicts(entry.get("errors"))
     if errors:
         value += f", {len(errors)} error{'s' * (len(errors) != 1)}"
-    status = entry.get("status", reporting.COMPLETED)
-    if status != reporting.COMPLETED:
+    status = entry.get("status", Status.COMPLETED)
+    if status != Status.COMPLETED:
         value += f" [{_cell(status)}]"
     return _row(f"{title} {'that would go' if dry else 'deleted'}", value)
 
@@ -205,7 +205,7 @@ def _swept_line(entry: Mapping[str, Any]) -> str:
     return (
         f"a session that {state} (pid {_text(entry.get('pid', '?'))}): deleted {deleted}"
         f" {what}, reclaimed {size},"
-        f" status {_text(entry.get('status', reporting.COMPLETED))}"
+        f" status {_text(entry.get('status', Status.COMPLETED))}"
     )
 
 
@@ -220,12 +220,12 @@ def warning_annotations(report_dict: Mapping[str, Any]) -> list[str]:
     prune stopped, as the session records it) rather than repeating it in a second line.
     More than ``ANNOTATION_LIMIT`` lines end with one saying how many were left out.
     """
-    status = str(report_dict.get("status", reporting.COMPLETED))
+    status = str(report_dict.get("status", Status.COMPLETED))
     errors = _dicts(report_dict.get("errors"))
     general = [e for e in errors if not e.get("Id")]
     specific = [e for e in errors if e.get("Id")]
     messages = []
-    if status != reporting.COMPLETED:
+    if status != Status.COMPLETED:
         endpoint = report_dict.get("endpoint") or "the Docker engine"
         detail = (
             _plain(general.pop(0).get("error", ""))

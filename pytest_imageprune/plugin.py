@@ -257,7 +257,8 @@ class ImagePrunePlugin:
         return f"protected: {answer}" if isinstance(answer, str) else "protected by a hook"
 
     def _finish(self) -> None:
-        from pytest_imageprune.model.report import RAN, detail_lines
+        from pytest_imageprune.model.outcome import RAN
+        from pytest_imageprune.model.report import detail_lines
 
         state = self.session
         state.finish()  # never raises

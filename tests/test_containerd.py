@@ -21,7 +21,8 @@ from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.images.select import KEPT_LABELS, KEPT_TAGGED
 from pytest_imageprune.model.filters import parse_filters
 from pytest_imageprune.model.images import NANOS, Baseline, Container, Image, Snapshot
-from pytest_imageprune.model.report import UNSUPPORTED_STORE, PruneReport
+from pytest_imageprune.model.outcome import Status
+from pytest_imageprune.model.report import PruneReport
 
 NOW = 1_700_000_000 * NANOS
 
@@ -110,7 +111,7 @@ def test_an_unsupported_store_deletes_nothing_and_says_why() -> None:
 
     snapshot = Snapshot.of([img("a")])
     report = prune_images([], engine=Windows(snapshot), now_ns=NOW, utc_offset_s=0)
-    assert report.status == UNSUPPORTED_STORE
+    assert report.status == Status.UNSUPPORTED_STORE
     assert not report.images_deleted
     assert "windows containers are not supported" in report.errors[0]["error"]
     assert report.to_dict()["store"]["kind"] == UNSUPPORTED

@@ -27,7 +27,8 @@ from pytest_imageprune.model.images import (
     is_single_reference,
     normalize_reference,
 )
-from pytest_imageprune.model.report import CANCELLED, DEADLINE, ENGINE_LOST, PruneReport, human_size
+from pytest_imageprune.model.outcome import Status
+from pytest_imageprune.model.report import PruneReport, human_size
 
 NOW = 1_700_000_000 * NANOS
 
@@ -332,7 +333,7 @@ def test_a_conflict_is_a_skip_not_an_error() -> None:
 def test_keyboard_interrupt_stops_and_returns_the_partial_report() -> None:
     engine = _FaultyEngine(_three(), {"b": KeyboardInterrupt()})
     report = prune_images([], engine=engine)
-    assert report.status == CANCELLED
+    assert report.status == Status.CANCELLED
     assert report.deleted_ids == ["a"]
     assert engine.calls == ["a", "b"]
 
@@ -340,7 +341,7 @@ def test_keyboard_interrupt_stops_and_returns_the_partial_report() -> None:
 def test_a_lost_engine_stops_the_loop_with_a_status() -> None:
     engine = _FaultyEngine(_three(), {"b": EngineUnavailable("unix:///x.sock", "gone")})
     report = prune_images([], engine=engine)
-    assert report.status == ENGINE_LOST
+    assert report.status == Status.ENGINE_LOST
     assert report.deleted_ids == ["a"]
     assert "unix:///x.sock" in report.errors[0]["error"]
 
@@ -348,7 +349,7 @@ def test_a_lost_engine_stops_the_loop_with_a_status() -> None:
 def test_a_spent_deadline_deletes_nothing_more() -> None:
     engine = _FaultyEngine(_three(), {})
     report = prune_images([], engine=engine, deadline=0.0)
-    assert report.status == DEADLINE
+    assert report.status == Status.DEADLINE
     assert engine.calls == []
 
 
@@ -405,7 +406,7 @@ def test_a_lost_engine_while_reading_layers_stops_the_prune() -> None:
     snapshot = Snapshot.of([img("app", size=127)])
     lost = _Layered(snapshot, EngineUnavailable("unix:///x.sock", "gone"))
     report = prune_images([], engine=lost)
-    assert report.status == ENGINE_LOST
+    assert report.status == Status.ENGINE_LOST
     assert report.deleted_ids == []
     assert lost.inspected == ["app"]
 
@@ -455,7 +456,7 @@ def test_a_lost_engine_while_reading_layers_on_several_connections_deletes_nothi
     snapshot = Snapshot.of([img(f"app{n}", size=127) for n in range(8)])
     lost = _Logged(snapshot, EngineUnavailable("unix:///x.sock", "gone"))
     report = prune_images([], engine=lost, concurrency=4)
-    assert report.status == ENGINE_LOST
+    assert report.status == Status.ENGINE_LOST
     assert report.deleted_ids == []
     assert "delete" not in lost.log
     assert 1 <= len(lost.log) <= 4  # each connection stops at its first failure

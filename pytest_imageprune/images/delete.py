@@ -24,14 +24,8 @@ from typing import Protocol, TypeVar
 from pytest_imageprune.engine.api import Engine, EngineError, ImageConflict, ImageGone, Record
 from pytest_imageprune.errors import EngineUnavailable
 from pytest_imageprune.model.images import Snapshot
-from pytest_imageprune.model.report import (
-    CANCELLED,
-    DEADLINE,
-    ENGINE_LOST,
-    FAILED,
-    PruneReport,
-    Skipped,
-)
+from pytest_imageprune.model.outcome import Status
+from pytest_imageprune.model.report import PruneReport, Skipped
 
 T = TypeVar("T")
 
@@ -132,10 +126,10 @@ def delete_candidates(
                     try:
                         wait(futures)
                     except KeyboardInterrupt:
-                        run.stop(CANCELLED)
+                        run.stop(Status.CANCELLED)
                         wait(futures)  # each has at most one request left to finish
     except KeyboardInterrupt:
-        run.stop(CANCELLED)
+        run.stop(Status.CANCELLED)
     finally:
         for e in engines[1:]:
             e.close()
@@ -203,7 +197,7 @@ class _Run:
         """Take roots from ``roots`` and read the layers deleting them may release."""
         while (root := self._next(roots)) is not None:
             if self.deadline is not None and time.monotonic() >= self.deadline:
-                self.stop(DEADLINE)
+                self.stop(Status.DEADLINE)
                 return
             if not self._attempt(partial(self.space.fetch, engine, root)):
                 return
@@ -236,10 +230,10 @@ class _Run:
         try:
             request()
         except EngineUnavailable as exc:
-            self.stop(ENGINE_LOST, str(exc))
+            self.stop(Status.ENGINE_LOST, str(exc))
             return False
         except Exception as exc:  # a malformed answer: stop, and report the rest
-            self.stop(FAILED, f"{type(exc).__name__}: {exc}")
+            self.stop(Status.FAILED, f"{type(exc).__name__}: {exc}")
             return False
         return True
 
@@ -251,10 +245,10 @@ class _Run:
         targets = plan.targets if plan is not None else image.refs or (image.id,)
         for target in targets:
             if self._stopped.is_set():
-                outcome.stopped = self.status or CANCELLED
+                outcome.stopped = self.status or Status.CANCELLED
                 return
             if self.deadline is not None and time.monotonic() >= self.deadline:
-                outcome.stopped = DEADLINE
+                outcome.stopped = Status.DEADLINE
                 return
             try:
                 records = engine.delete(target)

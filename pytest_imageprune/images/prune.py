@@ -26,7 +26,8 @@ from pytest_imageprune.images.delete import DEFAULT_CONCURRENCY, Progress, delet
 from pytest_imageprune.images.select import KeepRule, Selection, refine, select
 from pytest_imageprune.model.filters import Filters, parse_filters, parse_rfc3339_nano
 from pytest_imageprune.model.images import Baseline, Snapshot
-from pytest_imageprune.model.report import UNSUPPORTED_STORE, PruneReport, Skipped
+from pytest_imageprune.model.outcome import Status
+from pytest_imageprune.model.report import PruneReport, Skipped
 
 
 def prune_images(
@@ -122,7 +123,7 @@ def _prune(
             scope=scope,
             dry_run=dry_run,
             store=store,
-            status=UNSUPPORTED_STORE,
+            status=Status.UNSUPPORTED_STORE,
             errors=[{"error": f"{store.describe()}: {store.reason}; nothing deleted"}],
         )
     if snapshot is None:

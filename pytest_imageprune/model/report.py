@@ -9,35 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_imageprune.images.select import KEPT_INTERMEDIATE, KEPT_NOT_HEAD
+from pytest_imageprune.model.outcome import Status
 
 if TYPE_CHECKING:
     from pytest_imageprune.engine.store import Store
     from pytest_imageprune.model.filters import Filters
-
-#: The prune ran to the end.
-COMPLETED = "completed"
-#: Interrupted (KeyboardInterrupt): what was done before is reported.
-CANCELLED = "cancelled"
-#: The time budget ran out: what was done before is reported.
-DEADLINE = "deadline"
-#: The engine stopped answering during the prune.
-ENGINE_LOST = "engine-lost"
-#: Another process holds the prune lock for this endpoint: nothing was deleted.
-LOCKED = "locked"
-#: The engine could not be reached: nothing was deleted.
-UNREACHABLE = "engine-unreachable"
-#: Session scope without a baseline (the engine was unreachable at start): nothing deleted.
-NO_BASELINE = "no-baseline"
-#: The lock or the session registry could not be had safely: nothing was deleted (pruning
-#: without them could take another live session's images).
-NO_REGISTRY = "no-registry"
-#: Something unexpected went wrong; the report's errors say what.
-FAILED = "failed"
-#: The engine keeps its images in a store this package does not support: nothing deleted.
-UNSUPPORTED_STORE = "unsupported-store"
-
-#: Statuses of a prune that ran, wholly or in part.
-RAN = frozenset({COMPLETED, CANCELLED, DEADLINE, ENGINE_LOST})
 
 
 @dataclass(frozen=True)
@@ -67,7 +43,7 @@ class PruneReport:
     filters: Filters
     scope: str = "all"
     dry_run: bool = False
-    status: str = COMPLETED
+    status: str = Status.COMPLETED
     #: ``{"Untagged": ref}`` and ``{"Deleted": id}`` records, as the engine answered them.
     images_deleted: list[Mapping[str, str]] = field(default_factory=list)
     space_reclaimed: int = 0
@@ -161,7 +137,7 @@ def summary_line(report: PruneReport) -> str:
         f"in {report.duration_s:.2f}s",
     ]
     line = ", ".join(parts)
-    if report.status != COMPLETED:
+    if report.status != Status.COMPLETED:
         line += f" [{report.status}]"
     return line
 
@@ -204,7 +180,7 @@ def detail_lines(report: PruneReport) -> list[str]:
             lines.append(f"{verb} {_name(report, image_id)}: {skipped[image_id].reason}")
         elif image_id in failed:
             lines.append(f"error {_name(report, image_id)}: {failed[image_id]}")
-        elif report.status == COMPLETED:
+        elif report.status == Status.COMPLETED:
             verb = "would untag" if would else "untagged"
             lines.append(
                 f"{verb} {_name(report, image_id)}: kept, it has children, is in use or"

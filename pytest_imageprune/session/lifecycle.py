@@ -25,7 +25,7 @@ from pytest_imageprune.errors import EngineUnavailable, FilterError, RegistryStu
 from pytest_imageprune.model import report as reporting
 from pytest_imageprune.model.filters import Filters
 from pytest_imageprune.model.images import Baseline, Image, Snapshot
-from pytest_imageprune.model.report import RAN
+from pytest_imageprune.model.outcome import RAN, Status
 
 # The coordination, the lock, the registry and the prune (filelock among them) are
 # imported where first used, so that pytest's start-up does not wait for them:
@@ -350,9 +350,9 @@ class PruneSession:
         except RegistryStuck as exc:  # nothing more may be deleted without the registry
             ran = self.report is not None and self.report.status in RAN
             more = "; nothing more deleted" if ran else "; nothing deleted"
-            self._fail(reporting.NO_REGISTRY, f"WARNING {exc}{more}")
+            self._fail(Status.NO_REGISTRY, f"WARNING {exc}{more}")
         except Exception as exc:  # the verdict is the tests', whatever happens here
-            self._fail(reporting.FAILED, f"WARNING prune failed: {type(exc).__name__}: {exc}")
+            self._fail(Status.FAILED, f"WARNING prune failed: {type(exc).__name__}: {exc}")
         finally:
             self.stop_read_ahead(wait=False)  # a daemon thread: it closes its connection
             if self.coordinator is not None:
@@ -382,10 +382,10 @@ class PruneSession:
         from pytest_imageprune.coordination.place import ALREADY_RUNNING, LockUnusable
 
         if self.store is not None and not self.store.supported:
-            self._fail(reporting.UNSUPPORTED_STORE, f"WARNING {self.problem}; nothing deleted")
+            self._fail(Status.UNSUPPORTED_STORE, f"WARNING {self.problem}; nothing deleted")
             return
         if self.scope == "session" and self.baseline is None:
-            self._fail(reporting.NO_BASELINE, f"WARNING {self.problem}; nothing pruned")
+            self._fail(Status.NO_BASELINE, f"WARNING {self.problem}; nothing pruned")
             return
         if self.coordinator is None and self.unsafe is None:
             # Scope "all" with no baseline: not registered, but it must see the others.
@@ -394,23 +394,23 @@ class PruneSession:
             self._prune_all()
             return
         if self.coordinator is None and self.unsafe is None:
-            self._fail(reporting.UNREACHABLE, f"WARNING {self.problem}; nothing pruned")
+            self._fail(Status.UNREACHABLE, f"WARNING {self.problem}; nothing pruned")
             return
         if self.coordinator is None:
             # Pruning without the registry could take another live session's images.
-            self._fail(reporting.NO_REGISTRY, f"WARNING {self.unsafe}; nothing deleted")
+            self._fail(Status.NO_REGISTRY, f"WARNING {self.unsafe}; nothing deleted")
             return
         coordinator = self.coordinator
         coordinator.finishing()
         try:
             acquired = coordinator.take_lock()
         except LockUnusable as exc:
-            self._fail(reporting.NO_REGISTRY, f"WARNING {exc}; nothing deleted")
+            self._fail(Status.NO_REGISTRY, f"WARNING {exc}; nothing deleted")
             self._settle_own(done=False)  # whoever prunes next does it
             return
         if not acquired:
             path = coordinator.lock.path
-            self._fail(reporting.LOCKED, f"{ALREADY_RUNNING} ({path}); nothing deleted")
+            self._fail(Status.LOCKED, f"{ALREADY_RUNNING} ({path}); nothing deleted")
             self._settle_own(done=False)  # whoever prunes next does it
             return
         try:
@@ -418,7 +418,7 @@ class PruneSession:
         finally:
             coordinator.release_lock()
         # A sweep cut short (Ctrl-C, the engine gone): no more of them; the next session goes on.
-        done = self.report is not None and self.report.status == reporting.COMPLETED
+        done = self.report is not None and self.report.status == Status.COMPLETED
         if done and self._stopped is None:
             coordinator.hand_over(self._sweep_keeping)
 
@@ -427,7 +427,7 @@ class PruneSession:
             try:
                 self.engine = DockerEngine.from_env()
             except EngineUnavailable as exc:
-                self._fail(reporting.UNREACHABLE, f"WARNING {exc}; nothing pruned")
+                self._fail(Status.UNREACHABLE, f"WARNING {exc}; nothing pruned")
                 return
         from pytest_imageprune.kinds.table import AFTER_IMAGES, BEFORE_IMAGES
 
@@ -448,7 +448,7 @@ class PruneSession:
             self.report = reporting.PruneReport(
                 self.endpoint, self.filters, scope=self.scope, dry_run=self.dry_run
             )
-        if self.report.status == reporting.COMPLETED:
+        if self.report.status == Status.COMPLETED:
             stopped = self._prune_kinds(AFTER_IMAGES)
             if stopped is not None:
                 self.report.status = stopped
@@ -458,7 +458,7 @@ class PruneSession:
             done=_done(self.report) and not _kept_for_live(self.kind_reports),
             present=frozenset((*self.report.candidates, *self.report.kept)),
         )
-        if coordinator is None or self.dry_run or self.report.status != reporting.COMPLETED:
+        if coordinator is None or self.dry_run or self.report.status != Status.COMPLETED:
             return
         coordinator.sweep_owed(self._sweep_keeping)
 
@@ -569,7 +569,7 @@ class PruneSession:
                 report = self._prune(filters, baseline, keep, snapshot=snapshot)
             else:  # it pruned no images: none are owed
                 report = reporting.PruneReport(self.endpoint, filters, scope=record.scope)
-            if report.status == reporting.COMPLETED:
+            if report.status == Status.COMPLETED:
                 kinds += self._sweep_kinds(record, AFTER_IMAGES)
             done = _done(report) and not _kept_for_live(kinds) and _stopped(kinds) is None
             done = done and all(k.status in ("completed", "not-supported") for k in kinds)
@@ -583,10 +583,10 @@ class PruneSession:
             )
             return False
         self._say_swept(record, state, report, kinds)
-        if report.status in (reporting.CANCELLED, reporting.ENGINE_LOST):
+        if report.status in (Status.CANCELLED, Status.ENGINE_LOST):
             self._stopped = report.status
         self._stopped = self._stopped or _stopped(kinds)
-        return report.status == reporting.COMPLETED and _stopped(kinds) is None
+        return report.status == Status.COMPLETED and _stopped(kinds) is None
 
     def _say_swept(
         self, record: SessionRecord, state: str, report: PruneReport, kinds: list[KindReport]
@@ -698,8 +698,8 @@ class PruneSession:
             )
         except EngineUnavailable as exc:  # before anything was deleted
             self.lines.append(f"imageprune: WARNING {exc}; nothing pruned")
-            return self._failed_report(filters, reporting.UNREACHABLE, str(exc))
-        if report.status == reporting.UNSUPPORTED_STORE:
+            return self._failed_report(filters, Status.UNREACHABLE, str(exc))
+        if report.status == Status.UNSUPPORTED_STORE:
             self.lines.append(f"imageprune: WARNING {report.errors[0]['error']}")
             return report
         live = {i for i, why in report.kept.items() if is_live_reason(why)}
@@ -711,7 +711,7 @@ class PruneSession:
                 " live session may have produced: the last session out prunes them"
             )
         self._said_live |= live
-        if report.status == reporting.ENGINE_LOST:
+        if report.status == Status.ENGINE_LOST:
             self.lines.append(
                 f"imageprune: WARNING the engine at {self.endpoint} stopped answering during "
                 "the prune; the next session finishes it"
@@ -790,9 +790,9 @@ def _stopped(reports: Sequence[KindReport]) -> str | None:
     """The status that stops a prune (Ctrl-C, the engine gone), if one of ``reports`` has it."""
     for report in reports:
         if report.status == "engine-lost":
-            return reporting.ENGINE_LOST
+            return Status.ENGINE_LOST
         if report.status == "cancelled":
-            return reporting.CANCELLED
+            return Status.CANCELLED
     return None
 
 
@@ -805,7 +805,7 @@ def _done(report: PruneReport) -> bool:
     """Nothing left owed: the prune ran to the end and kept nothing for a live session."""
     from pytest_imageprune.coordination.evidence import is_live_reason
 
-    return report.status == reporting.COMPLETED and not any(
+    return report.status == Status.COMPLETED and not any(
         is_live_reason(why) for why in report.kept.values()
     )
 

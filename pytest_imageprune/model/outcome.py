@@ -1,0 +1,93 @@
+"""Outcomes a later step acts on, as values: a prune's ``Status``, and why an object is ``Kept``.
+
+No decision in the package reads the words of a reason: it reads these. The words are
+what the user reads (the terminal, the JSON report), and they stay as they were.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Status(str, Enum):
+    """How a prune (of images, or of one other kind) ended; its value is the report's."""
+
+    #: The prune ran to the end.
+    COMPLETED = "completed"
+    #: Interrupted (KeyboardInterrupt): what was done before is reported.
+    CANCELLED = "cancelled"
+    #: The time budget ran out: what was done before is reported.
+    DEADLINE = "deadline"
+    #: The engine stopped answering during the prune.
+    ENGINE_LOST = "engine-lost"
+    #: Another process holds the prune lock for this endpoint: nothing was deleted.
+    LOCKED = "locked"
+    #: The engine could not be reached: nothing was deleted.
+    UNREACHABLE = "engine-unreachable"
+    #: Session scope without a baseline (the engine was unreachable at start): nothing
+    #: deleted. For another kind: its objects were not listed at session start.
+    NO_BASELINE = "no-baseline"
+    #: The lock or the session registry could not be had safely: nothing was deleted
+    #: (pruning without them could take another live session's images).
+    NO_REGISTRY = "no-registry"
+    #: Something unexpected went wrong; the report's errors say what.
+    FAILED = "failed"
+    #: The engine keeps its images in a store this package does not support: nothing deleted.
+    UNSUPPORTED_STORE = "unsupported-store"
+    #: The engine has no such prune, or not with these filters (another kind): nothing deleted.
+    NOT_SUPPORTED = "not-supported"
+
+    # The report's text, in f-strings and JSON alike, on every Python (3.12 changed format()).
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @property
+    def ran(self) -> bool:
+        """The prune ran, wholly or in part: what it did is reported."""
+        return self in RAN
+
+    @property
+    def stops(self) -> bool:
+        """Ctrl-C or the engine gone: nothing more is pruned or swept in this session."""
+        return self in (Status.CANCELLED, Status.ENGINE_LOST)
+
+
+#: Statuses of a prune that ran, wholly or in part.
+RAN = frozenset({Status.COMPLETED, Status.CANCELLED, Status.DEADLINE, Status.ENGINE_LOST})
+
+
+class Kept(str):
+    """Why an object in scope stays: the words the user reads, and what they mean.
+
+    A ``str``, so that the report, the JSON and every reader of the words see them as
+    before; the flags are what later steps decide by.
+    """
+
+    #: Kept because another live session may have made or uses it: the work stays owed.
+    live: bool
+    #: Kept for want of evidence that the session being swept left it.
+    doubt: bool
+    #: Kept because it is in use (a container uses the image, a volume is mounted...).
+    busy: bool
+
+    def __new__(
+        cls, reason: str, *, live: bool = False, doubt: bool = False, busy: bool = False
+    ) -> Kept:
+        kept = super().__new__(cls, reason)
+        kept.live, kept.doubt, kept.busy = live, doubt, busy
+        return kept
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_kept, (str(self), self.live, self.doubt, self.busy))
+
+
+def _kept(reason: str, live: bool, doubt: bool, busy: bool) -> Kept:
+    return Kept(reason, live=live, doubt=doubt, busy=busy)
+
+
+def kept(reason: str | Kept) -> Kept:
+    """``reason`` as a ``Kept``: a plain string (a hook's answer) keeps for no flag's sake."""
+    return reason if isinstance(reason, Kept) else Kept(reason)
