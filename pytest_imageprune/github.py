@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pytest_imageprune.kinds.table import KINDS
 from pytest_imageprune.model import report as reporting
 from pytest_imageprune.model.outcome import Status
 
@@ -105,7 +106,7 @@ def _summary(report: Mapping[str, Any], swept: Sequence[Mapping[str, Any]], limi
         _row("Endpoint", _code(report.get("endpoint", ""))),
         _row("Duration", f"{_float(report.get('duration_s')):.2f}s"),
     ]
-    lines[4:4] = [_kind_row(name, report[name], dry) for name in _KINDS if name in report]
+    lines[4:4] = [_kind_row(name, report[name], dry) for name in KINDS if name in report]
     lines += _details(f"{verb} {what}", deleted, lambda i: _code(_short(i)), limit)
     lines += _details("Untagged references", untagged, _code, limit)
     lines += _details("Skipped", skipped, lambda s: _problem(s, "reason"), limit)
@@ -116,18 +117,10 @@ def _summary(report: Mapping[str, Any], swept: Sequence[Mapping[str, Any]], limi
     return "\n".join(lines) + "\n"
 
 
-#: The other kinds a report may hold (``kinds``), with Docker's key for what went.
-_KINDS = {
-    "containers": ("Containers", "ContainersDeleted"),
-    "networks": ("Networks", "NetworksDeleted"),
-    "volumes": ("Volumes", "VolumesDeleted"),
-    "build_cache": ("Build-cache records", "CachesDeleted"),
-}
-
-
 def _kind_row(name: str, entry: Any, dry: bool) -> str:
     """One row per other kind: how many went, the bytes, and what went wrong."""
-    title, key = _KINDS[name]
+    kind = KINDS[name]
+    title, key = kind.title, kind.deleted_key
     entry = entry if isinstance(entry, Mapping) else {}
     deleted = entry.get(key)
     value = str(len(deleted) if isinstance(deleted, list) else 0)

@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_imageprune.kinds.table import KINDS
 from pytest_imageprune.settings import (
     DRY_RUN_HELP,
     FILTER_HELP,
     INI_FILTER_HELP,
-    KIND_HELP,
-    KIND_NAMES,
     LOCK_HELP,
     NO_HELP,
     REPORT_HELP,
@@ -71,21 +70,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--prune-images-report", metavar="PATH", dest="prune_images_report", help=REPORT_HELP
     )
     group.addoption("--prune-images-lock", metavar="PATH", dest="prune_images_lock", help=LOCK_HELP)
-    for kind in KIND_NAMES:
+    for kind in KINDS.values():
         group.addoption(
-            f"--prune-{kind.replace('_', '-')}",
+            kind.option,
             action=FilterAction,
             nargs="?",
             const="",
             default=None,
-            dest=f"prune_{kind}",
+            dest=kind.ini,
             metavar="FILTER",
-            help=f"Prune at session end the {KIND_HELP[kind]} this session made, keeping those"
+            help=f"Prune at session end the {kind.help} this session made, keeping those"
             " that do not match FILTER. Repeatable; bare, with no filter",
         )
         parser.addini(
-            f"prune_{kind}",
-            f"Filters for the {kind.replace('_', ' ')} prune, one a line; any line enables it",
+            kind.ini,
+            f"Filters for the {kind.name.replace('_', ' ')} prune, one a line; any line enables it",
             type="linelist",
             default=[],
         )

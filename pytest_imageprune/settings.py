@@ -15,25 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_imageprune.kinds.table import ACCEPTED, KINDS, where_given
+
 if TYPE_CHECKING:
     from pytest_imageprune.errors import FilterError
     from pytest_imageprune.kinds.filters import KindFilters
     from pytest_imageprune.model.filters import Filters
 
 SCOPES = ("session", "all")
-#: The other kinds a session prunes (``kinds.KINDS``), in ``docker system prune``'s order;
-#: each has ``--prune-<kind>`` and ``prune_<kind>`` (``-`` for ``_`` in the option).
-KIND_NAMES = ("containers", "networks", "volumes", "build_cache")
-KIND_HELP = {
-    "containers": "stopped containers, with docker container prune's filters (until=TIME,"
-    " label=KEY[=VALUE], label!=KEY[=VALUE])",
-    "networks": "unused networks, with docker network prune's filters (until=TIME,"
-    " label=KEY[=VALUE], label!=KEY[=VALUE])",
-    "volumes": "unused volumes, with docker volume prune's filters (label=KEY[=VALUE],"
-    " label!=KEY[=VALUE], all=BOOL); never one that existed at session start",
-    "build_cache": "unused build-cache records, with docker builder prune's filters"
-    " (until=TIME, all=BOOL, type=TYPE, description=TEXT)",
-}
 
 FILTER_HELP = (
     "Prune the images this session built at its end, keeping those that do not match "
@@ -99,18 +88,6 @@ class FilterAction(argparse.Action):
 
 #: Every usage error of this plugin starts so (after pytest's own ``ERROR: ``).
 PREFIX = "pytest-imageprune: "
-#: What each filter accepts, said to a person; ``{o}`` is ``--prune-images=`` on the command
-#: line, nothing in an ini file.
-ACCEPTED = {
-    "dangling": "Write {o}dangling=true (or 1) or {o}dangling=false (or 0)",
-    "label": "Write {o}label=KEY or {o}label=KEY=VALUE, such as {o}label=ci",
-    "label!": "Write {o}label!=KEY or {o}label!=KEY=VALUE, such as {o}label!=keep",
-    "until": (
-        "Write {o}until= and a Go duration back from now (10m, 1h30m), an RFC 3339 date or"
-        " time (2024-01-15T10:00:00Z), a date (2024-01-15), or Unix seconds"
-        " (1700000000.5), such as {o}until=24h"
-    ),
-}
 FILTERS = "dangling=BOOL, label=KEY[=VALUE], label!=KEY[=VALUE] and until=TIME"
 
 
@@ -118,22 +95,20 @@ def filter_usage_error(exc: FilterError, ini: str | None) -> pytest.UsageError:
     """A bad filter said to a person: where it came from (the command line when ``ini`` is
     None, else that ini file), what is wrong, and what to write instead. Docker's own
     wording (``str(exc)``) is left out: it names Go's parser, not what to type."""
+    from pytest_imageprune.model.filters import ACCEPTED_FILTERS
+
     texts = exc.texts or tuple(f"{exc.key}={v}" for v in exc.values) or (f"{exc.key}=",)
-    if ini is None:
-        where = " ".join(f"--prune-images={t}" for t in texts) + " (command line)"
-        option = "--prune-images="
-    else:
-        where = "prune_images = " + ", ".join(texts) + f" ({ini})"
-        option = ""
-    accepted = {name: text.format(o=option) for name, text in ACCEPTED.items()}
+    where = where_given("--prune-images", "prune_images", exc, ini)
+    option = "--prune-images=" if ini is None else ""
+    accepted = {name: ACCEPTED[name].format(o=option) for name in ACCEPTED_FILTERS}
     key, values = exc.key, exc.values
     if key is None:  # no "=" at all: a filter's name alone, or not a filter
         word = texts[0].strip().lower()
-        if word in ACCEPTED:
+        if word in ACCEPTED_FILTERS:
             what = f"the {word} filter has no value. {accepted[word]}"
         else:
             what = f"{texts[0]!r} is not a filter. A filter is {option}KEY=VALUE: {FILTERS}"
-    elif key not in ACCEPTED:
+    elif key not in ACCEPTED_FILTERS:
         what = f"{key!r} is not a filter of docker image prune. The filters are {FILTERS}"
     elif key == "dangling" and {"1", "true"} & set(values) and {"0", "false"} & set(values):
         what = f"dangling is given both true and false. Give one. {accepted[key]}"
@@ -148,7 +123,6 @@ def filter_usage_error(exc: FilterError, ini: str | None) -> pytest.UsageError:
 
 def kind_usage_error(kind: str, exc: FilterError, ini: str | None) -> pytest.UsageError:
     """A bad filter of another kind (``kinds``), said as an image filter is."""
-    from pytest_imageprune.kinds.table import KINDS
     from pytest_imageprune.kinds.table import kind_usage_error as said
 
     return pytest.UsageError(PREFIX + said(KINDS[kind], exc, ini))
@@ -166,7 +140,7 @@ class Settings:
     lock_path: Path | None = None
     #: Whether images are pruned (``--prune-images``); the other kinds may be without.
     images: bool = True
-    #: The other kinds enabled, with their filters, by name (``kinds.KINDS``).
+    #: The other kinds enabled, with their filters, by name (``kinds.table.KINDS``).
     kinds: Mapping[str, KindFilters] = field(default_factory=dict)
 
 
@@ -216,9 +190,9 @@ def load_settings(
 def _kinds(config: pytest.Config, option: Callable[[str], Any]) -> dict[str, KindFilters]:
     """The other kinds enabled, each with its filters, in ``docker system prune``'s order."""
     given: dict[str, tuple[list[str], str | None]] = {}
-    for name in KIND_NAMES:
-        cli: list[str] | None = option(f"prune_{name}")
-        ini: list[str] = config.getini(f"prune_{name}")
+    for name, kind in KINDS.items():
+        cli: list[str] | None = option(kind.ini)
+        ini: list[str] = config.getini(kind.ini)
         if cli is not None:
             given[name] = [v for v in cli if v], None
         elif ini:
