@@ -723,7 +723,8 @@ def test_the_ini_keys_enable_the_kinds_and_the_command_line_wins(
 
 UNTIL_FORMS = (
     "Write {o}until= and a Go duration back from now (10m, 1h30m), an RFC 3339 date or time"
-    " (2024-01-15T10:00:00Z), a date (2024-01-15), or Unix seconds (1700000000.5), such as {o}until=24h"
+    " (2024-01-15T10:00:00Z), a date (2024-01-15), or Unix seconds (1700000000.5), such as"
+    " {o}until=24h"
 )
 RECORD_TYPES = "regular, source.local, source.git.checkout, exec.cachemount, internal, frontend"
 
