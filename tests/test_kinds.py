@@ -22,6 +22,7 @@ from pytest_imageprune.kinds.table import BUILD_CACHE, CONTAINERS, KINDS, NETWOR
 from pytest_imageprune.kinds.things import Thing, listing
 from pytest_imageprune.model.filters import parse_until
 from pytest_imageprune.model.images import NANOS, Baseline
+from pytest_imageprune.model.outcome import Kept
 from pytest_imageprune.model.report import PruneReport
 from pytest_imageprune.settings import load_settings
 
@@ -592,7 +593,7 @@ def test_a_kind_reports_summary_line() -> None:
         "deleted 1 container, skipped 1 running, 0 errors, reclaimed 1kB"
     )
     # Those kept running count as skipped, as the daemon's prune passes them by.
-    containers.kept = {"c3": "running", "c4": "labels do not match"}
+    containers.kept = {"c3": Kept("running", busy=True), "c4": "labels do not match"}
     assert containers.summary_line() == (
         "deleted 1 container, skipped 2 running, 0 errors, reclaimed 1kB"
     )

@@ -197,8 +197,8 @@ def test_a_scope_all_session_reads_ahead_while_the_tests_run(
     )
     session.start(background=True)
     session.wait_started()
-    assert session._reader is not None
-    session._reader.join()  # the tests ran long enough to read everything
+    assert session.started.reader is not None
+    session.started.reader.join()  # the tests ran long enough to read everything
     read = list(Counting.inspected)
     assert len(read) == 2
 
@@ -220,7 +220,7 @@ def test_a_session_scope_session_does_not_read_ahead(
     )
     session.start(background=True)
     session.wait_started()
-    assert session._reader is None  # what it will prune is not built yet
+    assert session.started.reader is None  # what it will prune is not built yet
     session.finish()
     assert session.report is not None
     assert session.report.deleted_ids == []  # the loaded images were there before
@@ -238,10 +238,10 @@ def test_an_abandoned_session_reads_nothing_and_lets_the_engine_go(
     )
     session.start(background=True)
     session.abandon()  # while the engine lists its images
-    assert session._starter is not None
-    session._starter.join()
+    assert session.started.starter is not None
+    session.started.starter.join()
     assert session.baseline is not None  # the listing it had asked for came in
-    assert session._reader is None  # but nothing is read ahead for a prune that never comes
+    assert session.started.reader is None  # but nothing is read ahead for a prune that never comes
     assert Counting.inspected == []
     assert reader._http is not None
     assert reader._http._made is None or reader._http._made._sock is None  # closed

@@ -12,6 +12,7 @@ from pytest_imageprune.errors import FilterError
 from pytest_imageprune.images.select import KeepRule
 from pytest_imageprune.model.filters import parse_rfc3339_nano
 from pytest_imageprune.model.images import NANOS, Image, Snapshot
+from pytest_imageprune.model.outcome import Kept
 
 
 def protect_live(live: Sequence[SessionRecord]) -> KeepRule:
@@ -23,7 +24,7 @@ def protect_live(live: Sequence[SessionRecord]) -> KeepRule:
         for record in live:
             names = record.baseline.tags.get(image.id)
             if names is None or not set(image.tags) <= set(names):
-                return f"may belong to a live session ({record.describe()})"
+                return Kept(f"may belong to a live session ({record.describe()})", live=True)
         return None
 
     return keep
@@ -43,11 +44,11 @@ def within_lifetime(
     def keep(image: Image) -> str | None:
         created = image.created_ns if image.created_ns is not None else image.created_s * NANOS
         if created > end:
-            return "created after that session ended"
+            return Kept("created after that session ended", doubt=True)
         if arrival is not None:
             why = arrival.doubt(image, record)
             if why is not None:
-                return why
+                return Kept(why, doubt=True)
         return then(image)
 
     return keep

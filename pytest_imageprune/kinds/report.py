@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    pass
 from pytest_imageprune.kinds.filters import KindFilters
-from pytest_imageprune.kinds.table import CONTAINERS, KINDS, Kind
+from pytest_imageprune.kinds.table import KINDS, Kind
+from pytest_imageprune.model.outcome import is_busy
 
 
 @dataclass
@@ -57,8 +56,8 @@ class KindReport:
             f"{'would delete' if would else 'deleted'} {count}"
             f" {spec.one if count == 1 else spec.many}",
         ]
-        busy = "running" if self.kind == CONTAINERS else "in use"
-        held = len(self.skipped) + sum(1 for why in self.kept.values() if why == busy)
+        busy = spec.busy
+        held = len(self.skipped) + sum(1 for why in self.kept.values() if is_busy(why))
         parts.append(f"{'would skip' if would else 'skipped'} {held} {busy}")
         parts.append(f"{len(self.errors)} error{'s' * (len(self.errors) != 1)}")
         if spec.space:

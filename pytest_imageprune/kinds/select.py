@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from pytest_imageprune.model.gotime import NANOS
-
-if TYPE_CHECKING:
-    pass
 from pytest_imageprune.kinds.filters import KindFilters
-from pytest_imageprune.kinds.table import BUILD_CACHE, CONTAINERS, VOLUMES
+from pytest_imageprune.kinds.table import BUILD_CACHE, KINDS, VOLUMES
 from pytest_imageprune.kinds.things import Thing
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.outcome import Kept
 
 #: How far before the session's start a build-cache record it made may say it was
 #: created (the engine's clock and the session's, rounding).
@@ -84,7 +81,7 @@ def _why_kept(
         return thing.never
     if kind == BUILD_CACHE:
         if thing.busy:
-            return "in use"
+            return Kept(KINDS[kind].busy, busy=True)
         if not filters.all and (thing.type in ("internal", "frontend") or thing.shared):
             return "shared or internal (all=true takes it)"
         if until is not None and thing.last_used_ns is not None and thing.last_used_ns > until:
@@ -95,7 +92,7 @@ def _why_kept(
             return "another description"
         return None
     if thing.busy:  # never tried: the daemon's prune passes them by
-        return "running" if kind == CONTAINERS else "in use"
+        return Kept(KINDS[kind].busy, busy=True)
     if kind == VOLUMES and anonymous_only and not thing.anonymous:
         return "a named volume (all=true takes it)"
     if until is not None and thing.created_ns is not None and thing.created_ns > until:
@@ -116,13 +113,13 @@ def _for_live(thing: Thing, kind: str, live: Sequence[Live]) -> str | None:
                 or made is None
                 or made + thing.created_span >= session.started_ns - START_SLACK_NS
             ):
-                return f"may belong to a live session ({session.who})"
+                return Kept(f"may belong to a live session ({session.who})", live=True)
         elif thing.id not in session.ids:
-            return f"may belong to a live session ({session.who})"
+            return Kept(f"may belong to a live session ({session.who})", live=True)
         if (
             kind == BUILD_CACHE
             and thing.last_used_ns is not None
             and thing.last_used_ns >= session.started_ns - START_SLACK_NS
         ):
-            return f"used by a live session ({session.who})"
+            return Kept(f"used by a live session ({session.who})", live=True)
     return None

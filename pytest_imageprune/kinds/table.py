@@ -40,6 +40,9 @@ class Kind:
     help: str
     #: Said when it is skipped because the engine holds it: "running", "in use".
     busy: str = "in use"
+    #: One that existed at session start is never a candidate, whatever the scope (a
+    #: volume is somebody's data).
+    never_from_start: bool = False
 
     @property
     def option(self) -> str:
@@ -50,6 +53,11 @@ class Kind:
     def ini(self) -> str:
         """The ini key that enables it (``prune_build_cache``), also the option's ``dest``."""
         return f"prune_{self.name}"
+
+    def scoped(self, scope: str) -> bool:
+        """Whether its candidates are only the objects absent from the lists at start: in
+        session scope, and for a kind that never takes what was there, in any."""
+        return scope == "session" or self.never_from_start
 
     @property
     def title(self) -> str:
@@ -102,6 +110,7 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             many="volumes",
             help="unused volumes, with docker volume prune's filters (label=KEY[=VALUE],"
             " label!=KEY[=VALUE], all=BOOL); never one that existed at session start",
+            never_from_start=True,
         ),
         BUILD_CACHE: Kind(
             BUILD_CACHE,

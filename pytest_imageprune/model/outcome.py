@@ -91,3 +91,18 @@ def _kept(reason: str, live: bool, doubt: bool, busy: bool) -> Kept:
 def kept(reason: str | Kept) -> Kept:
     """``reason`` as a ``Kept``: a plain string (a hook's answer) keeps for no flag's sake."""
     return reason if isinstance(reason, Kept) else Kept(reason)
+
+
+def is_live(reason: str) -> bool:
+    """Kept because another live session may have made or uses it (the work stays owed)."""
+    return isinstance(reason, Kept) and reason.live
+
+
+def is_doubt(reason: str) -> bool:
+    """Kept for want of evidence that the session being swept left it."""
+    return isinstance(reason, Kept) and reason.doubt
+
+
+def is_busy(reason: str) -> bool:
+    """Kept because it is in use: a container uses it, or the engine holds it."""
+    return isinstance(reason, Kept) and reason.busy

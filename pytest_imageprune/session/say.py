@@ -1,0 +1,151 @@
+"""Every line a session tells the user about its prune, worded here and nowhere else.
+
+``Voice`` gathers the lines the terminal summary prints (``imageprune: ...``), in the order
+things happened; the pipeline and the session tell it facts, it words them. A line about
+nothing says nothing, and what was said once is not said again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pytest_imageprune.model import report as reporting
+from pytest_imageprune.model.outcome import is_doubt, is_live
+
+if TYPE_CHECKING:
+    from pytest_imageprune.coordination.protocol import HeartbeatTrouble
+    from pytest_imageprune.coordination.records import BadRecord, SessionRecord
+    from pytest_imageprune.kinds.report import KindReport
+    from pytest_imageprune.model.report import PruneReport
+
+PREFIX = "imageprune: "
+
+
+class Voice:
+    """The lines of one session, in order."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        #: The images already said to be kept for another live session: a sweep that keeps
+        #: them again (this session's own deferral, say) says nothing new.
+        self._said_live: set[str] = set()
+        #: The bad registry files already said, by name (one line each per session).
+        self._bad_said: set[str] = set()
+
+    def say(self, text: str) -> None:
+        self.lines.append(PREFIX + text)
+
+    def warn(self, text: str) -> None:
+        self.say(f"WARNING {text}")
+
+    # -- at start --------------------------------------------------------------------------
+    def kind_unlisted(self, kind: str, exc: BaseException) -> None:
+        self.warn(
+            f"could not list the {kind.replace('_', ' ')} at session start"
+            f" ({type(exc).__name__}: {exc}): none will be pruned"
+        )
+
+    def refused_place(self, refused: object, instead: object) -> None:
+        self.warn(f"{refused}; meeting at {instead} instead")
+
+    def unrecorded(self, directory: object, why: str) -> None:
+        self.warn(
+            f"could not write this session's record in {directory} ({why}): other sessions"
+            " keep what it builds while it runs, and it prunes at its end, but what it"
+            " leaves then (or if it dies) no later session finishes"
+        )
+
+    def bad_records(self, bad: Sequence[BadRecord]) -> None:
+        for item in bad:
+            if item.name not in self._bad_said:
+                self._bad_said.add(item.name)
+                self.warn(item.describe())
+
+    # -- the pipeline ----------------------------------------------------------------------
+    def images_kept_for_live(self, report: PruneReport) -> None:
+        """How many more images were kept because another live session may have made them."""
+        live = {i for i, why in report.kept.items() if is_live(why)}
+        deferred = len(live - self._said_live)
+        if deferred:
+            more = " more" if self._said_live else ""
+            self.say(
+                f"kept {deferred}{more} image{'s' * (deferred != 1)} that another"
+                " live session may have produced: the last session out prunes them"
+            )
+        self._said_live |= live
+
+    def engine_lost(self, endpoint: str, then: str) -> None:
+        self.warn(f"the engine at {endpoint} stopped answering during the prune; {then}")
+
+    def kinds(self, reports: Sequence[KindReport], whose: str = "") -> None:
+        """The other kinds' errors, and what they kept for live sessions (``whose``: the
+        session a sweep finishes, if not this one)."""
+        prefix = f"{whose}: " if whose else ""
+        for report in reports:
+            for error in report.errors:
+                self.warn(f"{prefix}{report.spec.many}: {error['error']}")
+            kept = sum(1 for why in report.kept.values() if is_live(why))
+            if kept:
+                spec = report.spec
+                self.say(
+                    f"{prefix}kept {kept} {spec.one if kept == 1 else spec.many}"
+                    " that another live session may have made or uses"
+                )
+
+    def kind_unlisted_at_end(self, many: str, why: str) -> None:
+        self.warn(f"{many}: {why}; nothing deleted")
+
+    # -- sweeps ----------------------------------------------------------------------------
+    def swept(
+        self,
+        record: SessionRecord,
+        state: str,
+        report: PruneReport,
+        kinds: Sequence[KindReport],
+        *,
+        own_id: str | None,
+    ) -> dict[str, str]:
+        """What a sweep did; returns the images it kept for want of evidence, with why."""
+        doubted = {i: str(why) for i, why in report.kept.items() if is_doubt(why)}
+        if doubted:
+            self.say(
+                f"kept {len(doubted)} image{'s' * (len(doubted) != 1)} the session"
+                f" that {state} ({record.describe()}) cannot be shown to have left: they"
+                " arrived after it ended, or when is unknown"
+            )
+        self.kinds(kinds, f"the prune of {record.describe()}")
+        if record.id == own_id:
+            who = "this session's own deferred prune"
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_ns / 1e9))
+            who = f"the prune of a session that {state} ({record.describe()}, started {when})"
+        if report.deleted_ids or report.untagged:  # a line about nothing says nothing
+            self.say(f"finished {who}: {reporting.summary_line(report)}")
+        for kind in kinds:
+            if kind.deleted:
+                self.say(f"finished {who}: {kind.spec.many}: {kind.summary_line()}")
+        return doubted
+
+    def sweep_failed(self, record: SessionRecord, exc: BaseException) -> None:
+        self.warn(f"could not finish the prune of {record.describe()}: {type(exc).__name__}: {exc}")
+
+    # -- at the end ------------------------------------------------------------------------
+    def heartbeat(self, trouble: HeartbeatTrouble) -> None:
+        when = time.strftime("%H:%M:%S", time.localtime(trouble.first_at))
+        self.warn(
+            f"the heartbeat failed {trouble.failures} times from {when} ({trouble.error}):"
+            " had this session died, a later one would have kept what it made after the"
+            " last heartbeat"
+        )
+
+    def summary(self, report: PruneReport, kinds: Sequence[KindReport], *, images: bool) -> None:
+        """The summary lines of a prune that ran, first of all the lines."""
+        said = [f"{PREFIX}{r.spec.many}: {r.summary_line()}" for r in kinds]
+        if images:
+            said.insert(0, PREFIX + reporting.summary_line(report))
+            hint = reporting.held_hint(report)
+            if hint is not None:
+                said.append(PREFIX + hint)
+        self.lines[0:0] = said
