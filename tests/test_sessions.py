@@ -59,6 +59,7 @@ from pytest_imageprune.model.filters import Filters, parse_filters
 from pytest_imageprune.model.images import NANOS, Baseline, Image, Snapshot
 from pytest_imageprune.model.report import PruneReport
 from pytest_imageprune.session.lifecycle import PruneSession
+from pytest_imageprune.session.sweep import Sweeper
 from tests.support import lock_held_elsewhere
 
 
@@ -654,20 +655,22 @@ def test_sessions_finishing_together_leave_nothing(tmp_path: Path) -> None:
     assert any(line.startswith("imageprune: finished ") for line in a.lines), a.lines
 
 
-def test_a_session_deferring_while_the_holder_sweeps_is_swept_too(tmp_path: Path) -> None:
+def test_a_session_deferring_while_the_holder_sweeps_is_swept_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Y defers to X just after X looked at the registry, while X still holds the lock."""
     engine, (x, y) = _two_sessions_that_built(tmp_path)
-    sweep = x._sweep
+    sweep = Sweeper.__call__
     calls: list[int] = []
 
-    def sweep_then_y_finishes(*args: Any) -> bool:
-        result = sweep(*args)
+    def sweep_then_y_finishes(self: Sweeper, *args: Any) -> bool:
+        result = sweep(self, *args)
         if not calls:
             calls.append(1)
             y.finish()  # Y finds the lock held by X, and defers to it
         return result
 
-    x._sweep = sweep_then_y_finishes  # type: ignore[method-assign,assignment]
+    monkeypatch.setattr(Sweeper, "__call__", sweep_then_y_finishes)
     x.finish()
     assert y.report is not None
     assert y.report.status == "locked"

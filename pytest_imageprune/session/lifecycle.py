@@ -10,7 +10,6 @@ report status and a line.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,9 +18,9 @@ from typing import TYPE_CHECKING
 
 from pytest_imageprune.engine.api import Engine, endpoint_from_env
 from pytest_imageprune.engine.client import DockerEngine
-from pytest_imageprune.errors import EngineUnavailable, FilterError, RegistryStuck
+from pytest_imageprune.errors import EngineUnavailable, RegistryStuck
 from pytest_imageprune.model.filters import Filters
-from pytest_imageprune.model.outcome import Status, is_live
+from pytest_imageprune.model.outcome import Status
 from pytest_imageprune.model.report import PruneReport
 from pytest_imageprune.session.say import Voice
 from pytest_imageprune.session.start import Start
@@ -39,19 +38,7 @@ if TYPE_CHECKING:
     from pytest_imageprune.kinds.report import KindReport
     from pytest_imageprune.model.images import Baseline
     from pytest_imageprune.session.pipeline import Pipeline
-
-
-@dataclass
-class Swept:
-    """The work of another session, finished by this one."""
-
-    record: SessionRecord
-    state: str
-    report: PruneReport
-    #: The images kept for want of evidence they were that session's, with why.
-    doubted: dict[str, str] = field(default_factory=dict)
-    #: What its other kinds' prunes did.
-    kinds: list[KindReport] = field(default_factory=list)
+    from pytest_imageprune.session.sweep import Sweeper, Swept
 
 
 @dataclass
@@ -79,12 +66,10 @@ class PruneSession:
     report: PruneReport | None = None
     #: What each other kind's prune did, in the order they ran.
     kind_reports: list[KindReport] = field(default_factory=list)
-    swept: list[Swept] = field(default_factory=list)
     voice: Voice = field(default_factory=Voice)
     _start: Start | None = None
     _pipeline: Pipeline | None = None
-    #: Why a sweep stopped short (Ctrl-C, the engine gone): no more sweeping then.
-    _stopped: Status | None = None
+    _sweeper: Sweeper | None = None
 
     def __post_init__(self) -> None:
         self._start = Start(
@@ -106,6 +91,11 @@ class PruneSession:
     def started(self) -> Start:
         assert self._start is not None
         return self._start
+
+    @property
+    def swept(self) -> list[Swept]:
+        """The work of other sessions (or this one's own deferral) this session finished."""
+        return self._sweeper.swept if self._sweeper is not None else []
 
     @property
     def baseline(self) -> Baseline | None:
@@ -164,68 +154,23 @@ class PruneSession:
         self._register()
 
     def _register(self) -> None:
-        from pytest_imageprune.coordination.records import SessionRecord
+        from pytest_imageprune.session.join import register
 
-        baseline = self.baseline
-        if baseline is None or self.coordinator is not None:
+        if self.baseline is None or self.coordinator is not None:
             return
-        self.record = SessionRecord.new(
-            baseline,
-            self.filters.to_docker(),
-            self.scope,
-            baseline.taken_ns or time.time_ns(),
-            kinds=self.started.kind_lists,
-            images=self.images,
-            kind_filters={name: f.to_docker() for name, f in self.kinds.items()} or None,
+        self.record, self.coordinator, self.unsafe = register(
+            self.started, self.lock_path, self.voice, self._record_fields()
         )
-        coordinator = self._meet()
-        if coordinator is None:
-            return
-        try:
-            coordinator.join(self.record)
-        except Exception as exc:  # in a pytest hook now: never the verdict, never a traceback
-            self.unsafe = (
-                f"the session registry {coordinator.registry.directory} is unusable: {exc}"
-            )
-            return  # not closed: a held .alive with no record still protects this session
-        self.coordinator = coordinator
-        if coordinator.unrecorded is not None:
-            self.voice.unrecorded(coordinator.registry.directory, coordinator.unrecorded)
+        self.engine, self.endpoint = self.started.engine, self.started.endpoint
 
-    def _meet(self) -> Coordinator | None:
-        """The coordinator of the engine's meeting place, its registry checked; None (and
-        ``unsafe`` says why) when no safe one can be had."""
-        from pytest_imageprune.coordination.place import meeting_place, place_of_lock
-        from pytest_imageprune.coordination.protocol import Coordinator
-
-        start = self.started
-        try:
-            if self.lock_path is not None:
-                find = functools.partial(place_of_lock, self.lock_path, self.endpoint)
-                what = str(self.lock_path)
-            else:
-                engine_id = start.engine_id_now()
-                self.engine, self.endpoint = start.engine, start.endpoint
-                find = functools.partial(meeting_place, self.endpoint, engine_id)
-                what = f"the meeting place of {self.endpoint}"
-            coordinator = Coordinator.meet(find, what, on_bad=self.voice.bad_records)
-        except EngineUnavailable as exc:
-            start.problem = str(exc)
-            return None
-        except Exception as exc:
-            self.unsafe = f"no safe place for the lock and the session registry: {exc}"
-            return None
-        for refused in coordinator.place.refused:  # each squatted name: one line, then the next
-            self.voice.refused_place(refused, coordinator.place.lock.parent)
-        try:
-            coordinator.open()
-        except Exception as exc:
-            self.unsafe = (
-                f"no safe session registry beside the lock {coordinator.place.lock}: {exc}"
-            )
-            coordinator.close()
-            return None
-        return coordinator
+    def _record_fields(self) -> dict[str, object]:
+        """What this session's record says of its settings."""
+        return {
+            "filters": self.filters.to_docker(),
+            "scope": self.scope,
+            "images": self.images,
+            "kind_filters": {name: f.to_docker() for name, f in self.kinds.items()} or None,
+        }
 
     # -- finish ----------------------------------------------------------------------------
     def finish(self) -> None:
@@ -269,7 +214,10 @@ class PruneSession:
             return
         if self.coordinator is None and self.unsafe is None:
             # Scope "all" with no baseline: not registered, but it must see the others.
-            self.coordinator = self._meet()
+            from pytest_imageprune.session.join import meet
+
+            self.coordinator, self.unsafe = meet(self.started, self.lock_path, self.voice)
+            self.engine, self.endpoint = self.started.engine, self.started.endpoint
         if self.dry_run:  # deletes nothing: no need to keep a real prune waiting
             self._prune_all()
             return
@@ -299,12 +247,14 @@ class PruneSession:
             coordinator.release_lock()
         # A sweep cut short (Ctrl-C, the engine gone): no more of them; the next session goes on.
         done = self.report is not None and self.report.status == Status.COMPLETED
-        if done and self._stopped is None:
-            coordinator.hand_over(self._sweep)
+        sweeper = self._sweeper
+        if done and sweeper is not None and sweeper.stopped is None:
+            coordinator.hand_over(sweeper)
 
     def _prune_all(self) -> None:
         """This session's own prune; then, holding the lock, the work others left."""
         from pytest_imageprune.session.pipeline import Target, keep_nothing
+        from pytest_imageprune.session.sweep import Sweeper
 
         pipeline = self._pipeline_now()
         if pipeline is None:
@@ -330,7 +280,8 @@ class PruneSession:
         )
         if coordinator is None or self.dry_run or self.report.status != Status.COMPLETED:
             return
-        coordinator.sweep_owed(self._sweep)
+        self._sweeper = Sweeper(pipeline, coordinator, self.voice, self.record)
+        coordinator.sweep_owed(self._sweeper)
 
     def _pipeline_now(self) -> Pipeline | None:
         """The pipeline on this session's engine (connected now if it was not at start)."""
@@ -358,41 +309,6 @@ class PruneSession:
             own_snapshot=start.snapshot_for_prune,
         )
         return self._pipeline
-
-    def _sweep(self, record: SessionRecord, keep_live: KeepRule, state: str) -> bool:
-        """Finish a dead or deferred session's prune, with its filters, over its lifetime.
-        False when sweeping should stop here (Ctrl-C, the engine lost, a failure)."""
-        from pytest_imageprune.session.pipeline import Target
-
-        coordinator, pipeline = self.coordinator, self._pipeline
-        if coordinator is None or pipeline is None:
-            return False
-        try:
-            target = Target.of_record(record)
-        except FilterError:  # nothing this version can do for it
-            coordinator.swept(record, done=True)
-            return True
-        try:
-            outcome = pipeline.prune_for(target, lambda: keep_live)
-            coordinator.swept(record, done=not outcome.owed)
-        except RegistryStuck:
-            raise
-        except Exception as exc:  # one session's leftovers never cost this one its report
-            self.voice.sweep_failed(record, exc)
-            return False
-        report, kinds = outcome.report, outcome.kinds
-        own_id = self.record.id if self.record is not None else None
-        doubted = self.voice.swept(record, state, report, kinds, own_id=own_id)
-        images_done = report.status == Status.COMPLETED and not any(
-            is_live(why) for why in report.kept.values()
-        )
-        went = any(k.deleted for k in kinds)
-        if report.deleted_ids or report.untagged or images_done or doubted or went:
-            self.swept.append(Swept(record, state, report, doubted, kinds))
-        status = Status(report.status)
-        if status.stops:
-            self._stopped = status
-        return status == Status.COMPLETED
 
     def _settle_own(self, *, done: bool, present: frozenset[str] | None = None) -> None:
         """Forget this session's record, or leave it deferred with what was in its scope
