@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from pytest_imageprune.coordination import protocol as coordination
+from pytest_imageprune.coordination import worker as bounded
 from pytest_imageprune.coordination.place import PruneLock
-from pytest_imageprune.coordination.protocol import _Worker
 from pytest_imageprune.coordination.registry import Registry
+from pytest_imageprune.coordination.worker import Worker
 from pytest_imageprune.errors import RegistryStuck
 from pytest_imageprune.model.filters import parse_filters
 from pytest_imageprune.model.images import NANOS, Image, Snapshot
@@ -37,7 +38,7 @@ def release() -> Iterator[threading.Event]:
 
 
 def test_the_worker_gives_up_once_and_refuses_at_once_after() -> None:
-    worker = _Worker(DEADLINE)
+    worker = Worker(DEADLINE)
     assert worker.run("/x", lambda: 42) == 42
     empty: dict[str, int] = {}
     with pytest.raises(KeyError):
@@ -85,7 +86,7 @@ def test_a_stuck_registry_operation_ends_the_session_within_its_bound(
     operation: str,
     path: str,
 ) -> None:
-    monkeypatch.setattr(coordination, "DEADLINE_S", DEADLINE)
+    monkeypatch.setattr(bounded, "DEADLINE_S", DEADLINE)
     monkeypatch.setattr(coordination, "HEARTBEAT_NS", NANOS // 50)
     session, engine = _session(tmp_path)
     assert session.coordinator is not None
@@ -139,7 +140,7 @@ def test_a_stuck_registry_operation_ends_the_session_within_its_bound(
 def test_a_stuck_registry_at_the_start_is_said_and_deletes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, release: threading.Event
 ) -> None:
-    monkeypatch.setattr(coordination, "DEADLINE_S", DEADLINE)
+    monkeypatch.setattr(bounded, "DEADLINE_S", DEADLINE)
 
     def block(*args: Any, **kwargs: Any) -> None:
         release.wait(30)

@@ -9,14 +9,10 @@ session may have produced is ever deleted, and the last one out leaves nothing.
 
 from __future__ import annotations
 
-import dataclasses
-import fcntl
 import itertools
 import json
 import os
 import shutil
-import signal
-import stat
 import tempfile
 import threading
 import time
@@ -37,17 +33,13 @@ from hypothesis.stateful import (
 
 from pytest_imageprune.coordination.boundary import Boundary
 from pytest_imageprune.coordination.evidence import (
-    LOG_LIMIT,
     Arrival,
     is_live_reason,
-    protect_live,
     within_lifetime,
 )
 from pytest_imageprune.coordination.place import Place, PruneLock
 from pytest_imageprune.coordination.protocol import Coordinator
 from pytest_imageprune.coordination.records import (
-    DEATH_SLACK_NS,
-    DEFERRED,
     BadRecord,
     SessionRecord,
 )
@@ -60,254 +52,8 @@ from pytest_imageprune.model.images import NANOS, Baseline, Image, Snapshot
 from pytest_imageprune.model.report import PruneReport
 from pytest_imageprune.session.lifecycle import PruneSession
 from pytest_imageprune.session.sweep import Sweeper
-from tests.support import lock_held_elsewhere
-
-
-def record(baseline_ids: set[str], **kw: object) -> SessionRecord:
-    base = SessionRecord.new(
-        Baseline(dict.fromkeys(baseline_ids, ())), {"label": ["a"]}, "session", 0
-    )
-    return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
-
-
-def test_a_record_round_trips_through_json() -> None:
-    rec = record({"x", "y"}, finished_ns=5, state=DEFERRED)
-    assert SessionRecord.from_json(rec.to_json()) == rec
-
-
-def test_live_sessions_protect_what_is_not_in_their_baseline() -> None:
-    keep = protect_live([record({"old"})])
-    assert keep(Image("old")) is None
-    assert keep(Image("new")) is not None
-    assert "live session" in (keep(Image("new")) or "")
-
-
-def test_a_dead_session_owns_nothing_created_after_it_died() -> None:
-    dead = record(set(), heartbeat_ns=100 * NANOS)
-    keep = within_lifetime(dead, lambda image: None)
-    end = dead.death_ns
-    assert keep(Image("during", created_s=100, created_ns=end)) is None
-    assert keep(Image("after", created_s=200, created_ns=end + 1)) == (
-        "created after that session ended"
-    )
-    assert dead.death_ns == 100 * NANOS + DEATH_SLACK_NS
-
-
-def test_a_finished_session_owns_nothing_created_after_it_finished() -> None:
-    done = record(set(), finished_ns=50 * NANOS)
-    keep = within_lifetime(done, lambda image: None)
-    assert keep(Image("late", created_s=51)) is not None
-    assert keep(Image("early", created_s=49)) is None
-
-
-def _image_event(action: str, actor: str, when: int | None, name: str = "") -> dict[str, Any]:
-    attributes = {"name": name} if name else {}
-    event: dict[str, Any] = {"Type": "image", "Action": action}
-    event["Actor"] = {"ID": actor, "Attributes": attributes}
-    if when is not None:
-        event["timeNano"] = when
-    return event
-
-
-def _loaded_meanwhile(
-    log: list[Any] | None, *, fails: bool = False, tagged: str = "", started: int | None = None
-) -> tuple[dict[str, str | None], list[tuple[int, int]]]:
-    """What a sweep of a dead session says of four images made while it lived (by their
-    ``Created``, no ``LastTagTime``: loaded, as Docker 20.10 leaves them), given the log."""
-    dead = record(set(), started_ns=50 * NANOS, heartbeat_ns=100 * NANOS)
-    images = [Image(name, created_s=80, tags=tags) for name, tags in _LOADED]
-
-    def inspect(image_id: str) -> dict[str, Any]:
-        return {"Created": "1970-01-01T00:01:20Z", "Metadata": {"LastTagTime": tagged}}
-
-    asked: list[tuple[int, int]] = []
-
-    def events(since_ns: int, until_ns: int) -> list[Any] | None:
-        asked.append((since_ns, until_ns))
-        if fails:
-            raise OSError("no log")
-        return log
-
-    arrival = Arrival(inspect, Snapshot.of(images), events, lambda: started)
-    return {image.id: arrival.doubt(image, dead) for image in images}, asked
-
-
-_LOADED = [
-    ("sha256:loaded", ()),
-    ("sha256:tagged", ("app:1",)),
-    ("sha256:early", ()),
-    ("sha256:deleted", ()),
-]
-_END = 100 * NANOS + DEATH_SLACK_NS
-
-
-def test_the_event_log_witnesses_an_arrival_the_image_cannot_show() -> None:
-    """A load keeps the image's ``Created`` and, on Docker 20.10, stamps no
-    ``LastTagTime``: only a ``load`` (or pull, import, tag) event after the death tells."""
-    log = [
-        _image_event("load", "sha256:loaded", _END + 1),
-        _image_event("tag", "x", _END + 2, "app:1"),
-        _image_event("load", "sha256:early", _END),  # not after the end
-        _image_event("delete", "sha256:deleted", _END + 3),
-        "not an event",
-    ]
-    doubts, asked = _loaded_meanwhile(log)
-    came = "arrived after that session ended (the engine's events)"
-    assert doubts == {
-        "sha256:loaded": came,
-        "sha256:tagged": came,
-        "sha256:early": None,
-        "sha256:deleted": None,
-    }
-    assert len(asked) == 1  # once per sweep, from the session's end
-    assert asked[0][0] == _END
-    # An arrival event that does not say when counts as late.
-    doubts, _ = _loaded_meanwhile([_image_event("load", "sha256:early", None)])
-    assert doubts["sha256:early"] == came
-
-
-def test_a_log_that_no_longer_reaches_back_leaves_created_alone_unbelieved() -> None:
-    """The log keeps the newest 256 events: with that many since the end, a load after the
-    end may have dropped out of it. Then only an image's LastTagTime can speak for it."""
-    busy = [{"Type": "container", "Action": "start", "timeNano": _END + 5}] * LOG_LIMIT
-    for log, fails in ((busy, False), (None, True)):
-        doubts, _ = _loaded_meanwhile(log, fails=fails)
-        assert all((why or "").startswith("no evidence it arrived") for why in doubts.values())
-        assert all("no longer reaches back" in (why or "") for why in doubts.values())
-    stamped, _ = _loaded_meanwhile(busy, tagged="1970-01-01T00:01:30Z")
-    assert set(stamped.values()) == {None}
-    # Fewer than that: the log holds all of it, and it shows no arrival; unless the engine
-    # started after the end (a restart), when its log holds nothing from before.
-    quiet, _ = _loaded_meanwhile(busy[1:], started=_END - 1)
-    assert set(quiet.values()) == {None}
-    restarted, _ = _loaded_meanwhile([], started=_END + 1)
-    assert all("no longer reaches back" in (why or "") for why in restarted.values())
-    # An engine with no log at all (Podman): Created decides, as it always did.
-    podman, _ = _loaded_meanwhile(None)
-    assert set(podman.values()) == {None}
-
-
-def test_an_image_a_deferred_session_left_is_not_its_once_tagged_again() -> None:
-    """The deferred session listed it as left; someone tagged it after: it is theirs now."""
-    deferred = record(set(), started_ns=50 * NANOS, finished_ns=100 * NANOS)
-    deferred = dataclasses.replace(deferred, present=frozenset({"sha256:left"}))
-    stamps = {"before": "1970-01-01T00:01:30Z", "after": "1970-01-01T00:02:00Z"}
-    for when, expected in (("before", None), ("after", "tagged after that session ended")):
-
-        def inspect(image_id: str, when: str = when) -> dict[str, Any]:
-            return {"Created": "1970-01-01T00:01:20Z", "Metadata": {"LastTagTime": stamps[when]}}
-
-        arrival = Arrival(inspect, Snapshot.of([Image("sha256:left")]), lambda a, b: [])
-        assert arrival.doubt(Image("sha256:left"), deferred) == expected
-    log = [_image_event("tag", "sha256:left", 101 * NANOS, "keep:forever")]
-    witness = Arrival(lambda i: {}, Snapshot.of([Image("sha256:left")]), lambda a, b: log)
-    assert witness.doubt(Image("sha256:left"), deferred) == (
-        "tagged after that session ended (the engine's events)"
-    )
-
-
-def test_registry_tells_live_dead_and_deferred_apart(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "reg")
-    own = record(set())
-    registry.register(own)
-
-    # Live: another process holds its .alive lock.
-    live = record(set())
-    alive_file = tmp_path / "reg" / f"{live.id}.alive"
-    with lock_held_elsewhere(alive_file):
-        registry.write(live)
-        # Dead: a running record whose .alive lock nobody holds.
-        dead = record(set())
-        registry.write(dead)
-        deferred = record(set(), state=DEFERRED, finished_ns=1)
-        registry.write(deferred)
-        (tmp_path / "reg" / "garbage.json").write_text("{not json")
-
-        others = Registry(tmp_path / "reg").classify(own.id)
-    assert [r.id for r in others.live] == [live.id]
-    assert [r.id for r in others.dead] == [dead.id]
-    assert [r.id for r in others.deferred] == [deferred.id]
-    # Our own record is never "another" session, and it is live while we hold it.
-    assert own.id not in {r.id for r in others.live + others.dead + others.deferred}
-    registry.close()
-
-
-def test_a_running_session_whose_record_cannot_be_read_keeps_what_it_may_have_made(
-    tmp_path: Path,
-) -> None:
-    """Its record fails the checks (a clock far ahead, another version's format), or it
-    has none (it could not write one: a full disk): while its ``.alive`` lock is held, it
-    is a live session whose baseline is unknown, and nothing new is deleted under it."""
-    folder = tmp_path / "reg"
-    registry = Registry(folder)
-    registry.open()
-    ahead = record(set(), started_ns=time.time_ns() + 120 * NANOS)
-    unwritten = record(set())
-    with lock_held_elsewhere(folder / f"{ahead.id}.alive"):
-        registry.write(ahead)
-        with lock_held_elsewhere(folder / f"{unwritten.id}.alive"):
-            others = Registry(folder).classify(None)
-    assert sorted(r.id for r in others.live) == sorted([ahead.id, unwritten.id])
-    assert [b.live for b in others.bad] == [True, True]
-    assert "started_ns is out of range; its session is running" in others.bad[0].describe()
-    keep = protect_live(others.live)
-    assert keep(Image("anything new")) == (
-        f"may belong to a live session (session {ahead.id[:12]}, whose record cannot be read)"
-    )
-    assert (folder / f"{ahead.id}.json").exists()  # never removed while its session runs
-
-    # Once no one holds them: the bad record goes; a lone .alive file once a minute old.
-    fresh, old = record(set()), record(set())
-    for lone in (fresh, old):
-        (folder / f"{lone.id}.alive").touch()
-    minute_ago = time.time() - 61
-    os.utime(folder / f"{old.id}.alive", (minute_ago, minute_ago))
-    others = Registry(folder).classify(None)
-    assert others.live == []
-    assert not (folder / f"{ahead.id}.json").exists()
-    assert (folder / f"{fresh.id}.alive").exists()
-    assert not (folder / f"{old.id}.alive").exists()
-
-
-# The fork is the point: a test's own fork, beside the session's threads, is what happens.
-@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_a_forked_child_never_keeps_a_session_alive(tmp_path: Path) -> None:
-    """A lock belongs to the open file, which a fork shares: the child lets go of its copy
-    at once, or a dead session would look alive for as long as its child lives."""
-    registry = Registry(tmp_path)
-    own = record(set())
-    registry.register(own)
-    ready, say = os.pipe()
-    child = os.fork()
-    if child == 0:  # a helper the tests started, outliving the session
-        os.write(say, b"!")  # fork has returned here: what runs after a fork has run
-        time.sleep(30)
-        os._exit(0)
-    try:
-        assert os.read(ready, 1) == b"!"
-        registry.close()  # the session is gone; its child is not
-        fd = os.open(tmp_path / f"{own.id}.alive", os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError if the child kept it
-        finally:
-            os.close(fd)
-    finally:
-        os.kill(child, signal.SIGKILL)
-        os.waitpid(child, 0)
-        os.close(ready)
-        os.close(say)
-
-
-def test_settle_forgets_or_defers(tmp_path: Path) -> None:
-    registry = Registry(tmp_path)
-    rec = record(set())
-    registry.register(rec)
-    registry.settle(rec, done=False, end_ns=77)
-    (kept,) = list(tmp_path.glob("*.json"))
-    assert SessionRecord.from_json(json.loads(kept.read_text())).finished_ns == 77
-    registry.settle(rec, done=True, end_ns=78)
-    assert list(tmp_path.glob("*.json")) == []
-    registry.close()
+from tests.test_records import BAD_RECORDS, _valid_json
+from tests.test_registry import _plant
 
 
 # -- the group rule, as a state machine ------------------------------------------------------
@@ -694,101 +440,6 @@ def _two_sessions_that_built(tmp_path: Path) -> tuple[GrowingEngine, tuple[Prune
             Image(name, labels={"s": "a"}, created_s=now // NANOS, created_ns=now, has_config=True)
         )
     return engine, tuple(sessions)
-
-
-# -- records are data: every field checked, bad ones skipped ------------------------------------
-def _valid_json(**changes: Any) -> dict[str, Any]:
-    data = record({"sha256:old"}, scope="all").to_json()
-    data.update(changes)
-    return data
-
-
-NOW = time.time_ns()
-#: Each bad record the issue found, and more: (field changes, what the line says).
-BAD_RECORDS: dict[str, tuple[dict[str, Any], str]] = {
-    "filters-a-list": ({"filters": []}, "filters"),
-    "filters-a-string": ({"filters": {"label": "a"}}, "filters"),
-    "filters-unknown": ({"filters": {"reference": ["x"]}}, "filters"),
-    "filters-bad-dangling": ({"filters": {"dangling": ["maybe"]}}, "filters"),
-    "finished-a-string": ({"finished_ns": "x"}, "finished_ns"),
-    "finished-in-the-future": ({"finished_ns": NOW + 10**15}, "finished_ns"),
-    "started-a-float": ({"started_ns": 1.5}, "started_ns"),
-    "pid-a-bool": ({"pid": True}, "pid"),
-    "scope-unknown": ({"scope": "everything"}, "scope"),
-    "state-unknown": ({"state": "zombie"}, "state"),
-    "baseline-a-list": ({"baseline": []}, "baseline"),
-    "baseline-tags-not-lists": ({"baseline": {"taken_ns": 0, "tags": {"x": "y"}}}, "baseline"),
-    "id-a-path": ({"id": "../../../root/victim"}, "id"),
-    "id-absolute": ({"id": "/root/victim"}, "id"),
-    "id-not-the-name": ({"id": "0" * 32}, "own name"),
-    "present-not-ids": ({"present": [1]}, "present"),
-}
-
-
-@pytest.mark.parametrize(("changes", "said"), BAD_RECORDS.values(), ids=BAD_RECORDS.keys())
-def test_every_field_of_a_record_is_checked(changes: dict[str, Any], said: str) -> None:
-    data = _valid_json(**changes)
-    name = _valid_json()["id"] if said == "own name" else str(data["id"])
-    with pytest.raises(ValueError, match=said):
-        SessionRecord.from_json(data, name=name, now_ns=NOW)
-
-
-def test_a_valid_record_passes_the_checks() -> None:
-    data = _valid_json()
-    assert SessionRecord.from_json(data, name=data["id"], now_ns=NOW).to_json() == data
-
-
-def _plant(directory: Path, name: str, kind: str, content: bytes, victim: Path) -> None:
-    path = directory / name
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "symlink":
-        path.symlink_to(victim)
-    elif kind == "folder":
-        path.mkdir()
-    elif kind == "huge":
-        with path.open("wb") as out:
-            out.write(content[:100])
-            out.truncate(64 << 20)
-    else:
-        path.write_bytes(content)
-        os.chmod(path, 0o600)
-
-
-def test_bad_files_in_the_registry_never_stop_a_good_record_or_touch_a_victim(
-    tmp_path: Path,
-) -> None:
-    registry = Registry(tmp_path / "reg")
-    registry.open()
-    victim = tmp_path / "victim.json"
-    victim.write_text("keep me")
-    os.chmod(victim, 0o600)
-    good = record(set(), state=DEFERRED, finished_ns=1)
-    registry.write(good)
-    planted = {}
-    for n, (label, (changes, _)) in enumerate(BAD_RECORDS.items()):
-        data = _valid_json(**changes)
-        name = f"{n:032x}.json"
-        if "id" not in changes:
-            data["id"] = name.removesuffix(".json")
-        _plant(registry.directory, name, "file", json.dumps(data).encode(), victim)
-        planted[name] = label
-    for n, kind in enumerate(["fifo", "symlink", "folder", "huge"], start=100):
-        name = f"{n:032x}.json"
-        _plant(registry.directory, name, kind, b"{}", victim)
-        planted[name] = kind
-    (registry.directory / "not-an-id.json").write_text("{not json")
-    planted["not-an-id.json"] = "garbage"
-
-    others = Registry(tmp_path / "reg").classify(None)
-    assert [r.id for r in others.deferred] == [good.id]
-    assert sorted(b.name for b in others.bad) == sorted(planted)
-    assert victim.read_text() == "keep me"
-    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
-    left = {p.name for p in registry.directory.iterdir()}
-    # Removed when no live session holds their name; a folder is not removed.
-    assert left == {f"{good.id}.json", f"{102:032x}.json"}, left
-    assert victim.exists()
 
 
 # -- the property: whatever the registry holds, the session's own prune completes -------------

@@ -1,1 +1,3 @@
-"""Sessions that share one engine: the rules, the place, who is trusted, the records."""
+"""Sessions that share one engine: the rules and one session's part (``protocol``), the
+bounded waits (``worker``), the place (``place``), who is trusted (``boundary``), the
+records (``records``), the registry (``registry``), what a sweep keeps (``evidence``)."""

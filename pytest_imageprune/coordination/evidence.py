@@ -1,4 +1,9 @@
-"""What another session's prune keeps for a session, and the evidence it asks for."""
+"""What another session's prune keeps for a session, and the evidence it asks for.
+
+Every reason given here is a ``Kept``: ``live`` when a live session may have made the
+image (rule 5), ``doubt`` when the engine cannot show that the swept session left it
+(rule 6); a later step decides by those flags, never by the words.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ def protect_live(live: Sequence[SessionRecord]) -> KeepRule:
     images with a name they did not have in it (on the containerd store a name is a record
     of its own, which that session may have made)."""
 
-    def keep(image: Image) -> str | None:
+    def keep(image: Image) -> Kept | None:
         for record in live:
             names = record.baseline.tags.get(image.id)
             if names is None or not set(image.tags) <= set(names):
@@ -44,11 +49,11 @@ def within_lifetime(
     def keep(image: Image) -> str | None:
         created = image.created_ns if image.created_ns is not None else image.created_s * NANOS
         if created > end:
-            return Kept("created after that session ended", doubt=True)
+            return _doubt("created after that session ended")
         if arrival is not None:
             why = arrival.doubt(image, record)
             if why is not None:
-                return Kept(why, doubt=True)
+                return why
         return then(image)
 
     return keep
@@ -83,14 +88,14 @@ class Arrival:
         self._events = events
         #: When the engine's process started, if it can be told (its log begins there).
         self._started = started
-        self._seen: dict[str, tuple[int | None, int | None] | str] = {}
+        self._seen: dict[str, tuple[int | None, int | None] | Kept] = {}
         self._witnessed: dict[str, Witness] = {}
 
-    def doubt(self, image: Image, record: SessionRecord) -> str | None:
+    def doubt(self, image: Image, record: SessionRecord) -> Kept | None:
         """Why ``image`` may not be ``record``'s garbage, or None."""
         if record.present is not None:  # it said what it left when it finished
             if image.id not in record.present:
-                return "arrived after that session ended"
+                return _doubt("arrived after that session ended")
             return self._tagged_since(image.id, record)
         if image.id not in record.baseline.tags:
             return self._arrived_in(image.id, record, "it arrived")
@@ -105,44 +110,46 @@ class Arrival:
             if wanted.intersection(other.tags)
         ]
         if not holders:
-            return "no evidence its tags were taken while that session lived"
+            return _doubt("no evidence its tags were taken while that session lived")
         reasons = [self._arrived_in(holder, record, "its tag moved") for holder in holders]
         return None if None in reasons else reasons[0]
 
-    def _tagged_since(self, image_id: str, record: SessionRecord) -> str | None:
+    def _tagged_since(self, image_id: str, record: SessionRecord) -> Kept | None:
         """Why an image a deferred session left may not be its garbage now: tagged (or
         loaded, pulled) after it ended, by someone else. None if not."""
         if self._names(image_id) & self._witness(record).arrived:
-            return "tagged after that session ended (the engine's events)"
+            return _doubt("tagged after that session ended (the engine's events)")
         seen = self._times(image_id)
-        if isinstance(seen, str):
+        if isinstance(seen, Kept):
             return seen
         tagged = seen[1]
         if tagged is not None and tagged > record.end_ns:
-            return "tagged after that session ended"
+            return _doubt("tagged after that session ended")
         return None
 
-    def _arrived_in(self, image_id: str, record: SessionRecord, what: str) -> str | None:
+    def _arrived_in(self, image_id: str, record: SessionRecord, what: str) -> Kept | None:
         """Why ``image_id`` did not arrive while ``record``'s session lived, or None.
 
         ``what`` is ``"it arrived"`` or ``"its tag moved"``.
         """
         witness = self._witness(record)
         if self._names(image_id) & witness.arrived:
-            return f"{what.removeprefix('it ')} after that session ended (the engine's events)"
+            return _doubt(
+                f"{what.removeprefix('it ')} after that session ended (the engine's events)"
+            )
         seen = self._times(image_id)
-        if isinstance(seen, str):
+        if isinstance(seen, Kept):
             return seen
         created, tagged = seen
         instant = max(t for t in (created, tagged, 0) if t is not None)
         if instant > record.end_ns:
-            return f"{what.removeprefix('it ')} after that session ended"
+            return _doubt(f"{what.removeprefix('it ')} after that session ended")
         if instant < record.started_ns - _START_SLACK_NS:
-            return f"no evidence {what} while that session lived"
+            return _doubt(f"no evidence {what} while that session lived")
         if tagged is None and witness.partial:
             # Only Created speaks for it, and a load keeps Created: without the log's
             # word that nothing came after the end, it may have come later.
-            return (
+            return _doubt(
                 f"no evidence {what} while that session lived (the engine's event log no"
                 " longer reaches back to that session's end)"
             )
@@ -185,19 +192,25 @@ class Arrival:
         restarted = started is not None and started > record.end_ns
         return Witness(frozenset(arrived), partial=len(events) >= LOG_LIMIT or restarted)
 
-    def _times(self, image_id: str) -> tuple[int | None, int | None] | str:
+    def _times(self, image_id: str) -> tuple[int | None, int | None] | Kept:
+        """When ``image_id`` was created and last tagged, or why that cannot be told."""
         if image_id not in self._seen:
             try:
                 data = self._inspect(image_id)
-            except LookupError:
-                self._seen[image_id] = "gone meanwhile"
+            except LookupError:  # no doubt: there is nothing left to delete
+                self._seen[image_id] = Kept("gone meanwhile")
             except Exception as exc:  # doubt: keep it
-                self._seen[image_id] = f"could not inspect it: {type(exc).__name__}"
+                self._seen[image_id] = _doubt(f"could not inspect it: {type(exc).__name__}")
             else:
                 metadata = data.get("Metadata")
                 tagged = metadata.get("LastTagTime") if isinstance(metadata, Mapping) else None
                 self._seen[image_id] = (_instant(data.get("Created")), _instant(tagged))
         return self._seen[image_id]
+
+
+def _doubt(reason: str) -> Kept:
+    """Kept for want of evidence that the session being swept left it (rule 6)."""
+    return Kept(reason, doubt=True)
 
 
 @dataclass(frozen=True)
@@ -258,21 +271,13 @@ def _instant(value: object) -> int | None:
     return ns if ns > 0 else None
 
 
+# The session room (``session.lifecycle``) still asks these two; they go once it reads
+# ``Kept.live`` and ``Kept.doubt`` itself.
 def is_live_reason(reason: str) -> bool:
-    return reason.startswith("may belong to a live session")
-
-
-#: How the reasons of ``within_lifetime`` and ``Arrival`` begin.
-_DOUBTS = (
-    "created after that session ended",
-    "arrived after",
-    "tagged after",
-    "its tag moved after",
-    "no evidence",
-    "could not inspect",
-)
+    """Whether ``reason`` keeps an image for a live session (``protect_live``)."""
+    return isinstance(reason, Kept) and reason.live
 
 
 def is_doubt_reason(reason: str) -> bool:
     """Whether an image was kept for want of evidence it was a dead session's."""
-    return reason.startswith(_DOUBTS)
+    return isinstance(reason, Kept) and reason.doubt

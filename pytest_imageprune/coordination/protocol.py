@@ -1,92 +1,105 @@
 """How the sessions on one engine share it: the protocol's rules, and one session's part.
 
-The sessions of one engine meet in one place (``lock.meeting_place``): the prune lock, and
-beside it the session registry (``sessions.Registry``: a record per session, its files and
-its checks). Every session follows these rules, and this module is where they are kept:
+The sessions of one engine meet in one place (``place.meeting_place``): the prune lock,
+and beside it the session registry (``registry.Registry``: a record per session, its
+files and its checks). Every session follows these rules, and this module is where they
+are kept; each names where it is enforced (modules of this package, ``coordination``):
 
 1. **Join.** Once its baseline is recorded, a session writes its record and holds its
    ``.alive`` file locked (``flock``) while it runs: the kernel lets go when the process
-   dies, however it dies. A child the process forks closes its copy at once, so that it
-   never makes a dead session look alive.
-2. **Heartbeat.** Every second (``HEARTBEAT_NS``) it touches ``.alive`` (a time stamp: no
-   engine request, no disk block). A failure is retried five times sooner and counted,
-   never the end of the heartbeat; the session says so at its end.
-3. **States.** So any record is one of:
+   dies, however it dies (``Coordinator.join``, ``registry.Registry.register``). A child
+   the process forks closes its copy at once, so that it never makes a dead session look
+   alive (``registry._forget_alive_in_child``).
+2. **Heartbeat.** Every second (``records.HEARTBEAT_NS``) it touches ``.alive`` (a time
+   stamp: no engine request, no disk block; ``Coordinator._heartbeat``,
+   ``registry.Registry.beat``). A failure is retried five times sooner and counted, never
+   the end of the heartbeat; the session says so at its end
+   (``Coordinator.heartbeat_trouble``).
+3. **States.** So any record is one of (``registry.Registry.others``, sorted by
+   ``registry.Registry.classify``):
 
    - **live**: its ``.alive`` lock is held by a running session; **finishing** is live, and
      about to take the prune lock (it may find it held and defer to the holder). A held
      ``.alive`` whose record cannot be read, or with none (a full disk), is a live
-     session with an unknown baseline (``SessionRecord.unknown``);
+     session with an unknown baseline (``records.SessionRecord.unknown``);
    - **dead**: the lock is free but the record still says running or finishing (SIGKILL,
      OOM, a cancelled CI job): the session never pruned; it ended at most
-     ``DEATH_SLACK_NS`` after the last touch of its ``.alive``;
+     ``records.DEATH_SLACK_NS`` after the last touch of its ``.alive``
+     (``records.SessionRecord.death_ns``);
    - **deferred**: the session finished but left work: images another live session might
      have produced, or a prune cut short (engine lost, Ctrl-C, lock held). Its record says
-     when it finished and which images were in its scope then.
+     when it finished and which images were in its scope then
+     (``registry.Registry.settle``).
 
-4. **Who prunes.** One prune per engine at a time: the prune lock, never waited for. A
-   session that finds it held deletes nothing and leaves its record deferred: the holder
-   does its work (rule 7). A lock that cannot be used at all: the same, said as an error
-   naming the path, never as "already running".
+4. **Who prunes.** One prune per engine at a time: the prune lock, never waited for
+   (``Coordinator.take_lock``, ``place.PruneLock.acquire``). A session that finds it held
+   deletes nothing and leaves its record deferred: the holder does its work (rule 7). A
+   lock that cannot be used at all: the same, said as an error naming the path, never as
+   "already running" (``place.LockUnusable``).
 5. **What is protected.** An image absent from a live session's baseline, or with a name it
    did not have there, may be that session's product: no one else deletes it while that
-   session lives (``sessions.protect_live``). A session that kept such images leaves its
-   record deferred.
+   session lives (``evidence.protect_live``, through ``Coordinator.protection``). A
+   session that kept such images leaves its record deferred (``Coordinator.settle_own``).
 6. **Who sweeps what, over which lifetime.** Whoever holds the lock, once its own prune
    completed, finishes the dead and deferred sessions' work (its own deferral included),
-   oldest first, each with that session's own filters and baseline and only over its
-   lifetime: an image goes only with evidence that it arrived while that session lived
-   (``sessions.within_lifetime``, ``sessions.Arrival``: its dates, and the engine's event
-   log while it reaches back); a deferred session owns no more than what was in its scope
-   when it finished, and nothing tagged since. The sweeper holds a dead session's
-   ``.alive`` lock while it sweeps, so no two sweep the same one. A record swept under one
-   set of live sessions is swept again only once that set has changed. So the last
-   session out prunes what the group made.
+   oldest first (``Coordinator.sweep_owed``, ``registry.Others.owed``), each with that
+   session's own filters and baseline and only over its lifetime: an image goes only with
+   evidence that it arrived while that session lived (``evidence.within_lifetime``,
+   ``evidence.Arrival``: its dates, and the engine's event log while it reaches back); a
+   deferred session owns no more than what was in its scope when it finished, and nothing
+   tagged since. The sweeper holds a dead session's ``.alive`` lock while it sweeps, so no
+   two sweep the same one (``registry.Registry._probe``, until ``settle`` or
+   ``release_taken``). A record swept under one set of live sessions is swept again only
+   once that set has changed (``Coordinator.sweep_owed``). So the last session out prunes
+   what the group made.
 7. **Hand-over.** A session marks itself finishing before it tries the lock, so a holder
-   can tell that work may be handed to it: holding the lock, after its sweep, it looks
-   again while anyone is finishing (at most ``SETTLE_ROUNDS`` looks, ``SETTLE_PAUSE_S``
-   apart), and after letting the lock go it looks once more (at most ``HAND_OVER_ROUNDS``
-   times): if anything new is owed or anyone is finishing, it takes the lock again (never
-   waiting: if another holds it, that one sees the same) and sweeps.
+   can tell that work may be handed to it (``Coordinator.finishing``): holding the lock,
+   after its sweep, it looks again while anyone is finishing (at most ``SETTLE_ROUNDS``
+   looks, ``SETTLE_PAUSE_S`` apart; ``Coordinator.sweep_owed``), and after letting the
+   lock go it looks once more (at most ``HAND_OVER_ROUNDS`` times;
+   ``Coordinator.hand_over``): if anything new is owed or anyone is finishing, it takes
+   the lock again (never waiting: if another holds it, that one sees the same) and sweeps.
 8. **Records are data**, never paths or code: every field is checked
-   (``SessionRecord.from_json``), the ``id`` is the file's own name, files are read with
-   ``boundary.Boundary``'s checks (no symlink, no FIFO, a size limit). A bad record is
-   skipped with one line, and removed when no live session holds its name.
+   (``records.SessionRecord.from_json``), the ``id`` is the file's own name
+   (``registry.Registry._read``), files are read with ``boundary.Boundary``'s checks (no
+   symlink, no FIFO, a size limit: ``boundary.Boundary.read_file``). A bad record is
+   skipped with one line (``records.BadRecord``), and removed when no live session holds
+   its name (``registry.Registry._bad``).
 9. **Every wait at session end has a bound.** The lock is never waited for; the looks of
    rules 6 and 7 are counted. Every file operation on the registry or the lock, which a
    stuck network mount could block forever, runs on a thread of the coordinator's own and
-   is waited for at most ``DEADLINE_S`` seconds (and the heartbeat thread as long to stop).
-   One that takes longer makes the coordinator give up on the registry for good
-   (``RegistryStuck``, naming the path and the wait): the session deletes nothing more, its record
-   stays, and once its process ends a later session finishes its work.
+   is waited for at most ``worker.DEADLINE_S`` seconds (``worker.Worker.run``), and the
+   heartbeat thread as long to stop (``Coordinator.stop_heartbeat``). One that takes
+   longer makes the coordinator give up on the registry for good (``RegistryStuck``,
+   naming the path and the wait; ``worker.Worker.give_up``): the session deletes nothing
+   more, its record stays, and once its process ends a later session finishes its work.
 
 ``Coordinator`` is one session's part: it owns the registry handle, the session's record,
 the heartbeat, the prune lock and the looks of rules 6 and 7. It reports facts (bad
 records, heartbeat failures, a lock held or unusable, ``RegistryStuck``); the engine's work
 (listing, pruning, sweeping one record) is the caller's, passed in as a callback, so this
-module never talks to an engine. ``lifecycle.PruneSession`` turns the facts into lines.
+module never talks to an engine. ``session.lifecycle.PruneSession`` turns the facts into
+lines.
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NoReturn, TypeVar, cast
+from typing import TypeVar
 
 from pytest_imageprune.coordination.evidence import protect_live
 from pytest_imageprune.coordination.place import Place, PruneLock
 from pytest_imageprune.coordination.records import FINISHING, HEARTBEAT_NS, BadRecord, SessionRecord
 from pytest_imageprune.coordination.registry import Others, Registry
+from pytest_imageprune.coordination.worker import Worker
 from pytest_imageprune.errors import RegistryStuck
 from pytest_imageprune.images.select import KeepRule
 
-#: The longest a file operation on the registry or the lock is waited for (rule 9).
-DEADLINE_S = 5.0
 #: How many times a lock holder looks again for sessions finishing (rule 7), and how long
 #: it pauses between two looks.
 SETTLE_ROUNDS = 60
@@ -111,58 +124,6 @@ class HeartbeatTrouble:
     error: str
 
 
-class _Worker:
-    """Runs file operations on one thread of its own, each waited for at most ``deadline``
-    seconds; after one did not end in time, every later one is refused at once.
-
-    One thread for every operation, also because filelock's locks belong to the thread
-    that took them: the lock is released by the thread that acquired it. Two queues hand
-    the work over (about 0.1 ms a round trip).
-    """
-
-    def __init__(self, deadline: float | None = None) -> None:
-        self.deadline = DEADLINE_S if deadline is None else deadline
-        self.stuck: RegistryStuck | None = None
-        self._jobs: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
-        self._done: queue.SimpleQueue[tuple[object, BaseException | None]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def run(self, path: Path | str, operation: Callable[[], _T]) -> _T:
-        if self.stuck is not None:
-            raise RegistryStuck(self.stuck.path, self.stuck.seconds)
-        if self._thread is None:
-            # A daemon: one stuck in the kernel must not keep the interpreter from exiting.
-            self._thread = threading.Thread(
-                target=self._serve, name="imageprune-registry", daemon=True
-            )
-            self._thread.start()
-        self._jobs.put(operation)
-        try:
-            result, error = self._done.get(timeout=self.deadline)
-        except queue.Empty:
-            self.give_up(path)
-        if error is not None:
-            raise error
-        return cast("_T", result)
-
-    def give_up(self, path: Path | str) -> NoReturn:
-        """Refuse every operation from now on; raise ``RegistryStuck``."""
-        self.stuck = RegistryStuck(str(path), self.deadline)
-        raise RegistryStuck(str(path), self.deadline)
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._jobs.put(None)
-            self._thread = None
-
-    def _serve(self) -> None:
-        while (operation := self._jobs.get()) is not None:
-            try:
-                self._done.put((operation(), None))
-            except BaseException as exc:  # handed to the waiting thread
-                self._done.put((None, exc))
-
-
 class Coordinator:
     """One session's part in the protocol, at one meeting place.
 
@@ -178,7 +139,7 @@ class Coordinator:
         *,
         on_bad: Callable[[list[BadRecord]], None] | None = None,
         deadline: float | None = None,
-        worker: _Worker | None = None,
+        worker: Worker | None = None,
     ) -> None:
         self.place = place
         self.registry = Registry(place.registry, place.boundary)
@@ -187,7 +148,7 @@ class Coordinator:
         #: Why the session's record could not be written, its ``.alive`` held all the same.
         self.unrecorded: str | None = None
         self._on_bad = on_bad
-        self._fs = worker if worker is not None else _Worker(deadline)
+        self._fs = worker if worker is not None else Worker(deadline)
         self._beat = threading.Event()
         self._beater: threading.Thread | None = None
         self._beat_failures = 0
@@ -208,7 +169,7 @@ class Coordinator:
     ) -> Coordinator:
         """The coordinator of the place ``find`` finds (making its folders: bounded too,
         ``what`` says where)."""
-        worker = _Worker(deadline)
+        worker = Worker(deadline)
         try:
             place = worker.run(what, find)
         except BaseException:

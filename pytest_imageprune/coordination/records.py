@@ -76,7 +76,7 @@ class SessionRecord:
     #: Deferred: the images in its scope when it finished (what it left, at most).
     present: frozenset[str] | None = None
     #: The containers, networks, volumes and build-cache records present at its start, by
-    #: kind (``kinds``); a kind it did not list is absent: all that is new may be its.
+    #: kind (``kinds.table.KINDS``); a kind it did not list is absent: all that is new may be its.
     kinds: Mapping[str, frozenset[str]] | None = None
     #: Whether it prunes images: a sweep of a session that did not prunes none.
     images: bool = True

@@ -57,6 +57,17 @@ def _same_file(one: int, other: int) -> bool:
     return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
 
 
+def _lock_free(fd: int) -> bool:
+    """Take the lock of ``fd``'s file without waiting (``flock``): False when another open
+    file holds it, which for an ``.alive`` file is a running session. Any other failure
+    raises ``OSError``."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def _forget_alive_in_child() -> None:
     for fd in _ALIVE_FDS:
         with contextlib.suppress(OSError):
@@ -65,6 +76,15 @@ def _forget_alive_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_alive_in_child)
+
+
+def _running_unread(
+    name: str, reason: str, stem: str
+) -> Iterator[BadRecord | tuple[SessionRecord, str]]:
+    """The file ``name`` of session ``stem``, which runs (its ``.alive`` lock is held) but
+    whose record cannot be read: said as bad, and a live session with an unknown baseline."""
+    yield BadRecord(name, reason, live=True)
+    yield SessionRecord.unknown(stem), RUNNING
 
 
 class Registry:
@@ -95,7 +115,8 @@ class Registry:
             self.open()
         fd = self.boundary.open_file(self._alive_path(record.id), create=True)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not _lock_free(fd):  # never for a new session's ID; refused as flock refuses
+                raise BlockingIOError(errno.EWOULDBLOCK, os.strerror(errno.EWOULDBLOCK))
         except BaseException:
             os.close(fd)
             raise
@@ -189,11 +210,10 @@ class Registry:
         try:
             if self._alive is not None and _same_file(fd, self._alive):
                 return  # this session's own, whose record could not be written
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield BadRecord(f"{stem}.alive", "held by a session with no record", live=True)
-                yield SessionRecord.unknown(stem), RUNNING
+            if not _lock_free(fd):
+                yield from _running_unread(
+                    f"{stem}.alive", "held by a session with no record", stem
+                )
                 return
             if now_ns - os.fstat(fd).st_mtime_ns > _ORPHAN_AGE_NS:
                 with contextlib.suppress(OSError):
@@ -214,13 +234,13 @@ class Registry:
         """
         fd = self.boundary.open_file(self._alive_path(record.id), create=True)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return record, RUNNING
+            free = _lock_free(fd)
         except BaseException:
             os.close(fd)
             raise
+        if not free:
+            os.close(fd)
+            return record, RUNNING
         if not os.path.lexists(self._record_path(record.id)):
             os.close(fd)  # it removed its record, then its .alive, which we made anew
             with contextlib.suppress(OSError):
@@ -249,16 +269,15 @@ class Registry:
                 return
             if fd is not None:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:  # held: a running session's
-                    yield BadRecord(name, reason, live=True)
-                    yield SessionRecord.unknown(stem), RUNNING
-                    return
+                    free = _lock_free(fd)
                 except OSError:
                     yield BadRecord(name, reason)
                     return
                 finally:
                     os.close(fd)
+                if not free:  # held: a running session's
+                    yield from _running_unread(name, reason, stem)
+                    return
                 with contextlib.suppress(OSError):
                     os.unlink(self._alive_path(stem))
         try:
