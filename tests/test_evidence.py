@@ -9,14 +9,12 @@ from typing import Any
 from pytest_imageprune.coordination.evidence import (
     LOG_LIMIT,
     Arrival,
-    is_doubt_reason,
-    is_live_reason,
     protect_live,
     within_lifetime,
 )
 from pytest_imageprune.coordination.records import DEATH_SLACK_NS
 from pytest_imageprune.model.images import NANOS, Image, Snapshot
-from pytest_imageprune.model.outcome import Kept
+from pytest_imageprune.model.outcome import Kept, is_doubt, is_live
 from tests.test_records import record
 
 
@@ -157,23 +155,23 @@ def test_a_reason_says_what_it_means_beside_its_words() -> None:
     live = protect_live([record({"old"})])(Image("new"))
     assert isinstance(live, Kept)
     assert (live.live, live.doubt) == (True, False)
-    assert is_live_reason(live)
-    assert not is_doubt_reason(live)
+    assert is_live(live)
+    assert not is_doubt(live)
     dead = record(set(), started_ns=50 * NANOS, heartbeat_ns=100 * NANOS)
     late = within_lifetime(dead, lambda image: None)(Image("after", created_s=200))
     assert isinstance(late, Kept)
     assert (late.live, late.doubt) == (False, True)
     # What ``then`` keeps passes through as it is.
     during = Image("during", created_s=100, created_ns=dead.death_ns)
-    assert is_live_reason(within_lifetime(dead, protect_live([record(set())]))(during) or "")
+    assert is_live(within_lifetime(dead, protect_live([record(set())]))(during) or "")
     doubts, _ = _loaded_meanwhile([_image_event("load", "sha256:loaded", _END + 1)])
-    assert all(is_doubt_reason(why) for why in doubts.values() if why is not None)
+    assert all(is_doubt(why) for why in doubts.values() if why is not None)
 
     def gone(image_id: str) -> dict[str, Any]:
         raise LookupError(image_id)
 
     why = Arrival(gone, Snapshot.of([])).doubt(Image("sha256:x"), dead)
     assert why == "gone meanwhile"  # nothing left to delete: no doubt, as before
-    assert not is_doubt_reason(why)
-    assert not is_live_reason(why)
-    assert not is_live_reason("may belong to a live session (pid 1 on elsewhere)")
+    assert not is_doubt(why)
+    assert not is_live(why)
+    assert not is_live("may belong to a live session (pid 1 on elsewhere)")

@@ -34,7 +34,6 @@ from hypothesis.stateful import (
 from pytest_imageprune.coordination.boundary import Boundary
 from pytest_imageprune.coordination.evidence import (
     Arrival,
-    is_live_reason,
     within_lifetime,
 )
 from pytest_imageprune.coordination.place import Place, PruneLock
@@ -49,6 +48,7 @@ from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.images.select import KeepRule
 from pytest_imageprune.model.filters import Filters, parse_filters
 from pytest_imageprune.model.images import NANOS, Baseline, Image, Snapshot
+from pytest_imageprune.model.outcome import is_live
 from pytest_imageprune.model.report import PruneReport
 from pytest_imageprune.session.lifecycle import PruneSession
 from pytest_imageprune.session.sweep import Sweeper
@@ -68,9 +68,7 @@ class GrowingEngine(SimulatedEngine):
 
 def _done(report: PruneReport) -> bool:
     """As PruneSession judges: the prune ran to the end and kept nothing for a live session."""
-    return report.status == "completed" and not any(
-        is_live_reason(why) for why in report.kept.values()
-    )
+    return report.status == "completed" and not any(is_live(why) for why in report.kept.values())
 
 
 class Member:

@@ -269,15 +269,3 @@ def _instant(value: object) -> int | None:
     except (FilterError, ValueError):
         return None
     return ns if ns > 0 else None
-
-
-# The session room (``session.lifecycle``) still asks these two; they go once it reads
-# ``Kept.live`` and ``Kept.doubt`` itself.
-def is_live_reason(reason: str) -> bool:
-    """Whether ``reason`` keeps an image for a live session (``protect_live``)."""
-    return isinstance(reason, Kept) and reason.live
-
-
-def is_doubt_reason(reason: str) -> bool:
-    """Whether an image was kept for want of evidence it was a dead session's."""
-    return isinstance(reason, Kept) and reason.doubt
