@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pytest_imageprune.engine.api import Engine, EngineError, ImageConflict, Record
+from pytest_imageprune.engine.api import Conflict, Engine, EngineError, Record
 from pytest_imageprune.engine.simulate import SimulatedEngine
 from pytest_imageprune.errors import EngineUnavailable
 from pytest_imageprune.images.delete import SpaceCounter, chain_ids
@@ -324,7 +324,7 @@ def test_an_engine_error_is_recorded_and_the_prune_goes_on() -> None:
 
 
 def test_a_conflict_is_a_skip_not_an_error() -> None:
-    engine = _FaultyEngine(_three(), {"b": ImageConflict("conflict: in use")})
+    engine = _FaultyEngine(_three(), {"b": Conflict("conflict: in use")})
     report = prune_images([], engine=engine)
     assert [s.image for s in report.skipped] == ["b"]
     assert report.errors == []
@@ -535,9 +535,9 @@ def test_report_has_dockers_shape() -> None:
 
 
 def test_an_image_already_gone_is_fine() -> None:
-    from pytest_imageprune.engine.api import ImageGone
+    from pytest_imageprune.engine.api import Gone
 
-    engine = _FaultyEngine(_three(), {"b": ImageGone("No such image: b")})
+    engine = _FaultyEngine(_three(), {"b": Gone("No such image: b")})
     report = prune_images([], engine=engine)
     assert report.deleted_ids == ["a", "c"]
     assert report.errors == []

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    pass
 from pytest_imageprune.kinds.filters import KindFilters
 from pytest_imageprune.kinds.table import CONTAINERS, KINDS, Kind
+from pytest_imageprune.model.outcome import Status
 
 
 @dataclass
@@ -18,7 +17,7 @@ class KindReport:
     kind: str
     filters: KindFilters
     dry_run: bool = False
-    status: str = "completed"
+    status: str = Status.COMPLETED
     deleted: list[str] = field(default_factory=list)
     space_reclaimed: int = 0
     #: Candidates the engine refused, with why (running, in use).
@@ -67,6 +66,6 @@ class KindReport:
             size = human_size(self.space_reclaimed)
             parts.append(f"{'would reclaim' if would else 'reclaimed'} {size}")
         line = ", ".join(parts)
-        if self.status != "completed":
+        if self.status != Status.COMPLETED:
             line += f" [{self.status}]"
         return line
