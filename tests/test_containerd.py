@@ -1,20 +1,17 @@
 """Docker's containerd image store without a daemon: the store's detection, its prune's
 selection (R22 to R25), the session scope record by record, and the deletion plans.
 
-The fake daemon replays the plans' deletes on a private copy (``SimulatedContainerdEngine``);
-the real Docker 26.1 on this store checks the same rules in test_differential.py and the
-plugin's engine tests.
+The fake daemon (``tests.fakes.FakeContainerdEngine``) replays the plans' deletes on a
+private copy, as ``SimulatedContainerdEngine`` does; the real Docker 26.1 on this store
+checks the same rules in test_differential.py and the plugin's engine tests.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from pytest_imageprune.engine.simulate import SimulatedContainerdEngine
 from pytest_imageprune.engine.store import CLASSIC, CONTAINERD, PODMAN, UNSUPPORTED, Store, detect
 from pytest_imageprune.images import containerd
 from pytest_imageprune.images.prune import prune_images
@@ -23,6 +20,7 @@ from pytest_imageprune.model.filters import parse_filters
 from pytest_imageprune.model.images import NANOS, Baseline, Container, Image, Snapshot
 from pytest_imageprune.model.outcome import Status
 from pytest_imageprune.model.report import PruneReport
+from tests.fakes import FakeContainerdEngine
 
 NOW = 1_700_000_000 * NANOS
 
@@ -46,23 +44,13 @@ def ctr(image: str, created_with: str, running: bool = False) -> Container:
     return Container(f"c{image}".ljust(64, "0"), digest(image), running, image=created_with)
 
 
-class _Engine(SimulatedContainerdEngine):
-    """The fake daemon: the containerd store, and inspects that say when a record was made."""
-
-    store = Store(CONTAINERD, "fake")
-
-    def inspect(self, image_id: str) -> Mapping[str, Any]:
-        data = dict(super().inspect(image_id))
-        image = self._snapshot.images[image_id]
-        last = image.last_tag_ns or image.created_s * NANOS
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(last // NANOS))
-        data["Metadata"] = {"LastTagTime": f"{stamp}.{last % NANOS:09d}Z"}
-        return data
-
-
 def run(snapshot: Snapshot, *filters: str, baseline: Baseline | None = None) -> PruneReport:
     return prune_images(
-        list(filters), engine=_Engine(snapshot), baseline=baseline, now_ns=NOW, utc_offset_s=0
+        list(filters),
+        engine=FakeContainerdEngine(snapshot),
+        baseline=baseline,
+        now_ns=NOW,
+        utc_offset_s=0,
     )
 
 
@@ -106,11 +94,11 @@ def test_the_store_is_told_from_the_engine(
 
 
 def test_an_unsupported_store_deletes_nothing_and_says_why() -> None:
-    class Windows(_Engine):
-        store = Store(UNSUPPORTED, "Docker 29", "windows containers are not supported")
-
+    windows = Store(UNSUPPORTED, "Docker 29", "windows containers are not supported")
     snapshot = Snapshot.of([img("a")])
-    report = prune_images([], engine=Windows(snapshot), now_ns=NOW, utc_offset_s=0)
+    report = prune_images(
+        [], engine=FakeContainerdEngine(snapshot, store=windows), now_ns=NOW, utc_offset_s=0
+    )
     assert report.status == Status.UNSUPPORTED_STORE
     assert not report.images_deleted
     assert "windows containers are not supported" in report.errors[0]["error"]
@@ -239,14 +227,15 @@ def test_label_filters_follow_the_containerd_rules(
 def test_an_image_without_labels_or_config_is_settled_by_an_inspect() -> None:
     without_config = img("x", has_config=None)
 
-    class NoConfig(_Engine):
-        def inspect(self, image_id: str) -> Mapping[str, Any]:
-            return {**super().inspect(image_id), "Config": None}
-
     snapshot = Snapshot.of([without_config])
     # label! passes an image with no labels, but the daemon's label filter fails one with
     # no config at all.
-    report = prune_images(["label!=a"], engine=NoConfig(snapshot), now_ns=NOW, utc_offset_s=0)
+    report = prune_images(
+        ["label!=a"],
+        engine=FakeContainerdEngine(snapshot, inspect_extra={"Config": None}),
+        now_ns=NOW,
+        utc_offset_s=0,
+    )
     assert not report.deleted_ids
     assert run(snapshot, "label!=a").deleted_ids == [digest("x")]
 
@@ -324,7 +313,11 @@ def test_a_dry_run_predicts_the_real_run() -> None:
         [ctr("used", digest("used"))],
     )
     dry = prune_images(
-        ["dangling=false"], engine=_Engine(snapshot), dry_run=True, now_ns=NOW, utc_offset_s=0
+        ["dangling=false"],
+        engine=FakeContainerdEngine(snapshot),
+        dry_run=True,
+        now_ns=NOW,
+        utc_offset_s=0,
     )
     real = run(snapshot, "dangling=false")
     assert dry.images_deleted == real.images_deleted
@@ -340,7 +333,7 @@ def test_a_name_another_live_session_gave_to_an_image_from_before_stays() -> Non
     snapshot = Snapshot.of([img("base", "base:1", "theirs:1")])
     report = prune_images(
         ["dangling=false"],
-        engine=_Engine(snapshot),
+        engine=FakeContainerdEngine(snapshot),
         baseline=baseline,
         keep=protect_live([live]),
         now_ns=NOW,
@@ -351,15 +344,13 @@ def test_a_name_another_live_session_gave_to_an_image_from_before_stays() -> Non
 
 
 def test_an_image_without_history_is_counted_by_its_size_and_the_prune_goes_on() -> None:
-    class NoHistory(_Engine):
-        def inspect(self, image_id: str) -> Mapping[str, Any]:
-            return {**super().inspect(image_id), "RootFS": {"Layers": ["sha256:" + "a" * 64]}}
-
-        def history(self, image_id: str) -> Any:
-            return None  # what Docker 26.1 answers for a loaded image with no history
-
-    snapshot = Snapshot.of([img("x", size=1234)])
-    report = prune_images([], engine=NoHistory(snapshot), now_ns=NOW, utc_offset_s=0)
+    # No history: what Docker 26.1 answers for a loaded image with no history.
+    no_history = FakeContainerdEngine(
+        Snapshot.of([img("x", size=1234)]),
+        inspect_extra={"RootFS": {"Layers": ["sha256:" + "a" * 64]}},
+        history=None,
+    )
+    report = prune_images([], engine=no_history, now_ns=NOW, utc_offset_s=0)
     assert report.status == "completed"
     assert report.deleted_ids == [digest("x")]
     assert report.space_reclaimed == 1234

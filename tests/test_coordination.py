@@ -24,7 +24,7 @@ from pytest_imageprune.errors import RegistryStuck
 from pytest_imageprune.model.filters import parse_filters
 from pytest_imageprune.model.images import NANOS, Image, Snapshot
 from pytest_imageprune.session.lifecycle import PruneSession
-from tests.test_sessions import GrowingEngine
+from tests.fakes import FakeEngine
 
 DEADLINE = 0.3
 
@@ -56,8 +56,8 @@ def test_the_worker_gives_up_once_and_refuses_at_once_after() -> None:
     worker.stop()
 
 
-def _session(tmp_path: Path) -> tuple[PruneSession, GrowingEngine]:
-    engine = GrowingEngine(Snapshot.of([Image("old", labels={"s": "a"}, created_s=1)]))
+def _session(tmp_path: Path) -> tuple[PruneSession, FakeEngine]:
+    engine = FakeEngine(Snapshot.of([Image("old", labels={"s": "a"}, created_s=1)]))
     session = PruneSession(parse_filters(["label=s=a"]), lock_path=tmp_path / "l", engine=engine)
     session.start()
     now = time.time_ns()

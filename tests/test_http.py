@@ -7,6 +7,7 @@ cut short, interim answers, and what is not HTTP at all.
 
 from __future__ import annotations
 
+import json
 import socket
 import tempfile
 import threading
@@ -16,9 +17,9 @@ from typing import BinaryIO
 
 import pytest
 
-from pytest_imageprune.engine.api import EngineError, ImageConflict, ImageGone
-from pytest_imageprune.engine.client import _UnixHTTP
-from pytest_imageprune.engine.transport import UnixConnection
+from pytest_imageprune.engine.api import Conflict, EngineError, Gone, ObjectKind
+from pytest_imageprune.engine.client import DockerEngine
+from pytest_imageprune.engine.transport import UnixConnection, UnixHTTP
 from pytest_imageprune.errors import EngineUnavailable
 
 
@@ -86,9 +87,9 @@ def sock_dir() -> Iterator[Path]:
         yield Path(folder)
 
 
-def serve(folder: Path, *replies: bytes | None) -> tuple[Peer, _UnixHTTP]:
+def serve(folder: Path, *replies: bytes | None) -> tuple[Peer, UnixHTTP]:
     peer = Peer(folder / "s.sock", list(replies))
-    return peer, _UnixHTTP(f"unix://{peer.path}", str(peer.path), timeout=5)
+    return peer, UnixHTTP(f"unix://{peer.path}", str(peer.path), timeout=5)
 
 
 def ok(body: bytes, *headers: str) -> bytes:
@@ -228,9 +229,7 @@ def test_closing_wakes_a_reader_blocked_in_another_thread(sock_dir: Path) -> Non
     server.close()
 
 
-@pytest.mark.parametrize(
-    ("status", "error"), [(404, ImageGone), (409, ImageConflict), (500, EngineError)]
-)
+@pytest.mark.parametrize(("status", "error"), [(404, Gone), (409, Conflict), (500, EngineError)])
 def test_error_statuses_carry_the_engines_message(
     sock_dir: Path, status: int, error: type[Exception]
 ) -> None:
@@ -261,6 +260,109 @@ def test_what_is_not_http_is_an_unavailable_engine(sock_dir: Path, reply: bytes)
 
 
 def test_nobody_listening_is_an_unavailable_engine(sock_dir: Path) -> None:
-    http = _UnixHTTP("unix:///nowhere", str(sock_dir / "none.sock"), timeout=5)
+    http = UnixHTTP("unix:///nowhere", str(sock_dir / "none.sock"), timeout=5)
     with pytest.raises(EngineUnavailable):
         http.call("GET", "/x")
+
+
+# -- what DockerEngine sends: every path is built in engine/ -------------------------------
+
+
+def answer(status: int, body: bytes) -> bytes:
+    return f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def lines(peer: Peer) -> list[bytes]:
+    return [request.split(b"\r\n", 1)[0] for request in peer.requests]
+
+
+def test_the_build_cache_prune_sends_one_anchored_id_regex(sock_dir: Path) -> None:
+    """Only the IDs and ``all`` go (Docker 20.10 takes no date in until; a description,
+    with its spaces, cannot pass the engine's filter syntax)."""
+    peer = Peer(sock_dir / "s.sock", [ok(b'{"CachesDeleted": ["new1"], "SpaceReclaimed": 3}')])
+    engine = DockerEngine(endpoint=f"unix://{peer.path}")
+    assert engine.prune_cache(["new1", "new2"], all=False)["SpaceReclaimed"] == 3
+    assert lines(peer) == [
+        b"POST /build/prune?all=0&filters=%7B%22id%22%3A%20%5B%22%5E%28new1%7Cnew2%29%24%22%5D%7D"
+        b" HTTP/1.1"
+    ]
+    engine.close()
+    peer.close()
+
+
+@pytest.mark.parametrize(
+    ("api", "path"), [("1.41", b"/system/df"), ("1.42", b"/system/df?type=build-cache")]
+)
+def test_disk_usage_asks_for_one_kind_from_api_1_42(sock_dir: Path, api: str, path: bytes) -> None:
+    version = json.dumps({"ApiVersion": api, "Version": "20.10.24"}).encode()
+    replies = [ok(version), ok(b'{"Driver": "overlay2"}'), ok(b'{"BuildCache": []}')]
+    peer = Peer(sock_dir / "s.sock", list(replies))
+    engine = DockerEngine(endpoint=f"unix://{peer.path}")
+    assert engine.disk_usage("build-cache") == {"BuildCache": []}
+    assert lines(peer)[-1] == b"GET " + path + b" HTTP/1.1"
+    engine.close()
+    peer.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "message", "in_use"),
+    [
+        ("networks", 403, "error while removing network: n1 has active endpoints", True),
+        ("networks", 500, "network n1 is being used", True),
+        ("networks", 500, "boom", None),
+        ("volumes", 403, "forbidden", None),
+        ("volumes", 409, "remove v1: volume is in use - [c1]", True),
+        ("containers", 409, "You cannot remove a running container", True),
+    ],
+)
+def test_a_refused_removal_is_typed_at_the_boundary(
+    sock_dir: Path, kind: ObjectKind, status: int, message: str, in_use: bool | None
+) -> None:
+    """A network with active endpoints: Docker answers 403, Podman 500; it is a conflict
+    held by a container (``in_use``), which nobody outside engine/ reads from the words."""
+    body = json.dumps({"message": message}).encode()
+    peer = Peer(sock_dir / "s.sock", [answer(status, body)])
+    engine = DockerEngine(endpoint=f"unix://{peer.path}")
+    with pytest.raises(EngineError if in_use is None else Conflict) as raised:
+        engine.remove(kind, "n1")
+    assert lines(peer) == [f"DELETE /{kind}/n1 HTTP/1.1".encode()]
+    assert message in str(raised.value)
+    if in_use is not None:
+        assert isinstance(raised.value, Conflict)
+        assert raised.value.in_use is in_use
+    else:
+        assert isinstance(raised.value, EngineError)
+        assert raised.value.status == status
+        assert str(raised.value) == f"{status}: {message}"
+    engine.close()
+    peer.close()
+
+
+def test_an_image_conflict_says_whether_a_container_holds_it(sock_dir: Path) -> None:
+    prefix = "conflict: unable to delete abc"
+    held = json.dumps({"message": f"{prefix} - image is being used by stopped container 0"})
+    children = json.dumps({"message": f"{prefix} (cannot be forced) - image has dependent child"})
+    peer = Peer(sock_dir / "s.sock", [answer(409, held.encode()), answer(409, children.encode())])
+    http = UnixHTTP(f"unix://{peer.path}", str(peer.path), timeout=5)
+    with pytest.raises(Conflict) as first:
+        http.call("DELETE", "/images/abc")
+    with pytest.raises(Conflict) as second:
+        http.call("DELETE", "/images/abc")
+    assert (first.value.in_use, second.value.in_use) == (True, False)
+    http.close()
+    peer.close()
+
+
+def test_a_container_and_an_image_are_quoted_in_one_place(sock_dir: Path) -> None:
+    peer = Peer(sock_dir / "s.sock", [ok(b"{}"), ok(b"{}"), ok(b"{}")])
+    engine = DockerEngine(endpoint=f"unix://{peer.path}")
+    engine.container("c1", size=True)
+    engine.container("c1")
+    engine.inspect("ghcr.io/o/app@sha256:ab")
+    assert lines(peer) == [
+        b"GET /containers/c1/json?size=1 HTTP/1.1",
+        b"GET /containers/c1/json HTTP/1.1",
+        b"GET /images/ghcr.io/o/app@sha256:ab/json HTTP/1.1",
+    ]
+    engine.close()
+    peer.close()

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -25,9 +24,7 @@ from pytest_imageprune.model.images import NANOS, Baseline
 from pytest_imageprune.model.outcome import Kept
 from pytest_imageprune.model.report import PruneReport
 from pytest_imageprune.settings import load_settings
-
-if TYPE_CHECKING:
-    from pytest_imageprune.engine.client import DockerEngine
+from tests.fakes import FakeEngine
 
 UNREACHABLE = "unix:///nonexistent/imageprune-kinds-test.sock"
 #: Go's ``strconv.ParseBool``, and what it refuses.
@@ -320,17 +317,14 @@ def test_a_cache_record_a_live_session_may_have_used_is_kept() -> None:
 
 
 def test_a_predefined_network_is_never_pruned() -> None:
-    answers = {
-        "GET /networks": [
-            {"Name": name, "Id": f"id-{name}", "Scope": "local", "Created": "2024-01-15T09:30:00Z"}
-            for name in ("bridge", "host", "none", "default", "podman", "mine")
-        ]
-        + [
-            {"Name": "swarm", "Id": "id-swarm", "Scope": "swarm"},
-            {"Name": "config", "Id": "id-config", "Scope": "local", "ConfigOnly": True},
-        ]
-    }
-    things = listing(_engine(answers), NETWORKS)
+    networks: list[dict[str, Any]] = [
+        {"Name": name, "Id": f"id-{name}", "Scope": "local", "Created": "2024-01-15T09:30:00Z"}
+        for name in ("bridge", "host", "none", "default", "podman", "mine")
+    ] + [
+        {"Name": "swarm", "Id": "id-swarm", "Scope": "swarm"},
+        {"Name": "config", "Id": "id-config", "Scope": "local", "ConfigOnly": True},
+    ]
+    things = listing(FakeEngine(networks=networks), NETWORKS)
     assert things[-3].created_ns == STARTED + 1800 * NANOS
     ids, kept = _select(things, NETWORKS, baseline=None)
     assert ids == ["id-mine"]
@@ -343,23 +337,19 @@ def test_a_predefined_network_is_never_pruned() -> None:
 
 
 def test_only_anonymous_volumes_unless_all() -> None:
-    answers = {
-        "GET /volumes": {
-            "Volumes": [
-                {"Name": "named", "Driver": "local", "Labels": {"ci": "1"}},
-                {
-                    "Name": "0" * 64,
-                    "Driver": "local",
-                    "Labels": {"com.docker.volume.anonymous": "", "ci": "1"},
-                },
-                {"Name": "used", "Driver": "local", "Labels": None},
-                {"Name": "nfs", "Driver": "local", "Options": {"type": "nfs"}},
-                {"Name": "remote", "Driver": "rexray"},
-            ]
+    volumes: list[dict[str, Any]] = [
+        {"Name": "named", "Driver": "local", "Labels": {"ci": "1"}},
+        {
+            "Name": "0" * 64,
+            "Driver": "local",
+            "Labels": {"com.docker.volume.anonymous": "", "ci": "1"},
         },
-        "GET /containers/json?all=1": [{"Mounts": [{"Type": "volume", "Name": "used"}]}],
-    }
-    things = listing(_engine(answers), VOLUMES)
+        {"Name": "used", "Driver": "local", "Labels": None},
+        {"Name": "nfs", "Driver": "local", "Options": {"type": "nfs"}},
+        {"Name": "remote", "Driver": "rexray"},
+    ]
+    containers = [{"Mounts": [{"Type": "volume", "Name": "used"}]}]
+    things = listing(FakeEngine(volumes=volumes, containers=containers), VOLUMES)
     assert [t.anonymous for t in things] == [False, True, False, False, False]
     assert [t.busy for t in things] == [False, False, True, False, False]
     ids, kept = _select(things, VOLUMES, anonymous_only=True)
@@ -378,13 +368,11 @@ def test_only_anonymous_volumes_unless_all() -> None:
 
 
 def test_a_running_container_or_a_busy_object_is_never_tried() -> None:
-    answers = {
-        "GET /containers/json?all=1": [
-            {"Id": f"c-{state}", "State": state, "Created": (STARTED // NANOS) + 1}
-            for state in ("created", "exited", "dead", "running", "paused", "restarting")
-        ]
-    }
-    things = listing(_engine(answers), CONTAINERS)
+    containers = [
+        {"Id": f"c-{state}", "State": state, "Created": (STARTED // NANOS) + 1}
+        for state in ("created", "exited", "dead", "running", "paused", "restarting")
+    ]
+    things = listing(FakeEngine(containers=containers), CONTAINERS)
     assert things[0].created_ns == STARTED + NANOS
     ids, kept = _select(things, CONTAINERS)
     assert ids == ["c-created", "c-exited", "c-dead"]
@@ -468,43 +456,20 @@ def test_labels_decide_among_the_sessions_objects(kind: str) -> None:
     assert kept == {"keep": "labels do not match", "none": "labels do not match"}
 
 
-# -- prune_kind, with an engine that answers from a table -------------------------------
-
-
-class _Engine:
-    """Answers ``request`` from a table, and records what it was asked."""
-
-    def __init__(self, answers: Mapping[str, Any], api_version: str = "1.43") -> None:
-        self.answers = answers
-        self.api_version = api_version
-        self.podman = False
-        self.asked: list[str] = []
-
-    def request(self, method: str, path: str, *args: Any, **kw: Any) -> Any:
-        self.asked.append(f"{method} {path}")
-        key = f"{method} {path.partition('?')[0]}" if method == "POST" else f"{method} {path}"
-        return self.answers[key]
-
-
-def _engine(answers: Mapping[str, Any], api_version: str = "1.43") -> DockerEngine:
-    return cast("DockerEngine", _Engine(answers, api_version))
+# -- prune_kind, with the fake engine ----------------------------------------------------
 
 
 def test_the_build_cache_prune_names_exactly_the_sessions_records() -> None:
-    records = [
+    records: list[dict[str, Any]] = [
         {"ID": "old", "CreatedAt": "2020-01-01T00:00:00Z", "Type": "regular"},
         {"ID": "new1", "CreatedAt": "2099-01-01T00:00:00Z", "Type": "regular", "Size": 10},
         {"ID": "busy", "CreatedAt": "2099-01-01T00:00:00Z", "InUse": True},
         {"ID": "new2", "CreatedAt": "2099-01-01T00:00:00Z", "Size": 5},
     ]
-    answers = {
-        "GET /system/df?type=build-cache": {"BuildCache": records},
-        "POST /build/prune": {"CachesDeleted": ["new1", "new2"], "SpaceReclaimed": 15},
-    }
     filters = parse_kind_filters(BUILD_CACHE, ["type=regular", "until=1h"])
-    engine = _Engine(answers)
+    engine = FakeEngine(cache=records)
     report = prune_kind(
-        cast("DockerEngine", engine),
+        engine,
         filters,
         baseline=frozenset(),
         started_ns=STARTED,
@@ -515,17 +480,14 @@ def test_the_build_cache_prune_names_exactly_the_sessions_records() -> None:
     assert report.deleted == ["new1", "new2"]
     assert report.space_reclaimed == 15
     assert report.kept == {"old": "created before this session started", "busy": "in use"}
-    posts = [a for a in engine.asked if a.startswith("POST")]
-    assert len(posts) == 1
-    query = parse_qs(urlsplit(posts[0].split(" ", 1)[1]).query)
-    assert query["all"] == ["0"]
     # Only the IDs: until, type and description were applied here (Docker 20.10 takes no
-    # date in until; a description, with its spaces, cannot pass the engine's syntax).
-    assert json.loads(query["filters"][0]) == {"id": ["^(new1|new2)$"]}
+    # date in until; a description, with its spaces, cannot pass the engine's syntax). What
+    # goes on the wire: test_http.test_the_build_cache_prune_sends_one_anchored_id_regex.
+    assert engine.cache_prunes == [(["new1", "new2"], False)]
     # A dry run asks nothing but the listing.
-    engine = _Engine(answers)
+    engine = FakeEngine(cache=records)
     dry = prune_kind(
-        cast("DockerEngine", engine),
+        engine,
         filters,
         baseline=frozenset(),
         started_ns=STARTED,
@@ -534,7 +496,7 @@ def test_the_build_cache_prune_names_exactly_the_sessions_records() -> None:
     )
     assert dry.deleted == ["new1", "new2"]
     assert dry.space_reclaimed == 15
-    assert engine.asked == ["GET /system/df?type=build-cache"]
+    assert engine.asked == ["disk_usage build-cache"]
 
 
 # -- the report -------------------------------------------------------------------------
@@ -984,12 +946,9 @@ def test_the_live_sessions_are_read_after_the_listing() -> None:
     """A session that starts while the prune runs made nothing listed before its record was
     written: read the registry after the listing, and what it made stays (the first version
     read it once, before every kind, and deleted a volume of a session started meanwhile)."""
-    answers = {
-        "GET /containers/json?all=1": [
-            {"Id": "c-new", "Created": STARTED // NANOS + 10, "State": "exited"}
-        ],
-    }
-    engine = _Engine(answers)
+    engine = FakeEngine(
+        containers=[{"Id": "c-new", "Created": STARTED // NANOS + 10, "State": "exited"}]
+    )
     seen: list[list[str]] = []
 
     def live() -> list[Live]:
@@ -997,16 +956,16 @@ def test_the_live_sessions_are_read_after_the_listing() -> None:
         return [Live(frozenset(), STARTED + NANOS, "pid 42 on here")]
 
     report = prune_kind(
-        cast("DockerEngine", engine),
+        engine,
         KindFilters(CONTAINERS),
         baseline=frozenset(),
         started_ns=STARTED,
         live=live,
         dry_run=False,
     )
-    assert seen == [["GET /containers/json?all=1"]]
+    assert seen == [["objects containers"]]
     assert report.kept == {"c-new": "may belong to a live session (pid 42 on here)"}
-    assert not [a for a in engine.asked if a.startswith("DELETE")]
+    assert not [a for a in engine.asked if a.startswith("remove")]
 
 
 @pytest.mark.parametrize(("created", "goes"), [("0.3", True), ("0.7", False)])
@@ -1016,15 +975,12 @@ def test_a_containers_until_is_compared_to_the_nanosecond(created: str, goes: bo
     created 0.2 s after until)."""
     second = 1_700_000_000
     stamp = f"2023-11-14T22:13:20.{created.split('.')[1]}00000000Z"
-    answers = {
-        "GET /containers/json?all=1": [{"Id": "c1", "Created": second, "State": "exited"}],
-        "GET /containers/c1/json": {"Created": stamp},
-        "GET /containers/c1/json?size=1": {"SizeRw": 0},
-        "DELETE /containers/c1": None,
-    }
-    engine = _Engine(answers)
+    engine = FakeEngine(
+        containers=[{"Id": "c1", "Created": second, "State": "exited"}],
+        inspects={"c1": {"Created": stamp, "SizeRw": 0}},
+    )
     report = prune_kind(
-        cast("DockerEngine", engine),
+        engine,
         parse_kind_filters(CONTAINERS, [f"until={second}.5"]),
         baseline=None,
         started_ns=0,
@@ -1035,19 +991,8 @@ def test_a_containers_until_is_compared_to_the_nanosecond(created: str, goes: bo
 
 
 def test_an_engine_that_stops_answering_is_a_status_never_a_raise() -> None:
-    from pytest_imageprune.errors import EngineUnavailable
-
-    class Gone(_Engine):
-        @property
-        def api_version(self) -> str:
-            raise EngineUnavailable("unix:///nowhere", "connection refused")
-
-        @api_version.setter
-        def api_version(self, value: str) -> None:
-            pass
-
     report = prune_kind(
-        cast("DockerEngine", Gone({})),
+        FakeEngine(lost_after=0),
         KindFilters(NETWORKS),
         baseline=frozenset(),
         started_ns=0,
@@ -1061,20 +1006,16 @@ def test_an_engine_that_stops_answering_is_a_status_never_a_raise() -> None:
 def test_a_podman_network_is_deleted_by_name_and_kept_while_a_container_names_it() -> None:
     """Podman checks a network's users by name only: by ID it removes one a container
     still names (seen on Podman 4.3 and 5.4)."""
-    answers = {
-        "GET /networks": [
+    engine = FakeEngine(
+        networks=[
             {"Name": "held", "Id": "n1", "Labels": {"k": "1"}},
             {"Name": "free", "Id": "n2", "Labels": {"k": "1"}},
         ],
-        "GET /containers/json?all=1": [
-            {"Id": "c1", "NetworkSettings": {"Networks": {"held": {}}}, "State": "exited"}
-        ],
-        "DELETE /networks/free": None,
-    }
-    engine = _Engine(answers)
-    engine.podman = True
+        containers=[{"Id": "c1", "NetworkSettings": {"Networks": {"held": {}}}, "State": "exited"}],
+        podman=True,
+    )
     report = prune_kind(
-        cast("DockerEngine", engine),
+        engine,
         KindFilters(NETWORKS),
         baseline=frozenset(),
         started_ns=0,
@@ -1083,7 +1024,7 @@ def test_a_podman_network_is_deleted_by_name_and_kept_while_a_container_names_it
     )
     assert report.deleted == ["free"]
     assert report.kept == {"n1": "in use"}
-    assert "DELETE /networks/free" in engine.asked
+    assert "remove networks free" in engine.asked
 
 
 def test_a_live_session_that_listed_nothing_keeps_only_what_came_after_its_start() -> None:

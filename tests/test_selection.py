@@ -1,17 +1,17 @@
 """Selection (R9 to R12) and deletion (R14 to R17) without a daemon.
 
 The fake daemon is ``SimulatedEngine``, the dry run's replay of the classic store's
-``ImageDelete``. The real daemon checks the same rules in test_differential.py.
+``ImageDelete``; with faults, ``tests.fakes.FakeEngine`` on it. The real daemon checks the
+same rules in test_differential.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
-from pytest_imageprune.engine.api import Engine, EngineError, ImageConflict, Record
+from pytest_imageprune.engine.api import Conflict, EngineError
 from pytest_imageprune.engine.simulate import SimulatedEngine
 from pytest_imageprune.errors import EngineUnavailable
 from pytest_imageprune.images.delete import SpaceCounter, chain_ids
@@ -29,6 +29,7 @@ from pytest_imageprune.model.images import (
 )
 from pytest_imageprune.model.outcome import Status
 from pytest_imageprune.model.report import PruneReport, human_size
+from tests.fakes import FakeEngine
 
 NOW = 1_700_000_000 * NANOS
 
@@ -173,7 +174,7 @@ def test_label_not_with_no_value_excludes_every_configured_image() -> None:
     )
     truth = {i.id: i for i in snapshot.images.values()}
     truth["bare"] = Image(**{**vars(truth["bare"]), "has_config": True})
-    report = prune_images(filters, engine=_InspectingEngine(snapshot, truth), now_ns=NOW)
+    report = prune_images(filters, engine=FakeEngine(snapshot, truth=truth), now_ns=NOW)
     assert report.deleted_ids == ["no-config"]
 
 
@@ -256,7 +257,7 @@ def test_until_within_the_same_second_is_settled_by_an_inspect() -> None:
     listed = Snapshot.of([Image(**{**vars(i), "created_ns": None}) for i in images])
     selection = select(listed, parse_filters(["until=10s"]), until_ns=boundary)
     assert set(selection.undecided) == {"before", "after"}
-    engine = _InspectingEngine(listed, {i.id: i for i in images})
+    engine = FakeEngine(listed, truth={i.id: i for i in images})
     report = prune_images(["until=10s"], engine=engine, now_ns=NOW)
     assert set(report.deleted_ids) == {"before", "older"}
 
@@ -270,68 +271,42 @@ def test_labels_null_is_settled_by_an_inspect() -> None:
         "no-labels": Image(**{**vars(no_labels), "has_config": True}),
         "labelled": labelled,
     }
-    engine = _InspectingEngine(Snapshot.of([no_config, no_labels, labelled]), truth)
+    engine = FakeEngine(Snapshot.of([no_config, no_labels, labelled]), truth=truth)
     report = prune_images(["label=ci"], engine=engine, now_ns=NOW)
     # R7: an image without a config skips the label filters and stays a candidate.
     assert set(report.deleted_ids) == {"no-config", "labelled"}
     assert report.kept == {"no-labels": KEPT_LABELS}
-    assert engine.inspected == {"no-config", "no-labels"}
+    assert set(engine.inspected) == {"no-config", "no-labels"}
 
 
 def test_label_not_alone_needs_no_inspect() -> None:
-    engine = _InspectingEngine(Snapshot.of([img("bare", labels=None)]), {})
+    engine = FakeEngine(Snapshot.of([img("bare", labels=None)]), truth={})
     report = prune_images(["label!=keep"], engine=engine, now_ns=NOW)
     assert report.deleted_ids == ["bare"]
-    assert engine.inspected == set()
-
-
-class _InspectingEngine(SimulatedEngine):
-    """Lists whole seconds and ``Labels: null``; an inspect tells the truth."""
-
-    def __init__(self, listed: Snapshot, truth: Mapping[str, Image]) -> None:
-        super().__init__(listed)
-        self.truth = truth
-        self.inspected: set[str] = set()
-
-    def inspect(self, image_id: str) -> Mapping[str, Any]:
-        self.inspected.add(image_id)
-        return SimulatedEngine(Snapshot.of(self.truth.values())).inspect(image_id)
+    assert set(engine.inspected) == set()
 
 
 # -- failures, cancellation, deadlines -----------------------------------------------------
-class _FaultyEngine(SimulatedEngine):
-    def __init__(self, snapshot: Snapshot, faults: Mapping[str, BaseException]) -> None:
-        super().__init__(snapshot)
-        self.faults = dict(faults)
-        self.calls: list[str] = []
-
-    def delete(self, target: str) -> list[Record]:
-        self.calls.append(target)
-        if target in self.faults:
-            raise self.faults[target]
-        return super().delete(target)
-
-
 def _three() -> Snapshot:
     return Snapshot.of([img("a"), img("b"), img("c")])
 
 
 def test_an_engine_error_is_recorded_and_the_prune_goes_on() -> None:
-    engine = _FaultyEngine(_three(), {"b": EngineError("500: boom")})
+    engine = FakeEngine(_three(), faults={"b": EngineError("500: boom")})
     report = prune_images([], engine=engine)
     assert report.deleted_ids == ["a", "c"]
     assert report.errors == [{"Id": "b", "Reference": "b", "error": "500: boom"}]
 
 
 def test_a_conflict_is_a_skip_not_an_error() -> None:
-    engine = _FaultyEngine(_three(), {"b": ImageConflict("conflict: in use")})
+    engine = FakeEngine(_three(), faults={"b": Conflict("conflict: in use")})
     report = prune_images([], engine=engine)
     assert [s.image for s in report.skipped] == ["b"]
     assert report.errors == []
 
 
 def test_keyboard_interrupt_stops_and_returns_the_partial_report() -> None:
-    engine = _FaultyEngine(_three(), {"b": KeyboardInterrupt()})
+    engine = FakeEngine(_three(), faults={"b": KeyboardInterrupt()})
     report = prune_images([], engine=engine)
     assert report.status == Status.CANCELLED
     assert report.deleted_ids == ["a"]
@@ -339,7 +314,7 @@ def test_keyboard_interrupt_stops_and_returns_the_partial_report() -> None:
 
 
 def test_a_lost_engine_stops_the_loop_with_a_status() -> None:
-    engine = _FaultyEngine(_three(), {"b": EngineUnavailable("unix:///x.sock", "gone")})
+    engine = FakeEngine(_three(), faults={"b": EngineUnavailable("unix:///x.sock", "gone")})
     report = prune_images([], engine=engine)
     assert report.status == Status.ENGINE_LOST
     assert report.deleted_ids == ["a"]
@@ -347,7 +322,7 @@ def test_a_lost_engine_stops_the_loop_with_a_status() -> None:
 
 
 def test_a_spent_deadline_deletes_nothing_more() -> None:
-    engine = _FaultyEngine(_three(), {})
+    engine = FakeEngine(_three(), faults={})
     report = prune_images([], engine=engine, deadline=0.0)
     assert report.status == Status.DEADLINE
     assert engine.calls == []
@@ -355,7 +330,7 @@ def test_a_spent_deadline_deletes_nothing_more() -> None:
 
 def test_dry_run_deletes_nothing_and_predicts_the_cascade() -> None:
     snapshot = Snapshot.of([img("a"), img("b", "a")])
-    engine = _FaultyEngine(snapshot, {})
+    engine = FakeEngine(snapshot)
     report = prune_images([], engine=engine, dry_run=True)
     assert report.deleted_ids == ["b", "a"]
     assert engine.calls == []
@@ -372,24 +347,11 @@ def test_space_counts_released_layers_only() -> None:
     assert counter.count([{"Deleted": "root"}, {"Deleted": "sha256:l1"}]) == 100
 
 
-class _Layered(SimulatedEngine):
-    """Three layers of 7, 20 and 100 bytes under every image; notes what it inspects."""
-
-    def __init__(self, snapshot: Snapshot, fault: Exception | None = None) -> None:
-        super().__init__(snapshot)
-        self.inspected: list[str] = []
-        self.fault = fault
-
-    def inspect(self, image_id: str) -> Mapping[str, Any]:
-        self.inspected.append(image_id)
-        if self.fault is not None:
-            raise self.fault
-        return {"RootFS": {"Layers": ["sha256:d1", "sha256:d2", "sha256:d3"]}}
-
-    def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
-        return [{"Size": 7}, {"Size": 0}, {"Size": 20}, {"Size": 0}, {"Size": 100}]
-
-
+#: Three layers of 7, 20 and 100 bytes under every image.
+_LAYERED: dict[str, Any] = {
+    "layers": ["sha256:d1", "sha256:d2", "sha256:d3"],
+    "history": [{"Size": 7}, {"Size": 0}, {"Size": 20}, {"Size": 0}, {"Size": 100}],
+}
 _CHAIN = chain_ids(["sha256:d1", "sha256:d2", "sha256:d3"])
 #: Deleting "app" releases its top two layers: the bottom one is shared with another image.
 _RELEASED = [{"Deleted": "app"}, {"Deleted": _CHAIN[2]}, {"Deleted": _CHAIN[1]}]
@@ -398,13 +360,15 @@ _RELEASED = [{"Deleted": "app"}, {"Deleted": _CHAIN[2]}, {"Deleted": _CHAIN[1]}]
 def test_space_of_a_parentless_image_uses_its_layer_sizes() -> None:
     snapshot = Snapshot.of([img("app", size=127)])
     counter = SpaceCounter(snapshot)
-    counter.fetch(_Layered(snapshot), "app")
+    counter.fetch(FakeEngine(snapshot, **_LAYERED), "app")
     assert counter.count(_RELEASED) == 27
 
 
 def test_a_lost_engine_while_reading_layers_stops_the_prune() -> None:
     snapshot = Snapshot.of([img("app", size=127)])
-    lost = _Layered(snapshot, EngineUnavailable("unix:///x.sock", "gone"))
+    lost = FakeEngine(
+        snapshot, **_LAYERED, inspect_fault=EngineUnavailable("unix:///x.sock", "gone")
+    )
     report = prune_images([], engine=lost)
     assert report.status == Status.ENGINE_LOST
     assert report.deleted_ids == []
@@ -415,7 +379,7 @@ def test_known_layers_are_never_read() -> None:
     snapshot = Snapshot.of([img("app", size=127)])
     known = {"app": {_CHAIN[2]: 100, _CHAIN[1]: 20, _CHAIN[0]: 7}}
     counter = SpaceCounter(snapshot, known=known)
-    engine = _Layered(snapshot)
+    engine = FakeEngine(snapshot, **_LAYERED)
     assert counter.roots(["app"]) == []
     assert counter.count(_RELEASED) == 120  # the known sizes of the two released layers
     counter.fetch(engine, "app")
@@ -423,30 +387,11 @@ def test_known_layers_are_never_read() -> None:
     assert counter.count(_RELEASED) == 120  # 100 + 20
 
 
-class _Logged(_Layered):
-    """``_Layered`` on ``count`` connections (one state), logging each request in order."""
-
-    def __init__(self, snapshot: Snapshot, fault: Exception | None = None) -> None:
-        super().__init__(snapshot, fault)
-        self.log: list[str] = []
-
-    def spawn(self, count: int) -> list[Engine]:
-        return [self] * count
-
-    def inspect(self, image_id: str) -> Mapping[str, Any]:
-        self.log.append("read")
-        return super().inspect(image_id)
-
-    def delete(self, target: str) -> list[Record]:
-        self.log.append("delete")
-        return super().delete(target)
-
-
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_every_layer_is_read_before_the_first_deletion(concurrency: int) -> None:
     """The engine takes longer over reads made between deletions: so none is."""
     snapshot = Snapshot.of([img(f"app{n}", size=127) for n in range(8)])
-    engine = _Logged(snapshot)
+    engine = FakeEngine(snapshot, **_LAYERED, connections=concurrency)
     report = prune_images([], engine=engine, concurrency=concurrency)
     assert sorted(report.deleted_ids) == [f"app{n}" for n in range(8)]
     assert engine.log == ["read"] * 8 + ["delete"] * 8
@@ -454,7 +399,12 @@ def test_every_layer_is_read_before_the_first_deletion(concurrency: int) -> None
 
 def test_a_lost_engine_while_reading_layers_on_several_connections_deletes_nothing() -> None:
     snapshot = Snapshot.of([img(f"app{n}", size=127) for n in range(8)])
-    lost = _Logged(snapshot, EngineUnavailable("unix:///x.sock", "gone"))
+    lost = FakeEngine(
+        snapshot,
+        **_LAYERED,
+        inspect_fault=EngineUnavailable("unix:///x.sock", "gone"),
+        connections=4,
+    )
     report = prune_images([], engine=lost, concurrency=4)
     assert report.status == Status.ENGINE_LOST
     assert report.deleted_ids == []
@@ -535,9 +485,9 @@ def test_report_has_dockers_shape() -> None:
 
 
 def test_an_image_already_gone_is_fine() -> None:
-    from pytest_imageprune.engine.api import ImageGone
+    from pytest_imageprune.engine.api import Gone
 
-    engine = _FaultyEngine(_three(), {"b": ImageGone("No such image: b")})
+    engine = FakeEngine(_three(), faults={"b": Gone("No such image: b")})
     report = prune_images([], engine=engine)
     assert report.deleted_ids == ["a", "c"]
     assert report.errors == []
@@ -547,16 +497,13 @@ def test_an_image_already_gone_is_fine() -> None:
 def test_a_malformed_answer_in_a_worker_keeps_what_was_done() -> None:
     """Two connections; one gets nonsense: the other's deletions are still reported."""
 
-    class _Twins(_FaultyEngine):
-        def spawn(self, count: int) -> list[Engine]:
-            twins: list[Engine] = [self, self]
-            return twins[:count]
-
     snapshot = Snapshot.of([img("a"), img("b"), img("c")])
-    serial = prune_images([], engine=_FaultyEngine(snapshot, {"b": ValueError("not JSON")}))
+    serial = prune_images([], engine=FakeEngine(snapshot, faults={"b": ValueError("not JSON")}))
     assert serial.status == "failed"
     assert serial.deleted_ids == ["a"]  # done before the failure: reported
     assert any("not JSON" in e.get("error", "") for e in serial.errors)
-    twins = prune_images([], engine=_Twins(snapshot, {"b": ValueError("x")}), concurrency=2)
+    twins = prune_images(
+        [], engine=FakeEngine(snapshot, faults={"b": ValueError("x")}, connections=2), concurrency=2
+    )
     assert twins.status == "failed"
     assert set(twins.deleted_ids) <= {"a", "c"}

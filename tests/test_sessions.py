@@ -43,7 +43,6 @@ from pytest_imageprune.coordination.records import (
     SessionRecord,
 )
 from pytest_imageprune.coordination.registry import Registry
-from pytest_imageprune.engine.simulate import SimulatedEngine
 from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.images.select import KeepRule
 from pytest_imageprune.model.filters import Filters, parse_filters
@@ -52,20 +51,12 @@ from pytest_imageprune.model.outcome import is_live
 from pytest_imageprune.model.report import PruneReport
 from pytest_imageprune.session.lifecycle import PruneSession
 from pytest_imageprune.session.sweep import Sweeper
+from tests.fakes import FakeEngine
 from tests.test_records import BAD_RECORDS, _valid_json
 from tests.test_registry import _plant
 
 
 # -- the group rule, as a state machine ------------------------------------------------------
-class GrowingEngine(SimulatedEngine):
-    """The fake daemon, with images added as sessions build them."""
-
-    def add(self, image: Image) -> None:
-        self._snapshot = self._snapshot.replace(image)
-        self.refs[image.id] = list(image.refs)
-        self.parent[image.id] = image.parent
-
-
 def _done(report: PruneReport) -> bool:
     """As PruneSession judges: the prune ran to the end and kept nothing for a live session."""
     return report.status == "completed" and not any(is_live(why) for why in report.kept.values())
@@ -75,7 +66,7 @@ class Member:
     """One session of the model: its ``Coordinator``, and the engine's work that
     ``PruneSession`` does around it (its own prune, a sweep), step by step as it does."""
 
-    def __init__(self, engine: GrowingEngine, root: Path, label: str) -> None:
+    def __init__(self, engine: FakeEngine, root: Path, label: str) -> None:
         self.engine = engine
         self.label = label
         self.filters = parse_filters([f"label=s={label}"])
@@ -151,7 +142,7 @@ class Sessions(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.root = Path(tempfile.mkdtemp(prefix="imageprune-sm-"))
-        self.engine = GrowingEngine(
+        self.engine = FakeEngine(
             Snapshot.of(
                 [
                     Image("preexisting", labels={"s": "a"}),
@@ -313,7 +304,7 @@ test_sessions_never_prune_a_live_sessions_images = Sessions.TestCase
 def test_two_overlapping_sessions_lose_nothing_and_leave_nothing(
     tmp_path: Path, finish_order: str
 ) -> None:
-    engine = GrowingEngine(Snapshot.of([]))
+    engine = FakeEngine(Snapshot.of([]))
 
     def make(name: str, label: str = "a") -> None:
         engine.add(
@@ -351,26 +342,16 @@ def test_two_overlapping_sessions_lose_nothing_and_leave_nothing(
     assert not [line for line in lines if "finished" in line and "deleted 0 images" in line], lines
 
 
-class _BrokenEngine(SimulatedEngine):
-    def __init__(self, fail_on: str) -> None:
-        super().__init__(Snapshot.of([]))
-        self.fail_on = fail_on
-        self.calls = 0
-
-    def snapshot(self) -> Snapshot:
-        self.calls += 1
-        if (self.fail_on == "start" and self.calls == 1) or (
-            self.fail_on == "finish" and self.calls > 1
-        ):
-            raise RuntimeError("malformed answer")
-        return super().snapshot()
-
-
 @pytest.mark.parametrize("when", ["start", "finish"])
 def test_an_unexpected_engine_failure_is_a_status_never_an_exception(
     tmp_path: Path, when: str
 ) -> None:
-    session = PruneSession(parse_filters([]), lock_path=tmp_path / "l", engine=_BrokenEngine(when))
+    def broken(call: int) -> BaseException | None:
+        failing = call == 1 if when == "start" else call > 1
+        return RuntimeError("malformed answer") if failing else None
+
+    engine = FakeEngine(snapshot_fault=broken)
+    session = PruneSession(parse_filters([]), lock_path=tmp_path / "l", engine=engine)
     session.start()
     session.finish()
     assert session.report is not None
@@ -422,9 +403,9 @@ def test_a_session_deferring_while_the_holder_sweeps_is_swept_too(
     assert set(engine.refs) == set(), (x.lines, y.lines)
 
 
-def _two_sessions_that_built(tmp_path: Path) -> tuple[GrowingEngine, tuple[PruneSession, ...]]:
+def _two_sessions_that_built(tmp_path: Path) -> tuple[FakeEngine, tuple[PruneSession, ...]]:
     """Two live sessions on one fake engine, each having built one image of label s=a."""
-    engine = GrowingEngine(Snapshot.of([]))
+    engine = FakeEngine(Snapshot.of([]))
     sessions = []
     for _ in range(2):
         session = PruneSession(
@@ -475,7 +456,7 @@ def test_whatever_the_registry_holds_the_own_prune_completes_and_takes_only_its_
         # Outside the session's filters, inside the planted records' (label=a), and within
         # their lifetime: only a record wrongly believed could make the session take it.
         old = Image("preexisting", labels={"a": "1", "s": "b"}, created_s=1, has_config=True)
-        engine = GrowingEngine(Snapshot.of([old]))
+        engine = FakeEngine(Snapshot.of([old]))
         session = PruneSession(
             parse_filters(["label=s=a", "dangling=false"]),
             scope="all",
@@ -526,7 +507,7 @@ def test_the_heartbeat_outlives_its_failures_and_says_so(
     monkeypatch.setattr(Registry, "beat", failing_beat)
     monkeypatch.setattr("pytest_imageprune.coordination.protocol.HEARTBEAT_NS", NANOS // 10)
     session = PruneSession(
-        parse_filters([]), lock_path=tmp_path / "l", engine=GrowingEngine(Snapshot.of([]))
+        parse_filters([]), lock_path=tmp_path / "l", engine=FakeEngine(Snapshot.of([]))
     )
     session.start()
     assert session.coordinator is not None

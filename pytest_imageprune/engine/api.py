@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pytest_imageprune.errors import ImagePruneError
 from pytest_imageprune.model.images import Snapshot
-
-if TYPE_CHECKING:
-    pass
-
 
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 
@@ -19,16 +15,50 @@ DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 Record = Mapping[str, str]
 
 
-class ImageGone(ImagePruneError, LookupError):
-    """The image or reference is no longer there (HTTP 404): someone else deleted it."""
+#: The kinds ``Objects`` lists and removes one by one (``kinds.table``'s names).
+ObjectKind = Literal["containers", "networks", "volumes"]
 
 
-class ImageConflict(ImagePruneError):
-    """The engine refused to delete (HTTP 409): the image is in use or has children."""
+class Gone(ImagePruneError, LookupError):
+    """The object or reference is no longer there (HTTP 404): someone else removed it."""
+
+
+class Conflict(ImagePruneError):
+    """The engine refused to remove it (HTTP 409; a network with active endpoints): it is
+    in use, or an image has children or several names.
+
+    ``in_use`` is decided here, at the boundary, from the engine's answer: whether a
+    container holds the object. Nobody else reads the words.
+    """
+
+    def __init__(self, message: str, *, in_use: bool = False) -> None:
+        super().__init__(message)
+        self.in_use = in_use
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_conflict, (str(self), self.in_use))
+
+
+def _conflict(message: str, in_use: bool) -> Conflict:
+    return Conflict(message, in_use=in_use)
 
 
 class EngineError(ImagePruneError):
-    """Any other error the engine answered with; the prune records it and goes on."""
+    """Any other error the engine answered with; the prune records it and goes on.
+
+    ``status`` is the HTTP status, when the engine answered with one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_engine_error, (str(self), self.status))
+
+
+def _engine_error(message: str, status: int | None) -> EngineError:
+    return EngineError(message, status=status)
 
 
 class Engine(Protocol):
@@ -49,6 +79,60 @@ class Engine(Protocol):
     def spawn(self, count: int) -> list[Engine]:
         """Engines that may each have a request in flight at once (at most ``count``)."""
         ...
+
+
+class Objects(Protocol):
+    """What pruning the other kinds needs of an engine (``kinds``): their lists as the
+    engine answers them, one container's inspect, removals one by one, the build cache's
+    prune, and a few facts. ``DockerEngine`` speaks it over HTTP; the tests fake it with
+    lists of objects. Errors: ``Gone``, ``Conflict``, ``EngineError``, ``EngineUnavailable``.
+    """
+
+    endpoint: str
+
+    @property
+    def podman(self) -> bool: ...
+
+    @property
+    def api_version(self) -> str:
+        """The engine's API version, "" when unknown."""
+        ...
+
+    @property
+    def version(self) -> str:
+        """The engine's own version, "" when unknown."""
+        ...
+
+    def objects(self, kind: ObjectKind) -> Sequence[Mapping[str, Any]]:
+        """Every object of ``kind`` as the engine lists it (containers stopped too)."""
+        ...
+
+    def disk_usage(self, what: str) -> Mapping[str, Any]:
+        """``GET /system/df`` for one kind (``build-cache``, ``volume``; the whole before
+        API 1.42)."""
+        ...
+
+    def container(self, container_id: str, *, size: bool = False) -> Mapping[str, Any]:
+        """One container's inspect; with ``size``, its ``SizeRw`` too."""
+        ...
+
+    def remove(self, kind: ObjectKind, target: str) -> None:
+        """Remove one container, network or volume by its ID or name. A network still in
+        use is a ``Conflict`` with ``in_use``, whatever status the engine answered with."""
+        ...
+
+    def prune_cache(self, ids: Sequence[str], *, all: bool) -> Mapping[str, Any]:
+        """``POST /build/prune`` limited to the records ``ids`` (alphanumeric): the answer
+        (``CachesDeleted``, ``SpaceReclaimed``)."""
+        ...
+
+
+def at_least(version: str, wanted: str) -> bool:
+    """Whether the dotted ``version`` is ``wanted`` or later; False when not a number."""
+    try:
+        return tuple(int(p) for p in version.split(".")) >= tuple(int(p) for p in wanted.split("."))
+    except ValueError:
+        return False
 
 
 def endpoint_from_env(environ: Mapping[str, str] | None = None) -> str:

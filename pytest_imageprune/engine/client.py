@@ -8,8 +8,18 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from pytest_imageprune.engine.api import (
+    DEFAULT_ENDPOINT,
+    Conflict,
+    Engine,
+    EngineError,
+    Gone,
+    ObjectKind,
+    Record,
+    at_least,
+)
 from pytest_imageprune.engine.store import (
     CLASSIC,
     CONTAINERD,
@@ -18,21 +28,15 @@ from pytest_imageprune.engine.store import (
     detect,
     is_podman,
 )
-from pytest_imageprune.errors import EngineNotConfigured, EngineUnavailable, ImagePruneError
+from pytest_imageprune.engine.transport import UnixHTTP, held, status_error, values
+from pytest_imageprune.errors import EngineNotConfigured, EngineUnavailable
 from pytest_imageprune.model.images import NANOS, Snapshot, full_id
 
 if TYPE_CHECKING:
     import docker
 
-    from pytest_imageprune.engine.transport import UnixConnection
-from pytest_imageprune.engine.api import (
-    DEFAULT_ENDPOINT,
-    Engine,
-    EngineError,
-    ImageConflict,
-    ImageGone,
-    Record,
-)
+#: What an image reference keeps unquoted in a URL.
+_REF = "/:@"
 
 
 class DockerEngine:
@@ -62,7 +66,9 @@ class DockerEngine:
         #: ``GET /version``'s answer, kept by ``store``.
         self._version: Mapping[str, Any] | None = None
         socket_path = _unix_socket(endpoint)
-        self._http = _UnixHTTP(endpoint, socket_path) if socket_path and client is None else None
+        self._http: UnixHTTP | None = None
+        if socket_path and client is None:
+            self._http = UnixHTTP(endpoint, socket_path)
 
     @classmethod
     def from_env(cls, timeout: float = 60.0) -> DockerEngine:
@@ -134,15 +140,12 @@ class DockerEngine:
                     self._http.close()  # the answer is never read: no stale one for later
                     raise
             images = self._http.receive("GET", "/images/json?all=1")
-            containers = self._http.call("GET", "/containers/json?all=1")
         else:
-            client = self.client
+            _ = self.client  # connected first: an engine out of reach runs nothing meanwhile
             if meanwhile is not None:
                 meanwhile()
-            with self._mapped():
-                images = client.images(all=True)
-                containers = client.containers(all=True)
-        snapshot = Snapshot.from_api(images, containers, taken_ns)
+            images = self.request("GET", "/images/json?all=1")
+        snapshot = Snapshot.from_api(images, self.objects("containers"), taken_ns)
         if snapshot.containers and self.store.kind == CONTAINERD:
             snapshot = self._created_with(snapshot)
         return snapshot
@@ -156,45 +159,73 @@ class DockerEngine:
                 containers.append(listed)
                 continue
             try:
-                config = self._inspect_container(listed.id).get("Config")
-            except ImageGone:  # removed meanwhile: it protects nothing any more
+                config = self.container(listed.id).get("Config")
+            except Gone:  # removed meanwhile: it protects nothing any more
                 continue
             image = config.get("Image") if isinstance(config, Mapping) else None
             containers.append(dataclasses.replace(listed, config_image=str(image or "")))
         return dataclasses.replace(snapshot, containers=tuple(containers))
 
     def inspect(self, image_id: str) -> Mapping[str, Any]:
-        if self._http is not None:
-            result: Mapping[str, Any] = self._http.call("GET", f"/images/{_quote(image_id)}/json")
-            return result
-        client = self.client
-        with self._mapped():
-            return cast("Mapping[str, Any]", client.inspect_image(image_id))  # type: ignore[no-untyped-call]
+        answer: Mapping[str, Any] = self.request("GET", f"/images/{_quote(image_id, _REF)}/json")
+        return answer
 
     def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
-        if self._http is not None:
-            answer: Sequence[Mapping[str, Any]] = self._http.call(
-                "GET", f"/images/{_quote(image_id)}/history"
-            )
-            return answer
-        client = self.client
-        with self._mapped():
-            return cast("Sequence[Mapping[str, Any]]", client.history(image_id))  # type: ignore[no-untyped-call]
+        answer: Sequence[Mapping[str, Any]] = self.request(
+            "GET", f"/images/{_quote(image_id, _REF)}/history"
+        )
+        return answer
 
     def delete(self, target: str) -> list[Record]:
         """``DELETE /images/{target}?force=0``: with the daemon's parent cascade on the classic
         store (``noprune=0``), without it on the containerd store, whose prune has none."""
         noprune = self.store.kind == CONTAINERD
-        if self._http is not None:
-            query = f"force=0&noprune={int(noprune)}"
-            records = self._http.call("DELETE", f"/images/{_quote(target)}?{query}")
-        else:
-            client = self.client
-            with self._mapped():
-                records = client.remove_image(target, force=False, noprune=noprune)
+        query = f"force=0&noprune={int(noprune)}"
+        records = self.request("DELETE", f"/images/{_quote(target, _REF)}?{query}")
         return [
             {"Deleted": full_id(r["Deleted"])} if "Deleted" in r else dict(r) for r in records or ()
         ]
+
+    # -- the other kinds (``api.Objects``) ------------------------------------------------
+    def objects(self, kind: ObjectKind) -> Sequence[Mapping[str, Any]]:
+        if kind == "volumes":
+            answer = self.request("GET", "/volumes") or {}
+            volumes: Sequence[Mapping[str, Any]] = answer.get("Volumes") or []
+            return volumes
+        path = "/containers/json?all=1" if kind == "containers" else f"/{kind}"
+        listed: Sequence[Mapping[str, Any]] = self.request("GET", path) or []
+        return listed
+
+    def disk_usage(self, what: str) -> Mapping[str, Any]:
+        query = f"?type={what}" if at_least(self.api_version, "1.42") else ""
+        answer = self.request("GET", f"/system/df{query}")
+        return answer if isinstance(answer, Mapping) else {}
+
+    def container(self, container_id: str, *, size: bool = False) -> Mapping[str, Any]:
+        query = "?size=1" if size else ""
+        answer: Mapping[str, Any] = self.request(
+            "GET", f"/containers/{_quote(container_id)}/json{query}"
+        )
+        return answer
+
+    def remove(self, kind: ObjectKind, target: str) -> None:
+        try:
+            self.request("DELETE", f"/{kind}/{_quote(target)}")
+        except EngineError as exc:
+            # A network with active endpoints: Docker answers 403, Podman 500.
+            if kind == "networks" and (exc.status == 403 or held(str(exc))):
+                raise Conflict(str(exc), in_use=True) from exc
+            raise
+
+    def prune_cache(self, ids: Sequence[str], *, all: bool) -> Mapping[str, Any]:
+        """One ``id`` filter, a regex anchored at both ends (the daemon reads ``id`` as an
+        unanchored regex, one value per key)."""
+        wanted = {"id": [f"^({'|'.join(ids)})$"]}
+        query = f"all={int(all)}&filters={_quote(json.dumps(wanted), '/')}"
+        answer = self.request("POST", f"/build/prune?{query}")
+        if not isinstance(answer, Mapping):
+            raise TypeError(f"POST /build/prune answered {answer!r}")
+        return answer
 
     @property
     def store(self) -> Store:
@@ -205,7 +236,7 @@ class DockerEngine:
                 self._version = version
                 info = None if is_podman(version) else self._get("/info")
                 self._info = info
-            except (EngineError, ImageGone, ImageConflict) as exc:
+            except (EngineError, Gone, Conflict) as exc:
                 self._store = Store(UNSUPPORTED, "", f"the engine did not describe itself: {exc}")
             else:
                 self._store = detect(version, info)
@@ -225,15 +256,8 @@ class DockerEngine:
         the engine keeps no such log (Podman answers, but with nothing to go by)."""
         if self.store.kind not in (CLASSIC, CONTAINERD):
             return None
-        if self._http is not None:
-            query = f"since={_seconds(since_ns)}&until={_seconds(until_ns)}"
-            answer = self._http.call("GET", f"/events?{query}", stream=True)
-        else:
-            client = self.client
-            with self._mapped():  # whole seconds, the window widened (timeNano tells)
-                answer = list(
-                    client.events(since=since_ns // NANOS, until=-(-until_ns // NANOS), decode=True)
-                )
+        query = f"since={_seconds(since_ns)}&until={_seconds(until_ns)}"
+        answer = self.request("GET", f"/events?{query}", stream=True)
         return [event for event in answer if isinstance(event, Mapping)]
 
     def started_ns(self) -> int | None:
@@ -250,19 +274,24 @@ class DockerEngine:
         """Whether delete answers name the layers released (Docker's classic store)."""
         return self.store.kind == CLASSIC
 
-    def request(self, method: str, path: str) -> Any:
-        """Any request (``path`` with its query, already quoted), the answer's JSON: for the
-        other kinds a session prunes (``kinds``). Errors as for images: 404 ``ImageGone``,
-        409 ``ImageConflict``, other statuses ``EngineError``."""
+    def request(self, method: str, path: str, *, stream: bool = False) -> Any:
+        """Any request (``path`` with its query, already quoted), the answer's JSON (with
+        ``stream``, the JSON values it holds one after another), on either transport.
+        Errors: 404 ``Gone``, 409 ``Conflict``, other statuses ``EngineError``."""
         if self._http is not None:
-            return self._http.call(method, path)
+            return self._http.call(method, path, stream=stream)
         client = self.client
         with self._mapped():
             url = f"{client.base_url}/v{client.api_version}{path}"
             response = client.request(method, url, timeout=client.timeout)
         if response.status_code >= 400:
-            raise _status_error(response.status_code, response.content)
-        return response.json() if response.content else None
+            raise status_error(response.status_code, response.content)
+        try:
+            if stream:
+                return values(response.content.decode())
+            return response.json() if response.content else None
+        except ValueError as exc:
+            raise EngineError(f"{response.status_code}: {method} {path}: not JSON: {exc}") from exc
 
     @property
     def api_version(self) -> str:
@@ -281,23 +310,8 @@ class DockerEngine:
         _ = self.store
         return self._version is not None and is_podman(self._version)
 
-    def _inspect_container(self, container_id: str) -> Mapping[str, Any]:
-        if self._http is not None:
-            answer: Mapping[str, Any] = self._http.call(
-                "GET", f"/containers/{_quote(container_id)}/json"
-            )
-            return answer
-        client = self.client
-        with self._mapped():
-            return cast("Mapping[str, Any]", client.inspect_container(container_id))
-
     def _get(self, path: str) -> Mapping[str, Any]:
-        if self._http is not None:
-            answer = self._http.call("GET", path)
-        else:
-            client = self.client
-            with self._mapped():
-                answer = client.version() if path == "/version" else client.info()
+        answer = self.request("GET", path)
         if not isinstance(answer, Mapping):
             raise EngineError(f"GET {path}: not an object")
         return answer
@@ -347,99 +361,12 @@ def _seconds(ns: int) -> str:
     return f"{ns // NANOS}.{ns % NANOS:09d}"
 
 
-def _quote(target: str) -> str:
+def _quote(part: str, safe: str = "") -> str:
+    """``part`` as it goes into a URL: the one quoting of the package (images keep the
+    ``/``, ``:`` and ``@`` of a reference; an object's ID or name keeps nothing)."""
     from urllib.parse import quote
 
-    return quote(target, safe="/:@")
-
-
-class _UnixHTTP:
-    """JSON over one kept-alive unix socket connection (``_http``); errors mapped once."""
-
-    def __init__(self, endpoint: str, path: str, timeout: float = 300.0) -> None:
-        self.endpoint = endpoint
-        self.path = path
-        self.timeout = timeout
-        self._made: UnixConnection | None = None
-
-    @property
-    def _conn(self) -> UnixConnection:
-        if self._made is None:
-            from pytest_imageprune.engine.transport import UnixConnection
-
-            self._made = UnixConnection(self.path, self.timeout)
-        return self._made
-
-    def call(self, method: str, url: str, *, stream: bool = False) -> Any:
-        """The answer's JSON; with ``stream``, the list of JSON values it holds one after
-        another (``/events``)."""
-        self.send(method, url)
-        return self.receive(method, url, stream=stream)
-
-    def send(self, method: str, url: str) -> None:
-        """Send a request whose answer ``receive`` reads, now or later."""
-        reused = self._conn.reused
-        try:
-            self._conn.request(method, url)
-        except OSError as exc:
-            if reused and method == "GET":  # an idle connection the engine closed: once more
-                return self.send(method, url)
-            raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
-        return None
-
-    def receive(self, method: str, url: str, *, stream: bool = False) -> Any:
-        from pytest_imageprune.engine.transport import Closed
-
-        reused = self._conn.reused
-        try:
-            response = self._conn.response(method)
-        except (Closed, ConnectionResetError) as exc:
-            # The engine closed an idle connection: ask again on a new one. Never a
-            # DELETE: it may have been carried out before the connection broke.
-            if reused and method == "GET":
-                return self.call(method, url, stream=stream)
-            raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
-        except OSError as exc:
-            raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
-        if response.status >= 400:
-            raise _status_error(response.status, response.body)
-        try:
-            if stream:
-                return _values(response.body.decode())
-            return json.loads(response.body) if response.body else None
-        except ValueError as exc:
-            raise EngineError(f"{response.status}: {method} {url}: not JSON: {exc}") from exc
-
-    def close(self) -> None:
-        if self._made is not None:
-            self._made.close()
-
-
-def _values(text: str) -> list[Any]:
-    """The JSON values of a stream, one after another (whitespace between them)."""
-    decoder = json.JSONDecoder()
-    values: list[Any] = []
-    at = 0
-    while True:
-        while at < len(text) and text[at].isspace():
-            at += 1
-        if at == len(text):
-            return values
-        value, at = decoder.raw_decode(text, at)
-        values.append(value)
-
-
-def _status_error(status: int, body: bytes) -> ImagePruneError:
-    """404 is gone, 409 a conflict, anything else an engine error: as for the SDK."""
-    try:
-        message = str(json.loads(body).get("message", ""))
-    except (ValueError, AttributeError):
-        message = body.decode(errors="replace").strip()
-    if status == 404:
-        return ImageGone(message)
-    if status == 409:
-        return ImageConflict(message)
-    return EngineError(f"{status}: {message}")
+    return quote(part, safe=safe)
 
 
 class _ErrorMapper:
@@ -460,10 +387,10 @@ class _ErrorMapper:
         import requests.exceptions
 
         if isinstance(exc, docker.errors.NotFound):
-            raise ImageGone(_explanation(exc)) from exc
+            raise Gone(_explanation(exc)) from exc
         if isinstance(exc, docker.errors.APIError):
             if exc.status_code == 409:
-                raise ImageConflict(_explanation(exc)) from exc
+                raise Conflict(_explanation(exc)) from exc
             raise EngineError(f"{exc.status_code}: {_explanation(exc)}") from exc
         unreachable = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
         if isinstance(exc, unreachable):

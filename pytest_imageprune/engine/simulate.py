@@ -12,7 +12,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_imageprune.engine.api import Engine, ImageConflict, ImageGone, Record
+from pytest_imageprune.engine.api import Conflict, Engine, Gone, Record
+from pytest_imageprune.engine.transport import held
 from pytest_imageprune.model.images import (
     NANOS,
     Image,
@@ -41,7 +42,7 @@ class SimulatedEngine:
 
     def inspect(self, image_id: str) -> Mapping[str, Any]:
         if image_id not in self.refs:
-            raise ImageGone(f"No such image: {image_id}")
+            raise Gone(f"No such image: {image_id}")
         image = self._snapshot.images[image_id]
         created_ns = image.created_s * NANOS if image.created_ns is None else image.created_ns
         secs, frac = divmod(created_ns, NANOS)
@@ -67,7 +68,7 @@ class SimulatedEngine:
         if is_single_reference(refs):
             conflict = self._conflict(image_id, references=False)
             if conflict:
-                raise ImageConflict(conflict)
+                raise _refused(conflict)
             records.extend({"Untagged": ref} for ref in refs)
             refs.clear()
         self._delete_image(image_id, records, quiet=False)
@@ -81,14 +82,14 @@ class SimulatedEngine:
         for image_id, refs in self.refs.items():
             if any(normalize_reference(ref) == wanted for ref in refs):
                 return image_id
-        raise ImageGone(f"No such image: {target}")
+        raise Gone(f"No such image: {target}")
 
     def _delete_reference(self, image_id: str, target: str, records: list[Record]) -> list[Record]:
         refs = self.refs[image_id]
         if is_single_reference(refs):
             user = next((c for c in self.containers if c.image_id == image_id), None)
             if user is not None:
-                raise ImageConflict(
+                raise _refused(
                     f'conflict: unable to remove repository reference "{target}" (must force)'
                     f" - container {user.id[:12]} is using its referenced image"
                     f" {_short(image_id)}"
@@ -116,7 +117,7 @@ class SimulatedEngine:
             if conflict:
                 if quiet:
                     return
-                raise ImageConflict(conflict)
+                raise _refused(conflict)
             records.extend({"Untagged": ref} for ref in self.refs.pop(image_id))
             records.append({"Deleted": image_id})
             parent = self.parent.pop(image_id)
@@ -144,6 +145,11 @@ class SimulatedEngine:
                 f" {stopped.id[:12]}"
             )
         return ""
+
+
+def _refused(message: str) -> Conflict:
+    """The daemon's 409, typed as the engine's boundary types it (``transport.held``)."""
+    return Conflict(message, in_use=held(message))
 
 
 def _short(image_id: str) -> str:
@@ -196,9 +202,9 @@ class SimulatedContainerdEngine(SimulatedEngine):
             image_id = digest if name else target
             refs = self.refs.get(image_id)
             if refs is None or (name and refs):
-                raise ImageGone(f"No such image: {target}")
+                raise Gone(f"No such image: {target}")
             if any(c.image_id == image_id for c in self.containers):
-                raise ImageConflict(
+                raise _refused(
                     f"conflict: unable to delete {_short(image_id)} (must be forced) - image is"
                     " being used by a container"
                 )
@@ -207,6 +213,6 @@ class SimulatedContainerdEngine(SimulatedEngine):
             return [*records, {"Deleted": image_id}]
         refs = self.refs.get(digest, [])
         if name not in refs:
-            raise ImageGone(f"No such image: {target}")
+            raise Gone(f"No such image: {target}")
         refs.remove(name)
         return [{"Untagged": name}]

@@ -5,15 +5,19 @@
 headers with ``email``'s parser. The engine's API asks for little: requests without a body,
 answers with a ``Content-Length``, a chunked body, or a body that ends with the connection.
 ``request`` and ``response`` are separate, so that a request can be sent early and its
-answer read later.
+answer read later. ``UnixHTTP`` reads the answers as JSON and maps the engine's errors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from pytest_imageprune.engine.api import Conflict, EngineError, Gone
+from pytest_imageprune.errors import EngineUnavailable, ImagePruneError
 
 #: A header line longer than this is not the engine talking.
 _MAX_LINE = 65536
@@ -159,3 +163,99 @@ def _chunked(file: BinaryIO) -> bytes:
         parts.append(_exactly(file, size))
         if file.readline(_MAX_LINE + 1) not in (b"\r\n", b"\n"):
             raise ProtocolError("a chunk does not end with CRLF")
+
+
+class UnixHTTP:
+    """JSON over one kept-alive unix socket connection (``DockerEngine._http``); errors
+    mapped once."""
+
+    def __init__(self, endpoint: str, path: str, timeout: float = 300.0) -> None:
+        self.endpoint = endpoint
+        self.path = path
+        self.timeout = timeout
+        self._made: UnixConnection | None = None
+
+    @property
+    def _conn(self) -> UnixConnection:
+        if self._made is None:
+            self._made = UnixConnection(self.path, self.timeout)
+        return self._made
+
+    def call(self, method: str, url: str, *, stream: bool = False) -> Any:
+        """The answer's JSON; with ``stream``, the list of JSON values it holds one after
+        another (``/events``)."""
+        self.send(method, url)
+        return self.receive(method, url, stream=stream)
+
+    def send(self, method: str, url: str) -> None:
+        """Send a request whose answer ``receive`` reads, now or later."""
+        reused = self._conn.reused
+        try:
+            self._conn.request(method, url)
+        except OSError as exc:
+            if reused and method == "GET":  # an idle connection the engine closed: once more
+                return self.send(method, url)
+            raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
+        return None
+
+    def receive(self, method: str, url: str, *, stream: bool = False) -> Any:
+        reused = self._conn.reused
+        try:
+            response = self._conn.response(method)
+        except (Closed, ConnectionResetError) as exc:
+            # The engine closed an idle connection: ask again on a new one. Never a
+            # DELETE: it may have been carried out before the connection broke.
+            if reused and method == "GET":
+                return self.call(method, url, stream=stream)
+            raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
+        except OSError as exc:
+            raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
+        if response.status >= 400:
+            raise status_error(response.status, response.body)
+        try:
+            if stream:
+                return values(response.body.decode())
+            return json.loads(response.body) if response.body else None
+        except ValueError as exc:
+            raise EngineError(f"{response.status}: {method} {url}: not JSON: {exc}") from exc
+
+    def close(self) -> None:
+        if self._made is not None:
+            self._made.close()
+
+
+def values(text: str) -> list[Any]:
+    """The JSON values of a stream, one after another (whitespace between them)."""
+    decoder = json.JSONDecoder()
+    values: list[Any] = []
+    at = 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            return values
+        value, at = decoder.raw_decode(text, at)
+        values.append(value)
+
+
+def status_error(status: int, body: bytes) -> ImagePruneError:
+    """404 is gone, 409 a conflict (held by a container, or not: its words tell), anything
+    else an engine error with its status: for both transports."""
+    try:
+        message = str(json.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        message = body.decode(errors="replace").strip()
+    if status == 404:
+        return Gone(message)
+    if status == 409:
+        return Conflict(message, in_use=held(message))
+    return EngineError(f"{status}: {message}", status=status)
+
+
+def held(message: str) -> bool:
+    """Whether the engine's refusal says a container holds the object: "being used by
+    stopped container ...", "container ... is using its referenced image", a network's
+    "active endpoints", a volume "in use"."""
+    return "container" in message or any(
+        words in message for words in ("active endpoints", "in use", "being used")
+    )

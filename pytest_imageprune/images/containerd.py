@@ -32,6 +32,7 @@ from pytest_imageprune.images.select import (
     Selection,
 )
 from pytest_imageprune.model.images import Baseline, Image, Snapshot, normalize_reference
+from pytest_imageprune.model.outcome import Kept
 
 if TYPE_CHECKING:
     from pytest_imageprune.model.filters import Filters
@@ -218,10 +219,10 @@ def _protect(snapshot: Snapshot, chosen: list[_Record], kept: dict[str, str]) ->
     return left
 
 
-def in_use(snapshot: Snapshot, image_id: str) -> str:
+def in_use(snapshot: Snapshot, image_id: str) -> Kept:
     """Why a target stays for a container, naming the container as the daemon would."""
     users = snapshot.users(image_id)
-    return f"{KEPT_IN_USE} {users[0].id[:12]}" if users else KEPT_IN_USE
+    return Kept(f"{KEPT_IN_USE} {users[0].id[:12]}" if users else KEPT_IN_USE, busy=True)
 
 
 def used_digests(snapshot: Snapshot) -> set[str]:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pytest_imageprune.engine.api import Engine, EngineError, ImageGone, Record
+from pytest_imageprune.engine.api import Engine, EngineError, Gone, Record
 from pytest_imageprune.images.delete import chain_ids
 from pytest_imageprune.model.images import Snapshot
 
@@ -60,7 +60,7 @@ class ContainerdSpace:
             sizes = None
             if image_id in self.deleting:
                 sizes = snapshot_sizes(engine.history(image_id) or (), len(layers))
-        except (ImageGone, EngineError, AttributeError, TypeError, ValueError):
+        except (Gone, EngineError, AttributeError, TypeError, ValueError):
             return  # gone meanwhile, refused or malformed: it holds nothing we can see
         chain = tuple(chain_ids(layers))
         with self._lock:

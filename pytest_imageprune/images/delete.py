@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
 
-from pytest_imageprune.engine.api import Engine, EngineError, ImageConflict, ImageGone, Record
+from pytest_imageprune.engine.api import Conflict, Engine, EngineError, Gone, Record
 from pytest_imageprune.errors import EngineUnavailable
 from pytest_imageprune.model.images import Snapshot
 from pytest_imageprune.model.outcome import Status
@@ -139,7 +139,7 @@ def delete_candidates(
 def _lists_layers(engine: Engine) -> bool:
     try:
         return bool(getattr(engine, "lists_layers", True))
-    except (EngineError, ImageGone, ImageConflict, ValueError):
+    except (EngineError, Gone, Conflict, ValueError):
         return True
 
 
@@ -252,11 +252,11 @@ class _Run:
                 return
             try:
                 records = engine.delete(target)
-            except ImageGone:
+            except Gone:
                 continue  # already gone, or a digest reference its tag took along
-            except ImageConflict as exc:
+            except Conflict as exc:
                 reference = None if target == image.id else target
-                outcome.skipped.append(Skipped(image.id, str(exc), reference))
+                outcome.skipped.append(Skipped(image.id, str(exc), reference, in_use=exc.in_use))
                 continue
             except EngineError as exc:
                 outcome.errors.append({"Id": image.id, "Reference": target, "error": str(exc)})
@@ -392,7 +392,7 @@ def read_layers(engine: Engine, image_id: str, size: int) -> dict[str, int] | No
         inspect = engine.inspect(image_id)
         layers = inspect.get("RootFS", {}).get("Layers") or []
         sizes = layer_sizes(engine, image_id, layers, size)
-    except (ImageGone, EngineError):
+    except (Gone, EngineError):
         return None  # gone meanwhile, or refused: the deletion meets it too, and reports it
     return dict(zip(chain_ids(layers), sizes, strict=True))
 

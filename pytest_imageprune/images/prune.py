@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from pytest_imageprune.engine.api import Engine, ImageGone
+from pytest_imageprune.engine.api import Engine, Gone
 from pytest_imageprune.engine.client import DockerEngine
 from pytest_imageprune.engine.simulate import SimulatedContainerdEngine, SimulatedEngine
 from pytest_imageprune.engine.store import CONTAINERD, store_of
@@ -26,7 +26,7 @@ from pytest_imageprune.images.delete import DEFAULT_CONCURRENCY, Progress, delet
 from pytest_imageprune.images.select import KeepRule, Selection, refine, select
 from pytest_imageprune.model.filters import Filters, parse_filters, parse_rfc3339_nano
 from pytest_imageprune.model.images import Baseline, Snapshot
-from pytest_imageprune.model.outcome import Status
+from pytest_imageprune.model.outcome import Kept, Status
 from pytest_imageprune.model.report import PruneReport, Skipped
 
 
@@ -183,8 +183,8 @@ def _prune(
 def _in_use_is_skipped(report: PruneReport) -> None:
     """On the containerd store containers protect images when the prune selects (R23):
     report those as the classic store's conflicts are, skipped in use."""
-    in_use = {i: why for i, why in report.kept.items() if why.startswith(containerd.KEPT_IN_USE)}
-    report.skipped.extend(Skipped(i, why) for i, why in in_use.items())
+    in_use = {i: why for i, why in report.kept.items() if isinstance(why, Kept) and why.busy}
+    report.skipped.extend(Skipped(i, why, in_use=True) for i, why in in_use.items())
     report.kept = {i: why for i, why in report.kept.items() if i not in in_use}
 
 
@@ -213,7 +213,7 @@ def _settle(
     for image_id in selection.undecided:
         try:
             data = engine.inspect(image_id)
-        except ImageGone:
+        except Gone:
             del images[image_id]  # deleted meanwhile by someone else
             continue
         images[image_id] = refine(

@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
-from urllib.parse import quote
 
-from pytest_imageprune.model.gotime import NANOS
-
-if TYPE_CHECKING:
-    from pytest_imageprune.engine.client import DockerEngine
+from pytest_imageprune.engine.api import (
+    Conflict,
+    EngineError,
+    Gone,
+    ObjectKind,
+    Objects,
+    at_least,
+)
+from pytest_imageprune.errors import EngineUnavailable
 from pytest_imageprune.kinds.filters import KindFilters
 from pytest_imageprune.kinds.report import KindReport
 from pytest_imageprune.kinds.select import Live, select
 from pytest_imageprune.kinds.table import BUILD_CACHE, CONTAINERS, NETWORKS, VOLUMES
-from pytest_imageprune.kinds.things import Thing, _at_least, _disk_usage, _instant, listing
+from pytest_imageprune.kinds.things import Thing, _instant, listing
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.outcome import Status
 
-#: Record IDs per ``POST /build/prune`` (one ``id`` regex each, so the URL stays short).
+#: Record IDs per build-cache prune (one ``id`` regex each, so the URL stays short).
 CACHE_BATCH = 100
 
 
 def prune_kind(
-    engine: DockerEngine,
+    engine: Objects,
     filters: KindFilters,
     *,
     baseline: frozenset[str] | None,
@@ -39,9 +43,6 @@ def prune_kind(
     ``live`` is asked after the listing: a session that made an object listed here wrote
     its record before it could make anything, so the registry read then shows it.
     """
-    from pytest_imageprune.engine.api import EngineError, ImageConflict, ImageGone
-    from pytest_imageprune.errors import EngineUnavailable
-
     report = KindReport(filters.kind, filters, dry_run=dry_run)
     began = time.monotonic()
     try:
@@ -54,22 +55,22 @@ def prune_kind(
             ended_ns=ended_ns,
         )
     except EngineUnavailable as exc:
-        report.status = "engine-lost"
+        report.status = Status.ENGINE_LOST
         report.errors.append({"error": str(exc)})
     except KeyboardInterrupt:
-        report.status = "cancelled"
-    except (EngineError, ImageGone, ImageConflict, ValueError, LookupError, TypeError) as exc:
-        report.status = "failed"  # an odd answer: this kind stops, the others go on
+        report.status = Status.CANCELLED
+    except (EngineError, Gone, Conflict, ValueError, LookupError, TypeError) as exc:
+        report.status = Status.FAILED  # an odd answer: this kind stops, the others go on
         report.errors.append({"error": f"{type(exc).__name__}: {exc}"})
     except AttributeError as exc:
-        report.status = "failed"
+        report.status = Status.FAILED
         report.errors.append({"error": f"an answer of an unexpected shape: {exc}"})
     report.duration_s = time.monotonic() - began
     return report
 
 
 def _prune(
-    engine: DockerEngine,
+    engine: Objects,
     report: KindReport,
     *,
     baseline: frozenset[str] | None,
@@ -80,13 +81,13 @@ def _prune(
     filters, kind = report.filters, report.kind
     podman = engine.podman
     if kind == BUILD_CACHE and podman:
-        report.status = "not-supported"
+        report.status = Status.NOT_SUPPORTED
         report.errors.append({"error": "Podman keeps no build cache of BuildKit's to prune"})
         return
     api = engine.api_version
-    modern = not podman and _at_least(api, "1.42")
+    modern = not podman and at_least(api, "1.42")
     if kind == VOLUMES and filters.all is not None and not modern:  # as the engine would
-        report.status = "not-supported"
+        report.status = Status.NOT_SUPPORTED
         what = "Podman" if podman else f"Docker's API {api}"
         report.errors.append(
             {"error": f"{what} has no all filter for volumes (API 1.42 and later): nothing deleted"}
@@ -96,15 +97,15 @@ def _prune(
         kind == VOLUMES
         and podman
         and "label!" in filters.raw
-        and not _at_least(engine.version.split("-")[0], "5")
+        and not at_least(engine.version.split("-")[0], "5")
     ):  # as the engine would: Podman 4 refuses it for volumes
-        report.status = "not-supported"
+        report.status = Status.NOT_SUPPORTED
         report.errors.append(
             {"error": f"Podman {engine.version} has no label! filter for volumes: nothing deleted"}
         )
         return
     if kind == VOLUMES and baseline is None:
-        report.status = "no-baseline"
+        report.status = Status.NO_BASELINE
         report.errors.append({"error": "no baseline: a volume is data, none is deleted"})
         return
     things = listing(engine, kind)
@@ -131,41 +132,37 @@ def _prune(
         _delete_each(engine, kind, candidates, report, podman=podman)
 
 
-def _precise(engine: DockerEngine, thing: Thing, until: int) -> Thing:
+def _precise(engine: Objects, thing: Thing, until: int) -> Thing:
     """A container listed in whole seconds whose second holds ``until``: its ``Created`` to
     the nanosecond (inspect), as the daemon compares it."""
-    from pytest_imageprune.engine.api import ImageGone
-
     if thing.created_ns is None or not thing.created_ns <= until < thing.created_ns + NANOS:
         return thing
     try:
-        inspect = engine.request("GET", f"/containers/{quote(thing.id, safe='')}/json")
-    except ImageGone:
+        inspect = engine.container(thing.id)
+    except Gone:
         return thing
     created = _instant(inspect.get("Created") if isinstance(inspect, Mapping) else None)
     return replace(thing, created_ns=created if created is not None else thing.created_ns)
 
 
 def _delete_each(
-    engine: DockerEngine,
+    engine: Objects,
     kind: str,
     candidates: Sequence[Thing],
     report: KindReport,
     *,
     podman: bool = False,
 ) -> None:
-    from pytest_imageprune.engine.api import EngineError, ImageConflict, ImageGone
-
     sizes = _volume_sizes(engine) if kind == VOLUMES and candidates else {}
     for thing in candidates:
         size = 0
         if kind == CONTAINERS:
             try:
-                inspect = engine.request("GET", f"/containers/{quote(thing.id)}/json?size=1")
+                inspect = engine.container(thing.id, size=True)
                 size = int(inspect.get("SizeRw") or 0)
-            except ImageGone:
+            except Gone:
                 continue  # removed meanwhile
-            except (EngineError, ImageConflict, ValueError, AttributeError):
+            except (EngineError, Conflict, ValueError, AttributeError):
                 size = 0  # the daemon's prune counts nothing then either
         elif kind == VOLUMES:
             size = sizes.get(thing.id, 0)
@@ -173,36 +170,35 @@ def _delete_each(
             report.deleted.append(thing.name)
             report.space_reclaimed += max(size, 0)
             continue
-        path = {CONTAINERS: "/containers/", NETWORKS: "/networks/", VOLUMES: "/volumes/"}[kind]
+        removable = _REMOVABLE[kind]
         # Podman checks a network's users by its name only: by ID it removes one in use.
         target = thing.name if kind == NETWORKS and podman else thing.id
         try:
-            engine.request("DELETE", path + quote(target, safe=""))
-        except ImageGone:
+            engine.remove(removable, target)
+        except Gone:
             continue  # someone else removed it first
-        except ImageConflict as exc:
+        except Conflict as exc:  # running, in use (a network's 403 or 500 too)
             report.skipped.append({"Id": thing.id, "reason": str(exc)})
             continue
         except EngineError as exc:
-            if kind == NETWORKS and _in_use(str(exc)):  # Docker: 403, Podman: 500
-                report.skipped.append({"Id": thing.id, "reason": str(exc)})
-            else:
-                report.errors.append({"Id": thing.id, "error": str(exc)})
+            report.errors.append({"Id": thing.id, "error": str(exc)})
             continue
         report.deleted.append(thing.name)
         report.space_reclaimed += max(size, 0)
 
 
-def _in_use(message: str) -> bool:
-    return message.startswith("403:") or any(
-        words in message for words in ("active endpoints", "in use", "being used")
-    )
+#: The kinds removed one by one, as the engine names them.
+_REMOVABLE: dict[str, ObjectKind] = {
+    CONTAINERS: "containers",
+    NETWORKS: "networks",
+    VOLUMES: "volumes",
+}
 
 
-def _volume_sizes(engine: DockerEngine) -> dict[str, int]:
-    """Each local volume's size on disk, as ``GET /system/df`` measures it (-1 unknown)."""
+def _volume_sizes(engine: Objects) -> dict[str, int]:
+    """Each local volume's size on disk, as the engine's disk usage measures it (-1 unknown)."""
     try:
-        volumes = _disk_usage(engine, "volume").get("Volumes") or []
+        volumes = engine.disk_usage("volume").get("Volumes") or []
     except Exception:  # a size, never a failure
         return {}
     sizes = {}
@@ -213,10 +209,9 @@ def _volume_sizes(engine: DockerEngine) -> dict[str, int]:
 
 
 def _prune_cache(
-    engine: DockerEngine, filters: KindFilters, candidates: Sequence[Thing], report: KindReport
+    engine: Objects, filters: KindFilters, candidates: Sequence[Thing], report: KindReport
 ) -> None:
-    """``POST /build/prune`` limited to the candidates: one ``id`` filter, a regex anchored
-    at both ends (the daemon reads ``id`` as an unanchored regex, one value per key)."""
+    """The engine's build-cache prune limited to the candidates, by their IDs."""
     if report.dry_run:
         report.deleted = [t.id for t in candidates]
         report.space_reclaimed = sum(t.size for t in candidates)
@@ -226,11 +221,6 @@ def _prune_cache(
     # holds spaces, cannot pass its filter syntax).
     ids = [t.id for t in candidates if t.id.isalnum()]  # BuildKit's IDs: never a regex
     for start in range(0, len(ids), CACHE_BATCH):
-        batch = ids[start : start + CACHE_BATCH]
-        wanted = {"id": [f"^({'|'.join(batch)})$"]}
-        query = f"all={int(bool(filters.all))}&filters={quote(json.dumps(wanted))}"
-        answer = engine.request("POST", f"/build/prune?{query}")
-        if not isinstance(answer, Mapping):
-            raise TypeError(f"POST /build/prune answered {answer!r}")
+        answer = engine.prune_cache(ids[start : start + CACHE_BATCH], all=bool(filters.all))
         report.deleted.extend(str(i) for i in answer.get("CachesDeleted") or [])
         report.space_reclaimed += int(answer.get("SpaceReclaimed") or 0)

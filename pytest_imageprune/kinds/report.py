@@ -7,7 +7,7 @@ from typing import Any
 
 from pytest_imageprune.kinds.filters import KindFilters
 from pytest_imageprune.kinds.table import KINDS, Kind
-from pytest_imageprune.model.outcome import is_busy
+from pytest_imageprune.model.outcome import Status, is_busy
 
 
 @dataclass
@@ -17,7 +17,7 @@ class KindReport:
     kind: str
     filters: KindFilters
     dry_run: bool = False
-    status: str = "completed"
+    status: str = Status.COMPLETED
     deleted: list[str] = field(default_factory=list)
     space_reclaimed: int = 0
     #: Candidates the engine refused, with why (running, in use).
@@ -66,6 +66,6 @@ class KindReport:
             size = human_size(self.space_reclaimed)
             parts.append(f"{'would reclaim' if would else 'reclaimed'} {size}")
         line = ", ".join(parts)
-        if self.status != "completed":
+        if self.status != Status.COMPLETED:
             line += f" [{self.status}]"
         return line

@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_imageprune.errors import FilterError
-from pytest_imageprune.model.filters import (
-    parse_rfc3339_nano,
-)
+from pytest_imageprune.kinds.table import CONTAINERS, NETWORKS, VOLUMES
+from pytest_imageprune.model.filters import parse_rfc3339_nano
 from pytest_imageprune.model.gotime import NANOS
 
 if TYPE_CHECKING:
-    from pytest_imageprune.engine.client import DockerEngine
-from pytest_imageprune.kinds.table import CONTAINERS, NETWORKS, VOLUMES
+    from pytest_imageprune.engine.api import Objects
 
 #: Networks no prune removes (``network.IsPredefined``; Podman's default network).
 PREDEFINED_NETWORKS = frozenset({"bridge", "host", "none", "default", "podman"})
@@ -52,48 +50,32 @@ class Thing:
     size: int = 0
 
 
-def listing(engine: DockerEngine, kind: str) -> list[Thing]:
+def listing(engine: Objects, kind: str) -> list[Thing]:
     """Every object of ``kind`` on the engine."""
     if kind == CONTAINERS:
-        items = engine.request("GET", "/containers/json?all=1") or []
-        return [_container(item) for item in items]
+        return [_container(item) for item in engine.objects("containers")]
     if kind == NETWORKS:
-        items = engine.request("GET", "/networks") or []
+        items = engine.objects("networks")
         named: set[str] = set()
         if engine.podman:  # Podman's prune keeps a network any container names, stopped too
-            for container in engine.request("GET", "/containers/json?all=1") or []:
+            for container in engine.objects("containers"):
                 named |= set((container.get("NetworkSettings") or {}).get("Networks") or ())
         return [_network(item, named) for item in items]
     if kind == VOLUMES:
-        answer = engine.request("GET", "/volumes") or {}
+        volumes = engine.objects("volumes")
         used = _used_volumes(engine)
-        return [_volume(item, used) for item in answer.get("Volumes") or []]
-    return [_record(item) for item in _disk_usage(engine, "build-cache").get("BuildCache") or []]
+        return [_volume(item, used) for item in volumes]
+    return [_record(item) for item in engine.disk_usage("build-cache").get("BuildCache") or []]
 
 
-def present_ids(engine: DockerEngine, kind: str) -> frozenset[str]:
+def present_ids(engine: Objects, kind: str) -> frozenset[str]:
     """The IDs of ``kind`` on the engine (a volume's name), in as few requests as can be."""
     if kind == NETWORKS:
-        items = engine.request("GET", "/networks") or []
+        items = engine.objects("networks")
         return frozenset(str(i.get("Id") or i.get("ID") or i.get("Name")) for i in items)
     if kind == VOLUMES:
-        answer = engine.request("GET", "/volumes") or {}
-        return frozenset(str(v["Name"]) for v in answer.get("Volumes") or [])
+        return frozenset(str(v["Name"]) for v in engine.objects("volumes"))
     return frozenset(t.id for t in listing(engine, kind))
-
-
-def _disk_usage(engine: DockerEngine, what: str) -> Mapping[str, Any]:
-    """``GET /system/df`` for one kind (API 1.42 and later; before, the whole)."""
-    query = f"?type={what}" if _at_least(engine.api_version, "1.42") else ""
-    answer = engine.request("GET", f"/system/df{query}")
-    return answer if isinstance(answer, Mapping) else {}
-
-
-def _at_least(version: str, wanted: str) -> bool:
-    try:
-        return tuple(int(p) for p in version.split(".")) >= tuple(int(p) for p in wanted.split("."))
-    except ValueError:
-        return False
 
 
 def _container(item: Mapping[str, Any]) -> Thing:
@@ -149,10 +131,10 @@ def _volume(item: Mapping[str, Any], used: set[str]) -> Thing:
     )
 
 
-def _used_volumes(engine: DockerEngine) -> set[str]:
+def _used_volumes(engine: Objects) -> set[str]:
     """The volumes some container (stopped ones too) mounts."""
     used: set[str] = set()
-    for container in engine.request("GET", "/containers/json?all=1") or []:
+    for container in engine.objects("containers"):
         for mount in container.get("Mounts") or []:
             if mount.get("Type") == "volume" and mount.get("Name"):
                 used.add(str(mount["Name"]))

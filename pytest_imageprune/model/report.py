@@ -23,10 +23,9 @@ class Skipped:
     image: str
     reason: str
     reference: str | None = None
-
-    @property
-    def in_use(self) -> bool:
-        return "container" in self.reason
+    #: A container holds it (the engine's conflict says so): skipped in use, not for
+    #: its children or its other names.
+    in_use: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"Id": self.image, "reason": self.reason}
