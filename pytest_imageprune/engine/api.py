@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from pytest_imageprune.errors import ImagePruneError
 from pytest_imageprune.model.images import Snapshot
@@ -125,6 +125,12 @@ class Objects(Protocol):
         """``POST /build/prune`` limited to the records ``ids`` (alphanumeric): the answer
         (``CachesDeleted``, ``SpaceReclaimed``)."""
         ...
+
+
+def objects_of(engine: object) -> Objects | None:
+    """``engine`` as ``Objects`` when it answers for the other kinds (the dry run's
+    ``SimulatedEngine`` does not); asked of its class, so no property sends a request."""
+    return cast("Objects", engine) if callable(getattr(type(engine), "objects", None)) else None
 
 
 def at_least(version: str, wanted: str) -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pytest_imageprune.coordination.evidence import Arrival, within_lifetime
-from pytest_imageprune.engine.client import DockerEngine
+from pytest_imageprune.engine.api import objects_of
 from pytest_imageprune.errors import EngineUnavailable
 from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.kinds.filters import KindFilters
@@ -201,8 +201,8 @@ class Pipeline:
         """Prune each of ``names`` that ``target`` enables, among the objects absent from
         its lists at start, keeping what a live session may have made. Its own prune says
         each at once; a sweep's are said with the rest of it."""
-        engine = self.engine
-        if not target.kinds or not isinstance(engine, DockerEngine):
+        engine = objects_of(self.engine)
+        if not target.kinds or engine is None:
             return []
         own = target.record is None
         reports: list[KindReport] = []

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_imageprune.engine.api import endpoint_from_env
+from pytest_imageprune.engine.api import endpoint_from_env, objects_of
 from pytest_imageprune.engine.client import DockerEngine
 from pytest_imageprune.errors import EngineUnavailable
 from pytest_imageprune.model.images import Baseline
@@ -171,19 +171,20 @@ class Start:
         from pytest_imageprune.kinds.things import present_ids
 
         present = {CONTAINERS: frozenset(c.id for c in snapshot.containers)}
-        if not isinstance(engine, DockerEngine):
+        objects = objects_of(engine)
+        if objects is None:
             return present
         wanted = [NETWORKS, VOLUMES]
-        if BUILD_CACHE in self.kinds and not engine.podman:
+        if BUILD_CACHE in self.kinds and not objects.podman:
             wanted.append(BUILD_CACHE)
         for kind in wanted:
             try:
-                present[kind] = present_ids(engine, kind)
+                present[kind] = present_ids(objects, kind)
             except Exception as exc:  # that kind alone: not pruned, and all of it kept for us
                 self.unlisted.append((kind, exc))
         if self.kinds:  # listed again after the others: one made meanwhile is in either
             with contextlib.suppress(Exception):
-                present[CONTAINERS] |= present_ids(engine, CONTAINERS)
+                present[CONTAINERS] |= present_ids(objects, CONTAINERS)
         return present
 
     def _read_ahead(self, snapshot: Snapshot) -> None:
