@@ -1,10 +1,11 @@
-"""The session registry without an engine: records, liveness, and the group rule.
+"""Sessions on one engine, through the real ``PruneSession``: the group rule.
 
-A hypothesis state machine checks the protocol (``coordination``) through the
-``Coordinator``'s interface: many sessions on one fake engine (the dry run's replay of the
-daemon) and a real registry folder start, build, finish, die and hand work over in any
-order while bad files land in the registry; nothing from before them and nothing a live
-session may have produced is ever deleted, and the last one out leaves nothing.
+A hypothesis state machine drives real sessions (``session.lifecycle.PruneSession``, their
+own prune and their sweeps through the one pipeline, with the protocol's
+``coordination.protocol.Coordinator``) on the tests' fake engine and a real registry
+folder: sessions start, build images, networks and volumes, finish, die and hand work over
+in any order while bad files land in the registry; nothing from before them and nothing a
+live session may have produced is ever deleted, and the last one out leaves nothing.
 """
 
 from __future__ import annotations
@@ -31,127 +32,147 @@ from hypothesis.stateful import (
     rule,
 )
 
-from pytest_imageprune.coordination.boundary import Boundary
-from pytest_imageprune.coordination.evidence import (
-    Arrival,
-    within_lifetime,
-)
-from pytest_imageprune.coordination.place import Place, PruneLock
+from pytest_imageprune.coordination.place import PruneLock
 from pytest_imageprune.coordination.protocol import Coordinator
 from pytest_imageprune.coordination.records import (
-    BadRecord,
     SessionRecord,
 )
 from pytest_imageprune.coordination.registry import Registry
-from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.images.select import KeepRule
-from pytest_imageprune.model.filters import Filters, parse_filters
-from pytest_imageprune.model.images import NANOS, Baseline, Image, Snapshot
-from pytest_imageprune.model.outcome import is_live
-from pytest_imageprune.model.report import PruneReport
+from pytest_imageprune.kinds.filters import parse_kind_filters
+from pytest_imageprune.model.filters import parse_filters
+from pytest_imageprune.model.images import NANOS, Image, Snapshot
 from pytest_imageprune.session.lifecycle import PruneSession
 from pytest_imageprune.session.sweep import Sweeper
 from tests.fakes import FakeEngine
 from tests.test_records import BAD_RECORDS, _valid_json
 from tests.test_registry import _plant
 
-
 # -- the group rule, as a state machine ------------------------------------------------------
-def _done(report: PruneReport) -> bool:
-    """As PruneSession judges: the prune ran to the end and kept nothing for a live session."""
-    return report.status == "completed" and not any(is_live(why) for why in report.kept.values())
+#: The other kinds the model's sessions prune beside their images.
+KINDS = ("networks", "volumes")
+
+
+def _stamp(ns: int) -> str:
+    """``ns`` as the engine writes a time (RFC 3339, to the nanosecond)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // NANOS)) + f".{ns % NANOS:09d}Z"
+
+
+def _network(name: str, label: str, made_ns: int) -> dict[str, Any]:
+    labels = {"s": label}
+    return {
+        "Name": name,
+        "Id": name,
+        "Created": _stamp(made_ns),
+        "Labels": labels,
+        "Scope": "local",
+    }
+
+
+def _volume(name: str, label: str, made_ns: int) -> dict[str, Any]:
+    labels = {"s": label, "com.docker.volume.anonymous": ""}
+    return {"Name": name, "CreatedAt": _stamp(made_ns), "Labels": labels, "Driver": "local"}
 
 
 class Member:
-    """One session of the model: its ``Coordinator``, and the engine's work that
-    ``PruneSession`` does around it (its own prune, a sweep), step by step as it does."""
+    """One session of the model: a real ``PruneSession`` on the fake engine, pruning its
+    images and its networks and volumes. ``finish(meanwhile)`` is its real end, with
+    ``meanwhile(step)`` called at the steps where another session may finish while this
+    one holds the lock: "holding" (the lock just taken), "pruned" (its own record
+    settled), "sweeping" (before each owed record is swept)."""
 
     def __init__(self, engine: FakeEngine, root: Path, label: str) -> None:
-        self.engine = engine
         self.label = label
-        self.filters = parse_filters([f"label=s={label}"])
-        baseline = Baseline.of(engine.snapshot())
-        self.record = SessionRecord.new(
-            baseline, self.filters.to_docker(), "session", time.time_ns()
+        filters = [f"label=s={label}"]
+        self.session = PruneSession(
+            parse_filters(filters),
+            lock_path=root / "prune.lock",
+            engine=engine,
+            kinds={kind: parse_kind_filters(kind, filters) for kind in KINDS},
         )
-        self.bad: list[BadRecord] = []
-        place = Place(root / "prune.lock", Boundary())
-        self.coordinator = Coordinator(place, on_bad=self.bad.extend)
-        self.coordinator.open()
-        self.coordinator.join(self.record)
+        self.session.start()
+        assert self.session.coordinator is not None, self.session.lines
 
     def finish(self, meanwhile: Callable[[str], None] | None = None) -> str:
-        """The session's end; ``meanwhile(step)`` runs at each step while the lock is held
-        ("holding", "pruned", "sweeping"): another session may finish there."""
-        step = meanwhile or (lambda step: None)
-        c = self.coordinator
-        c.stop_heartbeat()
-        c.finishing()
-        if not c.take_lock():
-            c.settle_own(done=False, end_ns=time.time_ns(), present=self._present())
-            c.close()
+        """The session's end: "completed", or "locked" when another held the lock."""
+        coordinator = self.session.coordinator
+        assert coordinator is not None
+        if meanwhile is not None:
+            _at_each_step(coordinator, meanwhile)
+        self.session.finish()
+        report = self.session.report
+        assert report is not None, self.session.lines
+        if report.status == "locked":
             return "locked"
-        try:
-            step("holding")
-            report = prune_images(
-                self.filters, engine=self.engine, baseline=self.record.baseline, keep=c.protection()
-            )
-            present = frozenset((*report.candidates, *report.kept))
-            c.settle_own(done=_done(report), end_ns=time.time_ns(), present=present)
-            step("pruned")
-            if report.status == "completed":
-
-                def sweep(record: SessionRecord, keep: KeepRule, state: str) -> bool:
-                    step("sweeping")
-                    return self._sweep(record, keep, state)
-
-                c.sweep_owed(sweep)
-        finally:
-            c.release_lock()
-        c.hand_over(self._sweep)
-        c.close()
+        assert report.status == "completed", self.session.lines
+        assert all(k.status == "completed" for k in self.session.kind_reports), self.session.lines
         return "completed"
 
     def die(self) -> None:
         """SIGKILL: the session's locks go, its record stays."""
-        self.coordinator.stop_heartbeat()
-        self.coordinator.close()
+        coordinator = self.session.coordinator
+        assert coordinator is not None
+        coordinator.stop_heartbeat()
+        coordinator.close()
 
-    def _sweep(self, record: SessionRecord, keep: KeepRule, state: str) -> bool:
-        snapshot = self.engine.snapshot()
-        arrival = Arrival(self.engine.inspect, snapshot, getattr(self.engine, "events", None))
-        report = prune_images(
-            Filters.from_mapping(record.filters),
-            engine=self.engine,
-            baseline=record.baseline if record.scope == "session" else None,
-            keep=within_lifetime(record, keep, arrival),
-            snapshot=snapshot,
-        )
-        self.coordinator.swept(record, done=_done(report))
-        return report.status == "completed"
 
-    def _present(self) -> frozenset[str]:
-        images = self.engine.snapshot().images.values()
-        return frozenset(i.id for i in images if self.record.baseline.in_scope(i))
+def _at_each_step(coordinator: Coordinator, meanwhile: Callable[[str], None]) -> None:
+    """Call ``meanwhile`` at the steps of ``coordinator``'s finish where the lock is held
+    (the coordinator's own methods, wrapped on this one object)."""
+    take_lock, settle_own, sweep_owed = (
+        coordinator.take_lock,
+        coordinator.settle_own,
+        coordinator.sweep_owed,
+    )
+
+    held: list[bool] = []
+
+    def taking() -> bool:
+        taken = take_lock()
+        if taken:
+            held.append(True)
+            meanwhile("holding")
+        return taken
+
+    def settling(**kwargs: Any) -> None:
+        settle_own(**kwargs)
+        if held:  # not when it defers, the lock held elsewhere
+            meanwhile("pruned")
+
+    def sweeping(sweep: Callable[[SessionRecord, KeepRule, str], bool]) -> None:
+        def step(record: SessionRecord, keep: KeepRule, state: str) -> bool:
+            meanwhile("sweeping")
+            return sweep(record, keep, state)
+
+        sweep_owed(step)
+
+    coordinator.take_lock = taking  # type: ignore[method-assign]
+    coordinator.settle_own = settling  # type: ignore[method-assign]
+    coordinator.sweep_owed = sweeping  # type: ignore[method-assign]
 
 
 class Sessions(RuleBasedStateMachine):
-    """Sessions start, build, finish, die and hand work over in any order, while bad files
-    land in the registry; the protocol's promises hold throughout."""
+    """Real sessions (``PruneSession``) start, build, finish, die and hand work over in any
+    order, while bad files land in the registry; the protocol's promises hold throughout,
+    for images and the other kinds alike."""
 
     def __init__(self) -> None:
         super().__init__()
         self.root = Path(tempfile.mkdtemp(prefix="imageprune-sm-"))
+        old = time.time_ns() - 3600 * NANOS
         self.engine = FakeEngine(
             Snapshot.of(
                 [
                     Image("preexisting", labels={"s": "a"}),
                     Image("preexisting-b", labels={"s": "b"}, created_s=time.time_ns() // NANOS),
                 ]
-            )
+            ),
+            networks=[_network("net-before", "a", old)],
+            volumes=[_volume("vol-before", "b", time.time_ns())],
         )
         self.live: dict[int, Member] = {}
         self.dead: set[int] = set()
+        #: Who made each image, network and volume.
         self.creator: dict[str, int] = {}
         self.counter = itertools.count()
         self.keys = itertools.count()
@@ -173,18 +194,29 @@ class Sessions(RuleBasedStateMachine):
     @precondition(lambda self: self.live)
     @rule(data=st.data(), parented=st.booleans())
     def build(self, data: st.DataObject, parented: bool) -> None:
-        """Some of the live sessions build an image each (on one of their own, maybe)."""
+        """Some of the live sessions each build an image (on one of their own, maybe), a
+        network or a volume, or several of them."""
         keys = data.draw(st.sets(st.sampled_from(sorted(self.live)), min_size=1))
         for key in sorted(keys):
+            label = self.live[key].label
+            what = data.draw(st.sets(st.sampled_from(["image", *KINDS]), min_size=1))
+            now, n = time.time_ns(), next(self.counter)
+            if "networks" in what:
+                self.engine.listed["networks"].append(_network(f"net{n}", label, now))
+                self.creator[f"net{n}"] = key
+            if "volumes" in what:
+                self.engine.listed["volumes"].append(_volume(f"vol{n}", label, now))
+                self.creator[f"vol{n}"] = key
+            if "image" not in what:
+                continue
             parent = None
             if parented:
                 mine = [i for i, c in self.creator.items() if c == key and i in self.engine.refs]
                 parent = data.draw(st.sampled_from(mine)) if mine else None
-            now = time.time_ns()
             image = Image(
-                f"img{next(self.counter)}",
+                f"img{n}",
                 parent=parent,
-                labels={"s": self.live[key].label},
+                labels={"s": label},
                 created_s=now // NANOS,
                 created_ns=now,
                 has_config=True,
@@ -210,11 +242,11 @@ class Sessions(RuleBasedStateMachine):
             holder = PruneLock(self.root / "prune.lock")
             assert holder.acquire()
             try:
-                before = set(self.engine.refs)
+                before = self._everything()
                 assert member.finish() == "locked"
             finally:
                 holder.release()
-            assert set(self.engine.refs) == before
+            assert self._everything() == before
             assert self._records(), "the deferred record is gone"
 
     @precondition(lambda self: len(self.live) >= 2)
@@ -261,7 +293,7 @@ class Sessions(RuleBasedStateMachine):
 
     @invariant()
     def nothing_from_before_any_session_is_deleted(self) -> None:
-        assert {"preexisting", "preexisting-b"} <= set(self.engine.refs)
+        assert {"preexisting", "preexisting-b", "net-before", "vol-before"} <= self._everything()
 
     @invariant()
     def nothing_a_live_session_may_have_produced_is_deleted(self) -> None:
@@ -269,8 +301,14 @@ class Sessions(RuleBasedStateMachine):
             self._lost_by(key)
 
     def _lost_by(self, key: int) -> None:
-        lost = [i for i, c in self.creator.items() if c == key and i not in self.engine.refs]
+        present = self._everything()
+        lost = [i for i, c in self.creator.items() if c == key and i not in present]
         assert lost == [], f"deleted while their session lived: {lost}"
+
+    def _everything(self) -> set[str]:
+        """The images, networks and volumes on the engine."""
+        listed = self.engine.listed
+        return {*self.engine.refs, *(o["Name"] for o in (*listed["networks"], *listed["volumes"]))}
 
     def _records(self) -> list[str]:
         """What the registry holds (a bad file is removed by the next session that looks)."""
@@ -284,7 +322,12 @@ class Sessions(RuleBasedStateMachine):
             self.live.clear()
             Member(self.engine, self.root, "a").finish()
             heads = self.engine.snapshot()
-            leftovers = [i for i in self.engine.refs if i in self.creator and heads.is_head(i)]
+            present = self._everything()
+            leftovers = [
+                i
+                for i in present
+                if i in self.creator and (i not in self.engine.refs or heads.is_head(i))
+            ]
             assert leftovers == [], leftovers
             assert list(self.registry.glob("*")) == [], list(self.registry.iterdir())
         finally:
@@ -292,7 +335,7 @@ class Sessions(RuleBasedStateMachine):
 
 
 Sessions.TestCase.settings = settings(
-    max_examples=60,
+    max_examples=150,
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
