@@ -34,7 +34,8 @@ class FakeEngine(SimulatedEngine):
 
     Other kinds: ``containers``, ``networks``, ``volumes`` and ``cache`` (records), as the
     engine lists them; ``inspects`` (a container's inspect by ID); ``volume_sizes``;
-    ``refusals`` (a removal's target: what it raises); ``lost_after`` (that many questions,
+    ``refusals`` (a removal's target: what it raises); ``listing_faults`` (a kind: what its
+    listing raises); ``lost_after`` (that many questions,
     then the engine is gone); ``podman``, ``api_version``, ``version``.
     """
 
@@ -59,6 +60,7 @@ class FakeEngine(SimulatedEngine):
         inspects: Mapping[str, Mapping[str, Any]] | None = None,
         volume_sizes: Sequence[Mapping[str, Any]] = (),
         refusals: Mapping[str, BaseException] | None = None,
+        listing_faults: Mapping[str, BaseException] | None = None,
         lost_after: int | None = None,
         podman: bool = False,
         api_version: str = "1.43",
@@ -85,6 +87,7 @@ class FakeEngine(SimulatedEngine):
         self.inspects = dict(inspects or {})
         self.volume_sizes = list(volume_sizes)
         self.refusals = dict(refusals or {})
+        self.listing_faults = dict(listing_faults or {})
         self.lost_after = lost_after
         self._podman, self._api_version, self._version = podman, api_version, version
         #: The deletions' targets, in order.
@@ -172,6 +175,8 @@ class FakeEngine(SimulatedEngine):
 
     def objects(self, kind: ObjectKind) -> Sequence[Mapping[str, Any]]:
         self._ask(f"objects {kind}")
+        if kind in self.listing_faults:
+            raise self.listing_faults[kind]
         return list(self.listed[kind])
 
     def disk_usage(self, what: str) -> Mapping[str, Any]:

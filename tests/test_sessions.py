@@ -38,6 +38,7 @@ from pytest_imageprune.coordination.records import (
     SessionRecord,
 )
 from pytest_imageprune.coordination.registry import Registry
+from pytest_imageprune.engine.api import EngineError
 from pytest_imageprune.images.select import KeepRule
 from pytest_imageprune.kinds.filters import parse_kind_filters
 from pytest_imageprune.model.filters import parse_filters
@@ -444,6 +445,49 @@ def test_a_session_deferring_while_the_holder_sweeps_is_swept_too(
     assert y.report.status == "locked"
     assert calls == [1]
     assert set(engine.refs) == set(), (x.lines, y.lines)
+
+
+@pytest.mark.parametrize("path", ["own prune", "sweep"])
+def test_a_kind_that_failed_leaves_the_work_owed_on_either_path(tmp_path: Path, path: str) -> None:
+    """One pipeline, one rule: a kind whose listing the engine answered with an error
+    leaves the work owed, whether the session prunes its own or sweeps a dead one's; once
+    the engine answers again, the next session finishes it."""
+    failing = EngineError("500: listing networks failed", status=500)
+    engine = FakeEngine(Snapshot.of([]))
+    networks = {"networks": parse_kind_filters("networks", ["label=s=a"])}
+    lock = tmp_path / "prune.lock"
+
+    def session() -> PruneSession:
+        s = PruneSession(
+            parse_filters(["label=s=a"]), lock_path=lock, engine=engine, kinds=networks
+        )
+        s.start()
+        return s
+
+    first = session()
+    engine.listed["networks"].append(_network("made", "a", time.time_ns()))
+    if path == "sweep":
+        assert first.coordinator is not None
+        first.coordinator.stop_heartbeat()
+        first.coordinator.close()  # SIGKILL: its record stays, owed
+        time.sleep(0.01)
+        engine.listing_faults["networks"] = failing
+        sweeper = session()
+        sweeper.finish()
+        assert sweeper.report is not None
+        assert sweeper.report.status == "completed"
+        assert any("listing networks failed" in line for line in sweeper.lines), sweeper.lines
+    else:
+        engine.listing_faults["networks"] = failing
+        first.finish()
+        assert [k.status for k in first.kind_reports] == ["failed"], first.lines
+    assert [n["Name"] for n in engine.listed["networks"]] == ["made"]
+    assert len(list((tmp_path / "prune.lock.sessions").glob("*.json"))) == 1  # still owed
+    del engine.listing_faults["networks"]
+    later = session()
+    later.finish()
+    assert engine.listed["networks"] == [], later.lines
+    assert list((tmp_path / "prune.lock.sessions").glob("*.json")) == [], later.lines
 
 
 def _two_sessions_that_built(tmp_path: Path) -> tuple[FakeEngine, tuple[PruneSession, ...]]:
