@@ -158,7 +158,7 @@ def _listing(items: Sequence[T], show: Callable[[T], str], limit: int) -> list[s
 
 
 def _skipped_text(skipped: Sequence[Mapping[str, Any]]) -> str:
-    in_use = {str(s.get("Id")) for s in skipped if "container" in str(s.get("reason", ""))}
+    in_use = {str(s.get("Id")) for s in skipped if s.get("in_use") is True}
     others = {str(s.get("Id")) for s in skipped} - in_use
     text = f"{len(in_use)} in use"
     return text + (f", {len(others)} with children" if others else "")

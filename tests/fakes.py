@@ -15,7 +15,8 @@ from pytest_imageprune.engine.api import Engine, Gone, ObjectKind, Record
 from pytest_imageprune.engine.simulate import SimulatedContainerdEngine, SimulatedEngine
 from pytest_imageprune.engine.store import CONTAINERD, Store
 from pytest_imageprune.errors import EngineUnavailable
-from pytest_imageprune.model.images import NANOS, Image, Snapshot
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.images import Image, Snapshot
 
 #: ``history=KEEP``: the simulation's own answer (none).
 KEEP: Any = object()

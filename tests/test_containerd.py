@@ -17,7 +17,8 @@ from pytest_imageprune.images import containerd
 from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.images.select import KEPT_LABELS, KEPT_TAGGED
 from pytest_imageprune.model.filters import parse_filters
-from pytest_imageprune.model.images import NANOS, Baseline, Container, Image, Snapshot
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.images import Baseline, Container, Image, Snapshot
 from pytest_imageprune.model.outcome import Status
 from pytest_imageprune.model.report import PruneReport
 from tests.fakes import FakeContainerdEngine

@@ -22,7 +22,8 @@ from pytest_imageprune.coordination.registry import Registry
 from pytest_imageprune.coordination.worker import Worker
 from pytest_imageprune.errors import RegistryStuck
 from pytest_imageprune.model.filters import parse_filters
-from pytest_imageprune.model.images import NANOS, Image, Snapshot
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.images import Image, Snapshot
 from pytest_imageprune.session.lifecycle import PruneSession
 from tests.fakes import FakeEngine
 

@@ -13,7 +13,8 @@ from pytest_imageprune.coordination.evidence import (
     within_lifetime,
 )
 from pytest_imageprune.coordination.records import DEATH_SLACK_NS
-from pytest_imageprune.model.images import NANOS, Image, Snapshot
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.images import Image, Snapshot
 from pytest_imageprune.model.outcome import Kept, is_doubt, is_live
 from tests.test_records import record
 

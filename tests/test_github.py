@@ -46,6 +46,7 @@ def typical(**changes: Any) -> dict[str, Any]:
                 C,
                 "conflict: unable to delete (must be forced) - image is being used by "
                 "stopped container 0123456789ab",
+                in_use=True,
             ),
             Skipped(LAYER, "conflict: image has dependent child images"),
         ],

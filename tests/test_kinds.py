@@ -20,7 +20,8 @@ from pytest_imageprune.kinds.select import START_SLACK_NS, Live, select
 from pytest_imageprune.kinds.table import BUILD_CACHE, CONTAINERS, KINDS, NETWORKS, VOLUMES
 from pytest_imageprune.kinds.things import Thing, listing
 from pytest_imageprune.model.filters import parse_until
-from pytest_imageprune.model.images import NANOS, Baseline
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.images import Baseline
 from pytest_imageprune.model.outcome import Kept
 from pytest_imageprune.model.report import PruneReport
 from pytest_imageprune.settings import load_settings

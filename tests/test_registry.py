@@ -16,7 +16,8 @@ import pytest
 from pytest_imageprune.coordination.evidence import protect_live
 from pytest_imageprune.coordination.records import DEFERRED, SessionRecord
 from pytest_imageprune.coordination.registry import Registry
-from pytest_imageprune.model.images import NANOS, Image
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.images import Image
 from tests.support import lock_held_elsewhere
 from tests.test_records import BAD_RECORDS, _valid_json, record
 

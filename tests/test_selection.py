@@ -18,8 +18,8 @@ from pytest_imageprune.images.delete import SpaceCounter, chain_ids
 from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.images.select import KEPT_LABELS, KEPT_UNTIL, select
 from pytest_imageprune.model.filters import parse_filters
+from pytest_imageprune.model.gotime import NANOS
 from pytest_imageprune.model.images import (
-    NANOS,
     Baseline,
     Container,
     Image,

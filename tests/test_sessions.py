@@ -42,7 +42,8 @@ from pytest_imageprune.engine.api import EngineError
 from pytest_imageprune.images.select import KeepRule
 from pytest_imageprune.kinds.filters import parse_kind_filters
 from pytest_imageprune.model.filters import parse_filters
-from pytest_imageprune.model.images import NANOS, Image, Snapshot
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.images import Image, Snapshot
 from pytest_imageprune.session.lifecycle import PruneSession
 from pytest_imageprune.session.sweep import Sweeper
 from tests.fakes import FakeEngine

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_imageprune.coordination.records import SessionRecord
-from pytest_imageprune.errors import FilterError
 from pytest_imageprune.images.select import KeepRule
-from pytest_imageprune.model.filters import parse_rfc3339_nano
-from pytest_imageprune.model.images import NANOS, Image, Snapshot
+from pytest_imageprune.model.filters import engine_time
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.images import Image, Snapshot
 from pytest_imageprune.model.outcome import Kept
 
 
@@ -204,7 +204,7 @@ class Arrival:
             else:
                 metadata = data.get("Metadata")
                 tagged = metadata.get("LastTagTime") if isinstance(metadata, Mapping) else None
-                self._seen[image_id] = (_instant(data.get("Created")), _instant(tagged))
+                self._seen[image_id] = (engine_time(data.get("Created")), engine_time(tagged))
         return self._seen[image_id]
 
 
@@ -258,14 +258,3 @@ def _arrived(event: object, after_ns: int) -> set[str]:
     attributes = actor.get("Attributes")
     found = {actor.get("ID"), attributes.get("name") if isinstance(attributes, Mapping) else None}
     return {item for item in found if isinstance(item, str) and item}
-
-
-def _instant(value: object) -> int | None:
-    """An RFC 3339 time from the engine in ns; None for none (Go's zero time included)."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        ns = parse_rfc3339_nano(value)
-    except (FilterError, ValueError):
-        return None
-    return ns if ns > 0 else None

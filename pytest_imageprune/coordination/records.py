@@ -12,7 +12,9 @@ from typing import Any
 
 from pytest_imageprune.errors import FilterError
 from pytest_imageprune.model.filters import Filters
-from pytest_imageprune.model.images import NANOS, Baseline
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.images import Baseline
+from pytest_imageprune.settings import SCOPES
 
 RUNNING = "running"
 
@@ -28,9 +30,6 @@ DEAD = "dead"
 
 
 STATES = (RUNNING, FINISHING, DEFERRED)
-
-
-SCOPES = ("session", "all")
 
 
 #: How often a running session touches its ``.alive`` file, and the slack allowed after

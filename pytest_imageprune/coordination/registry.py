@@ -24,7 +24,7 @@ from pytest_imageprune.coordination.records import (
     BadRecord,
     SessionRecord,
 )
-from pytest_imageprune.model.images import NANOS
+from pytest_imageprune.model.gotime import NANOS
 
 
 @dataclass

@@ -9,9 +9,6 @@ from typing import Any, Literal, Protocol, cast
 from pytest_imageprune.errors import ImagePruneError
 from pytest_imageprune.model.images import Snapshot
 
-DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
-
-
 Record = Mapping[str, str]
 
 
@@ -147,10 +144,10 @@ def endpoint_from_env(environ: Mapping[str, str] | None = None) -> str:
     ``DOCKER_HOST``, then ``DOCKER_CONTEXT``, then the current context of the CLI's config
     (see ``endpoint.resolve_endpoint``); the default socket if that cannot be read.
     """
-    from pytest_imageprune.engine.endpoint import EndpointError, resolve_endpoint
+    from pytest_imageprune.engine.endpoint import DEFAULT_HOST, EndpointError, resolve_endpoint
 
     try:
         return resolve_endpoint(environ).host
     except (EndpointError, OSError):
         env = os.environ if environ is None else environ
-        return env.get("DOCKER_HOST") or DEFAULT_ENDPOINT
+        return env.get("DOCKER_HOST") or DEFAULT_HOST

@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pytest_imageprune.engine.api import (
-    DEFAULT_ENDPOINT,
     Conflict,
     Engine,
     EngineError,
@@ -20,6 +19,7 @@ from pytest_imageprune.engine.api import (
     Record,
     at_least,
 )
+from pytest_imageprune.engine.endpoint import DEFAULT_HOST
 from pytest_imageprune.engine.store import (
     CLASSIC,
     CONTAINERD,
@@ -30,7 +30,8 @@ from pytest_imageprune.engine.store import (
 )
 from pytest_imageprune.engine.transport import UnixHTTP, held, status_error, values
 from pytest_imageprune.errors import EngineNotConfigured, EngineUnavailable
-from pytest_imageprune.model.images import NANOS, Snapshot, full_id
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.images import Snapshot, full_id
 
 if TYPE_CHECKING:
     import docker
@@ -51,7 +52,7 @@ class DockerEngine:
     def __init__(
         self,
         client: docker.APIClient | None = None,
-        endpoint: str = DEFAULT_ENDPOINT,
+        endpoint: str = DEFAULT_HOST,
         *,
         connect: Callable[[], docker.APIClient] | None = None,
     ) -> None:

@@ -43,11 +43,12 @@ from typing import Any
 from pytest_imageprune.errors import ImagePruneError
 
 DEFAULT_CONTEXT = "default"
-DEFAULT_HOST = "unix:///var/run/docker.sock"
+_DEFAULT_UNIX_SOCKET = "/var/run/docker.sock"
+#: The engine the CLI talks to when nothing names one (``DefaultHost`` in ``opts/hosts.go``).
+DEFAULT_HOST = f"unix://{_DEFAULT_UNIX_SOCKET}"
 #: The CLI's host when TLS is on and no host is given (``defaultTLSHost`` in ``opts/hosts.go``).
 DEFAULT_TLS_HOST = "tcp://localhost:2376"
 _DEFAULT_TCP_PORT = "2375"
-_DEFAULT_UNIX_SOCKET = "/var/run/docker.sock"
 _DEFAULT_NPIPE = "//./pipe/docker_engine"
 _BRACKETED = re.compile(r"\[([^\]]*)\](?::(.*))?")
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from pytest_imageprune.engine.api import Conflict, Engine, Gone, Record
 from pytest_imageprune.engine.transport import held
+from pytest_imageprune.model.gotime import NANOS
 from pytest_imageprune.model.images import (
-    NANOS,
     Image,
     Snapshot,
     is_single_reference,

@@ -24,7 +24,7 @@ from pytest_imageprune.images.containerd import Plan
 from pytest_imageprune.images.containerd_space import ContainerdSpace
 from pytest_imageprune.images.delete import DEFAULT_CONCURRENCY, Progress, delete_candidates
 from pytest_imageprune.images.select import KeepRule, Selection, refine, select
-from pytest_imageprune.model.filters import Filters, parse_filters, parse_rfc3339_nano
+from pytest_imageprune.model.filters import Filters, engine_time, parse_filters
 from pytest_imageprune.model.images import Baseline, Snapshot
 from pytest_imageprune.model.outcome import Kept, Status
 from pytest_imageprune.model.report import PruneReport, Skipped
@@ -217,22 +217,17 @@ def _settle(
             del images[image_id]  # deleted meanwhile by someone else
             continue
         images[image_id] = refine(
-            images[image_id], data, _instant(data.get("Created")), _last_tag(data)
+            images[image_id], data, engine_time(data.get("Created"), zero=True), _last_tag(data)
         )
     snapshot = dataclasses.replace(snapshot, images=images)
     return snapshot, choose(snapshot)
-
-
-def _instant(value: object) -> int | None:
-    return parse_rfc3339_nano(value) if isinstance(value, str) and value else None
 
 
 def _last_tag(inspect: Mapping[str, Any]) -> int | None:
     """Inspect's ``Metadata.LastTagTime``; None where the engine gives none (Go's zero)."""
     metadata = inspect.get("Metadata")
     value = metadata.get("LastTagTime") if isinstance(metadata, Mapping) else None
-    instant = _instant(value)
-    return instant if instant is not None and instant > 0 else None
+    return engine_time(value)
 
 
 def until_cutoff(

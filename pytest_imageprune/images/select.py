@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_imageprune.model.images import NANOS, Baseline, Image, Snapshot
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.images import Baseline, Image, Snapshot
 
 if TYPE_CHECKING:
     from pytest_imageprune.model.filters import Filters

@@ -19,7 +19,8 @@ from pytest_imageprune.kinds.filters import KindFilters
 from pytest_imageprune.kinds.report import KindReport
 from pytest_imageprune.kinds.select import Live, select
 from pytest_imageprune.kinds.table import BUILD_CACHE, CONTAINERS, NETWORKS, VOLUMES
-from pytest_imageprune.kinds.things import Thing, _instant, listing
+from pytest_imageprune.kinds.things import Thing, listing
+from pytest_imageprune.model.filters import engine_time
 from pytest_imageprune.model.gotime import NANOS
 from pytest_imageprune.model.outcome import Status
 
@@ -141,7 +142,7 @@ def _precise(engine: Objects, thing: Thing, until: int) -> Thing:
         inspect = engine.container(thing.id)
     except Gone:
         return thing
-    created = _instant(inspect.get("Created") if isinstance(inspect, Mapping) else None)
+    created = engine_time(inspect.get("Created") if isinstance(inspect, Mapping) else None)
     return replace(thing, created_ns=created if created is not None else thing.created_ns)
 
 

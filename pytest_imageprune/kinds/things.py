@@ -6,9 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_imageprune.errors import FilterError
 from pytest_imageprune.kinds.table import CONTAINERS, NETWORKS, VOLUMES
-from pytest_imageprune.model.filters import parse_rfc3339_nano
+from pytest_imageprune.model.filters import engine_time
 from pytest_imageprune.model.gotime import NANOS
 
 if TYPE_CHECKING:
@@ -104,7 +103,7 @@ def _network(item: Mapping[str, Any], named: set[str] | None = None) -> Thing:
     return Thing(
         id=str(item.get("Id") or item.get("ID") or name),
         name=name,
-        created_ns=_instant(item.get("Created")),
+        created_ns=engine_time(item.get("Created")),
         labels=item.get("Labels") or None,
         never=never,
         busy=name in (named or ()),
@@ -122,7 +121,7 @@ def _volume(item: Mapping[str, Any], used: set[str]) -> Thing:
     return Thing(
         id=name,
         name=name,
-        created_ns=_instant(item.get("CreatedAt")),
+        created_ns=engine_time(item.get("CreatedAt")),
         created_span=_span(item.get("CreatedAt")),
         labels=labels,
         busy=name in used,
@@ -145,12 +144,12 @@ def _record(item: Mapping[str, Any]) -> Thing:
     return Thing(
         id=str(item["ID"]),
         name=str(item["ID"]),
-        created_ns=_instant(item.get("CreatedAt")),
+        created_ns=engine_time(item.get("CreatedAt")),
         busy=bool(item.get("InUse")),
         type=str(item.get("Type") or "regular"),
         description=str(item.get("Description") or ""),
         shared=bool(item.get("Shared")),
-        last_used_ns=_instant(item.get("LastUsedAt")),
+        last_used_ns=engine_time(item.get("LastUsedAt")),
         size=int(item.get("Size") or 0),
     )
 
@@ -158,12 +157,3 @@ def _record(item: Mapping[str, Any]) -> Thing:
 def _span(value: object) -> int:
     """How early a time stamp may be: a second less a nanosecond when it has no fraction."""
     return NANOS - 1 if isinstance(value, str) and "." not in value else 0
-
-
-def _instant(value: object) -> int | None:
-    if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
-        return None
-    try:
-        return parse_rfc3339_nano(value)
-    except FilterError:
-        return None

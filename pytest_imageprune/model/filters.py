@@ -293,3 +293,16 @@ def parse_rfc3339_nano(value: str) -> int:
     keeping the nanoseconds that :class:`datetime.datetime` would lose.
     """
     return _gotime.parse_layout(_gotime.RFC3339, value, 0)
+
+
+def engine_time(value: object, *, zero: bool = False) -> int | None:
+    """A time the engine answered with (RFC 3339), in ns; None for none, for one that does
+    not parse, and for Go's zero time (``0001-01-01``: unset) and any other before 1970,
+    unless ``zero`` keeps them (an image's ``Created``, where R12 tells them apart)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        ns = parse_rfc3339_nano(value)
+    except (FilterError, ValueError):
+        return None
+    return ns if zero or ns > 0 else None

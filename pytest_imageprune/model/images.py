@@ -13,8 +13,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-NANOS = 1_000_000_000
-
 _NONE_TAG = "<none>:<none>"
 _NONE_DIGEST = "<none>@<none>"
 _DEFAULT_DOMAIN = "docker.io"

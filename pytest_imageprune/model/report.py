@@ -31,6 +31,7 @@ class Skipped:
         out: dict[str, Any] = {"Id": self.image, "reason": self.reason}
         if self.reference is not None:
             out["Reference"] = self.reference
+        out["in_use"] = self.in_use
         return out
 
 
