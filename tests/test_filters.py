@@ -43,7 +43,7 @@ def ids(cases: list[tuple[str, object]]) -> list[str]:
     return [repr(case[0]) for case in cases]
 
 
-# R6's table (docs/docker-prune-semantics.md) and moby's timestamp_test.go, now = NOW, UTC.
+# R6 (docs/rules.md) and moby's timestamp_test.go, now = NOW, UTC.
 UNTIL_CASES: list[tuple[str, object]] = [
     ("10m", "2020-01-02T02:54:05.123456789"),
     ("1m", "2020-01-02T03:03:05.123456789"),

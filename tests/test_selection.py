@@ -52,7 +52,7 @@ def run(snapshot: Snapshot, *filters: str, baseline: Baseline | None = None) -> 
 
 
 def worked_scenario(container_on: str = "used") -> Snapshot:
-    """docker-prune-semantics.md, 'Worked scenario (GD)'."""
+    """The specification's worked scenario on the classic store (R10 to R16, docs/rules.md)."""
     return Snapshot.of(
         [
             img("base", None, "base:1", size=100),

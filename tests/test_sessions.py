@@ -39,6 +39,7 @@ from pytest_imageprune.coordination.records import (
 )
 from pytest_imageprune.coordination.registry import Registry
 from pytest_imageprune.engine.api import EngineError
+from pytest_imageprune.errors import RegistryStuck
 from pytest_imageprune.images.select import KeepRule
 from pytest_imageprune.kinds.filters import parse_kind_filters
 from pytest_imageprune.model.filters import parse_filters
@@ -489,6 +490,45 @@ def test_a_kind_that_failed_leaves_the_work_owed_on_either_path(tmp_path: Path, 
     later.finish()
     assert engine.listed["networks"] == [], later.lines
     assert list((tmp_path / "prune.lock.sessions").glob("*.json")) == [], later.lines
+
+
+def test_what_was_deleted_is_reported_when_the_registry_is_given_up_on_midway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The images went, then the registry stopped answering before the build cache: the
+    report says what went, and the line says nothing more was deleted."""
+    record_id = "0123456789abcdef0123456789abcdef"
+    engine = FakeEngine(
+        Snapshot.of([]),
+        cache=[{"ID": record_id, "CreatedAt": _stamp(time.time_ns() + NANOS), "Size": 10}],
+    )
+    kinds = {"build_cache": parse_kind_filters("build_cache", [])}
+    session = PruneSession(
+        parse_filters(["label=s=a"]), lock_path=tmp_path / "l", engine=engine, kinds=kinds
+    )
+    session.start()
+    now = time.time_ns()
+    engine.add(Image("built", labels={"s": "a"}, created_s=now // NANOS, created_ns=now))
+    assert session.coordinator is not None
+    live = session.coordinator.live
+    asked: list[int] = []
+
+    def stuck_the_second_time() -> list[SessionRecord]:
+        asked.append(1)
+        if len(asked) > 1:  # the images' protection read it; the build cache's cannot
+            raise RegistryStuck(str(tmp_path), 5.0)
+        return live()
+
+    monkeypatch.setattr(session.coordinator, "live", stuck_the_second_time)
+    session.finish()
+    assert "built" not in engine.refs
+    report = session.report
+    assert report is not None
+    assert report.status == "completed", session.lines
+    assert report.deleted_ids == ["built"]
+    assert session.lines[0].startswith("imageprune: deleted 1 image,"), session.lines
+    assert any(line.endswith("; nothing more deleted") for line in session.lines), session.lines
+    assert engine.cache_prunes == []
 
 
 def _two_sessions_that_built(tmp_path: Path) -> tuple[FakeEngine, tuple[PruneSession, ...]]:

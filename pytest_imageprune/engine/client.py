@@ -28,7 +28,7 @@ from pytest_imageprune.engine.store import (
     detect,
     is_podman,
 )
-from pytest_imageprune.engine.transport import UnixHTTP, held, status_error, values
+from pytest_imageprune.engine.transport import UnixHTTP, network_in_use, status_error, values
 from pytest_imageprune.errors import EngineNotConfigured, EngineUnavailable
 from pytest_imageprune.model.gotime import NANOS
 from pytest_imageprune.model.images import Snapshot, full_id
@@ -214,7 +214,7 @@ class DockerEngine:
             self.request("DELETE", f"/{kind}/{_quote(target)}")
         except EngineError as exc:
             # A network with active endpoints: Docker answers 403, Podman 500.
-            if kind == "networks" and (exc.status == 403 or held(str(exc))):
+            if kind == "networks" and network_in_use(exc.status, str(exc)):
                 raise Conflict(str(exc), in_use=True) from exc
             raise
 

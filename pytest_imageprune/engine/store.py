@@ -1,6 +1,6 @@
 """Which image store an engine keeps, told from the engine's own ``/version`` and ``/info``.
 
-The prune rules depend on it (docs: docker-prune-semantics.md, R9 to R26): Docker's classic
+The prune rules depend on it (docs/rules.md, R9 to R26): Docker's classic
 (graph driver) store has parent links and a parent cascade; Docker's containerd store
 (Docker 29's default) has name records and neither; Podman is a store of its own. Anything
 else, Windows containers or a store this package does not recognise, is unsupported:

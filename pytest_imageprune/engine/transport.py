@@ -253,9 +253,15 @@ def status_error(status: int, body: bytes) -> ImagePruneError:
 
 
 def held(message: str) -> bool:
-    """Whether the engine's refusal says a container holds the object: "being used by
-    stopped container ...", "container ... is using its referenced image", a network's
-    "active endpoints", a volume "in use"."""
-    return "container" in message or any(
+    """Whether a conflict says the object is in use, not held by its children: "being used
+    by stopped container ...", "container ... is using its referenced image", a volume "in
+    use"."""
+    return "container" in message or any(words in message for words in ("in use", "being used"))
+
+
+def network_in_use(status: int | None, message: str) -> bool:
+    """Whether a network's removal failed for its active endpoints: Docker answers 403,
+    Podman 500 with words saying so."""
+    return status == 403 or any(
         words in message for words in ("active endpoints", "in use", "being used")
     )

@@ -253,7 +253,7 @@ class PruneSession:
 
     def _prune_all(self) -> None:
         """This session's own prune; then, holding the lock, the work others left."""
-        from pytest_imageprune.session.pipeline import Target, keep_nothing
+        from pytest_imageprune.session.pipeline import Outcome, Target, keep_nothing
         from pytest_imageprune.session.sweep import Sweeper
 
         pipeline = self._pipeline_now()
@@ -270,8 +270,13 @@ class PruneSession:
             started_ns=self.record.started_ns if self.record else 0,
         )
         keep_live = coordinator.protection if coordinator is not None else lambda: keep_nothing
-        outcome = pipeline.prune_for(target, keep_live)
-        self.report, self.kind_reports = outcome.report, outcome.kinds
+        outcome = Outcome()
+        self.kind_reports = outcome.kinds  # filled in as each kind is pruned
+        try:
+            pipeline.prune_for(target, keep_live, outcome)
+        finally:  # what was done is reported, whatever escapes (the registry given up on)
+            self.report = outcome.report
+        assert self.report is not None
         # Kept for a live session, of any kind, or cut short: the record stays deferred,
         # so a later session finishes it with this session's own filters.
         self._settle_own(

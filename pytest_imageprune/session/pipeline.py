@@ -84,9 +84,10 @@ class Target:
 
 @dataclass
 class Outcome:
-    """What a prune for a target did."""
+    """What a prune for a target did, filled in as it goes: the images' report (None until
+    they were pruned), and each other kind's, in the order they ran."""
 
-    report: PruneReport
+    report: PruneReport | None = None
     kinds: list[KindReport] = field(default_factory=list)
 
     @property
@@ -94,7 +95,7 @@ class Outcome:
         """Whether work is left for a later session: the prune stopped short (Ctrl-C, the
         engine lost, a failure, an image or a kind that did not complete), or it kept
         something for a live session (the last one out takes it)."""
-        if self.report.status != Status.COMPLETED:
+        if self.report is None or self.report.status != Status.COMPLETED:
             return True
         if any(is_live(why) for why in self.report.kept.values()):
             return True
@@ -134,21 +135,30 @@ class Pipeline:
         #: only once they are (see ``session.start``).
         self._own_snapshot = own_snapshot
 
-    def prune_for(self, target: Target, keep_live: Callable[[], KeepRule]) -> Outcome:
+    def prune_for(
+        self,
+        target: Target,
+        keep_live: Callable[[], KeepRule],
+        outcome: Outcome | None = None,
+    ) -> Outcome:
         """Prune ``target``'s kinds and images in Docker's order, keeping what
         ``keep_live()`` (read after the first kinds: a session started meanwhile is seen)
-        keeps for the live sessions."""
-        kinds = self._kinds(target, BEFORE_IMAGES)
-        stopped = _stopped(kinds)
+        keeps for the live sessions. ``outcome`` is filled in as the prune goes: a caller
+        that gives one holds what was done should anything escape (the registry given up
+        on, say)."""
+        done = outcome if outcome is not None else Outcome()
+        self._kinds(target, BEFORE_IMAGES, done.kinds)
+        stopped = _stopped(done.kinds)
         if stopped is not None:  # Ctrl-C, or the engine gone: no image, no cache
-            return Outcome(self._empty(target, stopped), kinds)
-        report = self._images(target, keep_live) if target.images else self._empty(target)
-        if report.status == Status.COMPLETED:
-            kinds += self._kinds(target, AFTER_IMAGES)
-            stopped = _stopped(kinds)
+            done.report = self._empty(target, stopped)
+            return done
+        done.report = self._images(target, keep_live) if target.images else self._empty(target)
+        if done.report.status == Status.COMPLETED:
+            self._kinds(target, AFTER_IMAGES, done.kinds)
+            stopped = _stopped(done.kinds)
             if stopped is not None:
-                report.status = stopped
-        return Outcome(report, kinds)
+                done.report.status = stopped
+        return done
 
     # -- images ----------------------------------------------------------------------------
     def _images(self, target: Target, keep_live: Callable[[], KeepRule]) -> PruneReport:
@@ -156,18 +166,19 @@ class Pipeline:
         keep = keep_live()
         if self._protect is not None:
             keep = _either(keep, self._protect)
+        snapshot = None
+        if record is not None:  # only what the engine shows arrived while that session lived
+            snapshot = engine.snapshot()  # the engine lost here: the sweep could not finish
+            arrival = Arrival(
+                engine.inspect,
+                snapshot,
+                getattr(engine, "events", None),
+                getattr(engine, "started_ns", None),
+            )
+            keep = within_lifetime(record, keep, arrival)
         try:
-            if record is None:
-                snapshot = self._own_snapshot(engine) if self._own_snapshot else None
-            else:  # only what the engine shows arrived while that session lived goes
-                snapshot = engine.snapshot()
-                arrival = Arrival(
-                    engine.inspect,
-                    snapshot,
-                    getattr(engine, "events", None),
-                    getattr(engine, "started_ns", None),
-                )
-                keep = within_lifetime(record, keep, arrival)
+            if record is None and self._own_snapshot is not None:
+                snapshot = self._own_snapshot(engine)
             report = prune_images(
                 target.filters,
                 engine=engine,
@@ -197,15 +208,14 @@ class Pipeline:
         )
 
     # -- the other kinds -------------------------------------------------------------------
-    def _kinds(self, target: Target, names: Sequence[str]) -> list[KindReport]:
+    def _kinds(self, target: Target, names: Sequence[str], reports: list[KindReport]) -> None:
         """Prune each of ``names`` that ``target`` enables, among the objects absent from
         its lists at start, keeping what a live session may have made. Its own prune says
         each at once; a sweep's are said with the rest of it."""
         engine = objects_of(self.engine)
         if not target.kinds or engine is None:
-            return []
+            return
         own = target.record is None
-        reports: list[KindReport] = []
         for name in names:
             filters = target.kinds.get(name)
             if filters is None:
@@ -234,7 +244,6 @@ class Pipeline:
                     self.voice.engine_lost(self.endpoint, "nothing more deleted")
             if Status(report.status).stops:
                 break
-        return reports
 
     def _live_of(self, name: str) -> list[Live]:
         """What each other live session's record says of kind ``name``, read now."""

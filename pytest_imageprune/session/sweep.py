@@ -74,6 +74,7 @@ class Sweeper:
             self.voice.sweep_failed(record, exc)
             return False
         report, kinds = outcome.report, outcome.kinds
+        assert report is not None  # prune_for returned: the images' step was reached
         doubted = self.voice.swept(record, state, report, kinds, own_id=self.own_id)
         images_done = report.status == Status.COMPLETED and not any(
             is_live(why) for why in report.kept.values()
