@@ -1,12 +1,14 @@
-"""The plugin as it is against another revision of it, side by side in one run.
+"""Two installs of the plugin, side by side in one run: a revision against another.
 
-    git worktree add /tmp/imageprune-before REV
-    python benchmarks/bench_before_after.py /tmp/imageprune-before [--runs 20]
-                                            [--count 300] [--rounds 7]
+    python -m venv /tmp/before && /tmp/before/bin/pip install "pytest-imageprune @ git+..."
+    (or: git worktree add /tmp/src-before REV && /tmp/before/bin/pip install /tmp/src-before)
+    python -m venv /tmp/after && /tmp/after/bin/pip install .
+    python benchmarks/bench_before_after.py --before /tmp/before/bin/python \
+        --after /tmp/after/bin/python [--runs 20] [--count 300] [--rounds 7]
 
 For a change that should cost nothing (a refactor), the two measurements the project
-promises about its cost, each taken from both source trees alternately, so that the
-machine's noise falls on both alike:
+promises about its cost, each taken from both installs alternately, so that the machine's
+noise falls on both alike:
 
 - idle start-up: a pytest session with the plugin installed but not enabled (the
   ``bench_startup.py`` measurement), median wall time of ``--runs`` runs each;
@@ -15,76 +17,70 @@ machine's noise falls on both alike:
   report (``duration_s``: its end, from the baseline joined to the last deletion), median of
   ``--rounds`` rounds each.
 
-The other tree is put first on ``PYTHONPATH``, ahead of the installed package (the entry
-point names the same module), and its bytecode is written first as the installed one's is.
-It prints medians and the ratios this tree / the other.
+Both installs should be wheels (as users install them): an editable install adds an import
+hook of its own to every start-up. It prints medians and the ratios after / before.
 """
 
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
-import os
 import shutil
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
-from common import PYTEST, client, fmt, load, median, remove_labelled, run, timed, tiny_project
-
-HERE = Path(__file__).resolve().parent.parent
+from common import client, fmt, load, median, remove_labelled, run, timed, tiny_project
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("other", type=Path, help="the other revision's source tree")
+    parser.add_argument("--before", type=Path, required=True, help="a Python with one install")
+    parser.add_argument("--after", type=Path, required=True, help="a Python with the other")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    other = args.other.resolve()
-    if not (other / "pytest_imageprune" / "plugin.py").is_file():
-        sys.exit(f"{other} holds no pytest_imageprune package")
-    compileall.compile_dir(other / "pytest_imageprune", quiet=1)
-    trees = {"before": other, "after": HERE}
-    envs = {name: {"PYTHONPATH": str(tree)} for name, tree in trees.items()}
-    for name, env in envs.items():  # each tree answers for itself, or the comparison is void
-        probe = "import pytest_imageprune, sys; sys.stdout.write(pytest_imageprune.__file__)"
-        found = _output([sys.executable, "-c", probe], env)
-        if not found.startswith(str(trees[name])):
-            sys.exit(f"{name}: pytest_imageprune comes from {found}, not {trees[name]}")
+    pythons = {"before": str(args.before), "after": str(args.after)}
+    probe = "import pytest_imageprune, sys; sys.stdout.write(pytest_imageprune.__file__)"
+    found = {name: _output([python, "-c", probe]) for name, python in pythons.items()}
+    for name, where in found.items():
+        print(f"{name}: {where}")
+    if found["before"] == found["after"]:
+        sys.exit("both Pythons import the same pytest_imageprune: nothing to compare")
+    pytests = {name: [python, "-m", "pytest"] for name, python in pythons.items()}
 
     project = tiny_project()
-    idle: dict[str, list[float]] = {name: [] for name in trees}
+    idle: dict[str, list[float]] = {name: [] for name in pytests}
     for _ in range(args.runs):
-        for name, env in envs.items():
-            idle[name].append(timed(lambda e=env: run(PYTEST, project, e)))  # type: ignore[misc]
-    print(f"idle start-up, installed but not enabled ({args.runs} runs each, median):")
+        for name, argv in pytests.items():
+            idle[name].append(timed(lambda a=argv: run(a, project)))  # type: ignore[misc]
+    print(f"\nidle start-up, installed but not enabled ({args.runs} runs each, median):")
     _compare(idle)
 
     api = client()
     key = "imageprune-before-after"
-    prune: dict[str, list[float]] = {name: [] for name in trees}
+    prune: dict[str, list[float]] = {name: [] for name in pytests}
     try:
         for round_ in range(args.rounds):
-            order = list(envs) if round_ % 2 == 0 else list(reversed(envs))
+            order = list(pytests) if round_ % 2 == 0 else list(reversed(pytests))
             for name in order:
                 value = uuid.uuid4().hex[:8]
                 load(api, args.count, {key: value})
                 report = project / f"report-{value}.json"
                 argv = [
-                    *PYTEST,
+                    *pytests[name],
                     f"--prune-images=label={key}={value}",
                     "--prune-images=dangling=false",
                     "--prune-images-scope=all",
                     f"--prune-images-report={report}",
                 ]
-                run(argv, project, envs[name])
+                run(argv, project)
                 data = json.loads(report.read_text())
-                if len(data.get("deleted_ids") or []) != args.count:
-                    sys.exit(f"{name}: deleted {len(data.get('deleted_ids') or [])} images")
+                deleted = len(data.get("deleted_ids") or [])
+                if deleted != args.count:
+                    sys.exit(f"{name}: deleted {deleted} of {args.count} images")
                 prune[name].append(float(data["duration_s"]))
         print(f"\nthe prune phase, {args.count} images ({args.rounds} rounds each, median):")
         _compare(prune)
@@ -104,10 +100,8 @@ def _compare(times: dict[str, list[float]]) -> None:
     )
 
 
-def _output(argv: list[str], env: dict[str, str]) -> str:
-    return subprocess.run(
-        argv, env={**os.environ, **env}, capture_output=True, text=True, check=True
-    ).stdout
+def _output(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_imageprune.kinds.table import ACCEPTED, KINDS, where_given
+from pytest_imageprune.kinds.table import KINDS
 
 if TYPE_CHECKING:
     from pytest_imageprune.errors import FilterError
@@ -95,6 +95,7 @@ def filter_usage_error(exc: FilterError, ini: str | None) -> pytest.UsageError:
     """A bad filter said to a person: where it came from (the command line when ``ini`` is
     None, else that ini file), what is wrong, and what to write instead. Docker's own
     wording (``str(exc)``) is left out: it names Go's parser, not what to type."""
+    from pytest_imageprune.kinds.filters import ACCEPTED, where_given
     from pytest_imageprune.model.filters import ACCEPTED_FILTERS
 
     texts = exc.texts or tuple(f"{exc.key}={v}" for v in exc.values) or (f"{exc.key}=",)
@@ -123,7 +124,7 @@ def filter_usage_error(exc: FilterError, ini: str | None) -> pytest.UsageError:
 
 def kind_usage_error(kind: str, exc: FilterError, ini: str | None) -> pytest.UsageError:
     """A bad filter of another kind (``kinds``), said as an image filter is."""
-    from pytest_imageprune.kinds.table import kind_usage_error as said
+    from pytest_imageprune.kinds.filters import kind_usage_error as said
 
     return pytest.UsageError(PREFIX + said(KINDS[kind], exc, ini))
 

@@ -203,7 +203,7 @@ def test_the_build_cache_has_no_labels(key: str) -> None:
     with pytest.raises(FilterError) as caught:
         parse_kind_filters(BUILD_CACHE, [f"{key}=ci"])
     assert caught.value.key == key
-    from pytest_imageprune.kinds.table import kind_usage_error
+    from pytest_imageprune.kinds.filters import kind_usage_error
 
     said = kind_usage_error(KINDS[BUILD_CACHE], caught.value, None)
     assert said == (

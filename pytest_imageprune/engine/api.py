@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, cast
@@ -151,3 +152,32 @@ def endpoint_from_env(environ: Mapping[str, str] | None = None) -> str:
     except (EndpointError, OSError):
         env = os.environ if environ is None else environ
         return env.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+def status_error(status: int, body: bytes) -> ImagePruneError:
+    """404 is gone, 409 a conflict (held by a container, or not: its words tell), anything
+    else an engine error with its status: for both transports."""
+    try:
+        message = str(json.loads(body).get("message", ""))
+    except (ValueError, AttributeError):
+        message = body.decode(errors="replace").strip()
+    if status == 404:
+        return Gone(message)
+    if status == 409:
+        return Conflict(message, in_use=held(message))
+    return EngineError(f"{status}: {message}", status=status)
+
+
+def held(message: str) -> bool:
+    """Whether a conflict says the object is in use, not held by its children: "being used
+    by stopped container ...", "container ... is using its referenced image", a volume "in
+    use"."""
+    return "container" in message or any(words in message for words in ("in use", "being used"))
+
+
+def network_in_use(status: int | None, message: str) -> bool:
+    """Whether a network's removal failed for its active endpoints: Docker answers 403,
+    Podman 500 with words saying so."""
+    return status == 403 or any(
+        words in message for words in ("active endpoints", "in use", "being used")
+    )

@@ -18,6 +18,8 @@ from pytest_imageprune.engine.api import (
     ObjectKind,
     Record,
     at_least,
+    network_in_use,
+    status_error,
 )
 from pytest_imageprune.engine.endpoint import DEFAULT_HOST
 from pytest_imageprune.engine.store import (
@@ -28,7 +30,7 @@ from pytest_imageprune.engine.store import (
     detect,
     is_podman,
 )
-from pytest_imageprune.engine.transport import UnixHTTP, network_in_use, status_error, values
+from pytest_imageprune.engine.transport import UnixHTTP, values
 from pytest_imageprune.errors import EngineNotConfigured, EngineUnavailable
 from pytest_imageprune.model.gotime import NANOS
 from pytest_imageprune.model.images import Snapshot, full_id

@@ -12,8 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pytest_imageprune.engine.api import Conflict, Engine, Gone, Record
-from pytest_imageprune.engine.transport import held
+from pytest_imageprune.engine.api import Conflict, Engine, Gone, Record, held
 from pytest_imageprune.model.gotime import NANOS
 from pytest_imageprune.model.images import (
     Image,
@@ -148,7 +147,7 @@ class SimulatedEngine:
 
 
 def _refused(message: str) -> Conflict:
-    """The daemon's 409, typed as the engine's boundary types it (``transport.held``)."""
+    """The daemon's 409, typed as the engine's boundary types it (``api.held``)."""
     return Conflict(message, in_use=held(message))
 
 

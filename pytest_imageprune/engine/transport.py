@@ -16,8 +16,8 @@ import re
 import socket
 from typing import Any, BinaryIO
 
-from pytest_imageprune.engine.api import Conflict, EngineError, Gone
-from pytest_imageprune.errors import EngineUnavailable, ImagePruneError
+from pytest_imageprune.engine.api import EngineError, status_error
+from pytest_imageprune.errors import EngineUnavailable
 
 #: A header line longer than this is not the engine talking.
 _MAX_LINE = 65536
@@ -236,32 +236,3 @@ def values(text: str) -> list[Any]:
             return values
         value, at = decoder.raw_decode(text, at)
         values.append(value)
-
-
-def status_error(status: int, body: bytes) -> ImagePruneError:
-    """404 is gone, 409 a conflict (held by a container, or not: its words tell), anything
-    else an engine error with its status: for both transports."""
-    try:
-        message = str(json.loads(body).get("message", ""))
-    except (ValueError, AttributeError):
-        message = body.decode(errors="replace").strip()
-    if status == 404:
-        return Gone(message)
-    if status == 409:
-        return Conflict(message, in_use=held(message))
-    return EngineError(f"{status}: {message}", status=status)
-
-
-def held(message: str) -> bool:
-    """Whether a conflict says the object is in use, not held by its children: "being used
-    by stopped container ...", "container ... is using its referenced image", a volume "in
-    use"."""
-    return "container" in message or any(words in message for words in ("in use", "being used"))
-
-
-def network_in_use(status: int | None, message: str) -> bool:
-    """Whether a network's removal failed for its active endpoints: Docker answers 403,
-    Podman 500 with words saying so."""
-    return status == 403 or any(
-        words in message for words in ("active endpoints", "in use", "being used")
-    )

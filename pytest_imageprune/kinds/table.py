@@ -1,9 +1,10 @@
 """Every fact about each kind besides images, in one table: ``KINDS``.
 
-Its option and ini key, its help, the filters it takes and what each accepts, the docker
-command it mirrors, its report keys and its row in the GitHub step summary: ``settings``,
-``plugin``, ``github`` and the report derive theirs from here, so adding a kind touches
-``kinds/`` alone. Cheap to import (plain data): the plugin reads it at start-up.
+Its option and ini key, its help, the filters it takes (``kinds.filters`` validates them
+and words what is wrong), the docker command it mirrors, its report keys and its row in
+the GitHub step summary: ``settings``, ``plugin``, ``github`` and the report derive theirs
+from here, so adding a kind touches ``kinds/`` alone. Plain data, cheap to import: the
+plugin reads it at start-up.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-
-from pytest_imageprune.errors import FilterError
 
 CONTAINERS = "containers"
 NETWORKS = "networks"
@@ -128,50 +127,3 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
 #: ``docker system prune``'s order: these before the images, the build cache after.
 BEFORE_IMAGES = (CONTAINERS, NETWORKS, VOLUMES)
 AFTER_IMAGES = (BUILD_CACHE,)
-
-#: What each filter accepts, said to a person, for images and every kind alike; ``{o}`` is
-#: the option and ``=`` on the command line, nothing in an ini file.
-ACCEPTED = {
-    "dangling": "Write {o}dangling=true (or 1) or {o}dangling=false (or 0)",
-    "label": "Write {o}label=KEY or {o}label=KEY=VALUE, such as {o}label=ci",
-    "label!": "Write {o}label!=KEY or {o}label!=KEY=VALUE, such as {o}label!=keep",
-    "until": (
-        "Write {o}until= and a Go duration back from now (10m, 1h30m), an RFC 3339 date or"
-        " time (2024-01-15T10:00:00Z), a date (2024-01-15), or Unix seconds"
-        " (1700000000.5), such as {o}until=24h"
-    ),
-    "all": "Write {o}all=true or {o}all=false",
-    "type": "Write {o}type= and one of " + ", ".join(CACHE_TYPES),
-    "description": "Write {o}description= and a record's whole description",
-}
-
-
-def where_given(option: str, ini_key: str, exc: FilterError, ini: str | None) -> str:
-    """Where a bad filter was given, as every usage error says it: the command line when
-    ``ini`` is None, else that ini file."""
-    texts = exc.texts or tuple(f"{exc.key}={v}" for v in exc.values) or (f"{exc.key}=",)
-    if ini is None:
-        return " ".join(f"{option}={t}" for t in texts) + " (command line)"
-    return f"{ini_key} = " + ", ".join(texts) + f" ({ini})"
-
-
-def kind_usage_error(kind: Kind, exc: FilterError, ini: str | None) -> str:
-    """A bad filter of ``kind`` said to a person, as ``settings.filter_usage_error`` says
-    an image filter: where it came from, what is wrong, what to write instead."""
-    texts = exc.texts or tuple(f"{exc.key}={v}" for v in exc.values) or (f"{exc.key}=",)
-    option = f"{kind.option}=" if ini is None else ""
-    where = where_given(kind.option, kind.ini, exc, ini)
-    names = ", ".join(kind.accepted)
-    key = exc.key
-    if key is None:
-        what = f"{texts[0]!r} is not a filter. A filter is {option}KEY=VALUE: {names}"
-    elif key not in kind.accepted:
-        what = f"{key!r} is not a filter {kind.command} takes here. The filters are {names}"
-        if kind.name == BUILD_CACHE and key in ("label", "label!"):
-            what += " (the build cache has no labels: docker builder prune ignores them)"
-    elif len(exc.values) > 1:
-        what = f"{key} is given {len(exc.values)} times; {kind.command} takes one. Keep one"
-    else:
-        shown = ", ".join(repr(v) for v in exc.values) if any(exc.values) else "an empty value"
-        what = f"{shown} is not accepted: {exc}. " + ACCEPTED[key].format(o=option)
-    return f"{where}: {what}"

@@ -1,12 +1,20 @@
-"""Outcomes a later step acts on, as values: a prune's ``Status``, and why an object is ``Kept``.
+"""Outcomes a later step acts on, as values: ``Status``, ``Kept``, and whether work is owed.
 
 No decision in the package reads the words of a reason: it reads these. The words are
-what the user reads (the terminal, the JSON report), and they stay as they were.
+what the user reads (the terminal, the JSON report), and they stay as they were. And one
+rule says whether a prune left work owed to a later session (``Outcome.owed``), for a
+session's own prune and a sweep of another's alike.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_imageprune.kinds.report import KindReport
+    from pytest_imageprune.model.report import PruneReport
 
 
 class Status(str, Enum):
@@ -106,3 +114,31 @@ def is_doubt(reason: str) -> bool:
 def is_busy(reason: str) -> bool:
     """Kept because it is in use: a container uses it, or the engine holds it."""
     return isinstance(reason, Kept) and reason.busy
+
+
+#: The statuses after which nothing of a kind is left to do: it ran to the end, or it never
+#: can (the engine has no such prune; its objects were not listed at session start).
+_FINAL = frozenset({Status.COMPLETED, Status.NOT_SUPPORTED, Status.NO_BASELINE})
+
+
+@dataclass
+class Outcome:
+    """What a prune for a target did, filled in as it goes: the images' report (None until
+    they were pruned), and each other kind's, in the order they ran."""
+
+    report: PruneReport | None = None
+    kinds: list[KindReport] = field(default_factory=list)
+
+    @property
+    def owed(self) -> bool:
+        """Whether work is left for a later session: the prune stopped short (Ctrl-C, the
+        engine lost, a failure, an image or a kind that did not complete), or it kept
+        something for a live session (the last one out takes it)."""
+        if self.report is None or self.report.status != Status.COMPLETED:
+            return True
+        if any(is_live(why) for why in self.report.kept.values()):
+            return True
+        return any(
+            k.status not in _FINAL or any(is_live(why) for why in k.kept.values())
+            for k in self.kinds
+        )

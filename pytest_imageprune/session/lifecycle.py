@@ -20,7 +20,7 @@ from pytest_imageprune.engine.api import Engine, endpoint_from_env
 from pytest_imageprune.engine.client import DockerEngine
 from pytest_imageprune.errors import EngineUnavailable, RegistryStuck
 from pytest_imageprune.model.filters import Filters
-from pytest_imageprune.model.outcome import Status
+from pytest_imageprune.model.outcome import Outcome, Status
 from pytest_imageprune.model.report import PruneReport
 from pytest_imageprune.session.say import Voice
 from pytest_imageprune.session.start import Start
@@ -253,7 +253,7 @@ class PruneSession:
 
     def _prune_all(self) -> None:
         """This session's own prune; then, holding the lock, the work others left."""
-        from pytest_imageprune.session.pipeline import Outcome, Target, keep_nothing
+        from pytest_imageprune.session.pipeline import Target, keep_nothing
         from pytest_imageprune.session.sweep import Sweeper
 
         pipeline = self._pipeline_now()

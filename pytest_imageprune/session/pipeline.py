@@ -3,14 +3,14 @@
 ``Pipeline.prune_for(target)`` runs ``docker system prune``'s order (containers, networks,
 volumes, images, build cache) for whoever ``target`` names: this session, or a session
 that died or deferred its work (a sweep, over that session's lifetime only). ``owed``
-decides, once for both, whether the work is still owed afterwards.
+(``model.outcome``) decides, once for both, whether the work is still owed afterwards.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pytest_imageprune.coordination.evidence import Arrival, within_lifetime
@@ -23,7 +23,7 @@ from pytest_imageprune.kinds.report import KindReport
 from pytest_imageprune.kinds.select import Live
 from pytest_imageprune.kinds.table import AFTER_IMAGES, BEFORE_IMAGES, BUILD_CACHE, KINDS
 from pytest_imageprune.model.filters import Filters
-from pytest_imageprune.model.outcome import Status, is_live
+from pytest_imageprune.model.outcome import Outcome, Status
 from pytest_imageprune.model.report import PruneReport
 
 if TYPE_CHECKING:
@@ -33,10 +33,6 @@ if TYPE_CHECKING:
     from pytest_imageprune.images.select import KeepRule
     from pytest_imageprune.model.images import Baseline, Image, Snapshot
     from pytest_imageprune.session.say import Voice
-
-#: The statuses after which nothing of a kind is left to do: it ran to the end, or it never
-#: can (the engine has no such prune; its objects were not listed at session start).
-_FINAL = frozenset({Status.COMPLETED, Status.NOT_SUPPORTED, Status.NO_BASELINE})
 
 
 @dataclass(frozen=True)
@@ -80,29 +76,6 @@ class Target:
     def ended_ns(self) -> int | None:
         """When the swept session ended: what was made later is not its."""
         return None if self.record is None else self.record.end_ns
-
-
-@dataclass
-class Outcome:
-    """What a prune for a target did, filled in as it goes: the images' report (None until
-    they were pruned), and each other kind's, in the order they ran."""
-
-    report: PruneReport | None = None
-    kinds: list[KindReport] = field(default_factory=list)
-
-    @property
-    def owed(self) -> bool:
-        """Whether work is left for a later session: the prune stopped short (Ctrl-C, the
-        engine lost, a failure, an image or a kind that did not complete), or it kept
-        something for a live session (the last one out takes it)."""
-        if self.report is None or self.report.status != Status.COMPLETED:
-            return True
-        if any(is_live(why) for why in self.report.kept.values()):
-            return True
-        return any(
-            k.status not in _FINAL or any(is_live(why) for why in k.kept.values())
-            for k in self.kinds
-        )
 
 
 class Pipeline:
