@@ -43,15 +43,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     pythons = {"before": str(args.before), "after": str(args.after)}
+    project = tiny_project()  # also where the probe runs: never a source tree's folder
     probe = "import pytest_imageprune, sys; sys.stdout.write(pytest_imageprune.__file__)"
-    found = {name: _output([python, "-c", probe]) for name, python in pythons.items()}
+    found = {name: _output([python, "-c", probe], project) for name, python in pythons.items()}
     for name, where in found.items():
         print(f"{name}: {where}")
     if found["before"] == found["after"]:
         sys.exit("both Pythons import the same pytest_imageprune: nothing to compare")
     pytests = {name: [python, "-m", "pytest"] for name, python in pythons.items()}
-
-    project = tiny_project()
     idle: dict[str, list[float]] = {name: [] for name in pytests}
     for _ in range(args.runs):
         for name, argv in pytests.items():
@@ -100,8 +99,8 @@ def _compare(times: dict[str, list[float]]) -> None:
     )
 
 
-def _output(argv: list[str]) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+def _output(argv: list[str], cwd: Path) -> str:
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=True).stdout
 
 
 if __name__ == "__main__":

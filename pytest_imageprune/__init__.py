@@ -1,7 +1,8 @@
 """pytest-imageprune: prune the Docker images a test session built, with Docker's filters.
 
 The pytest plugin lives in ``pytest_imageprune.plugin``; the engine it shares with scripts
-is importable from here without importing the Docker SDK until it is used.
+is importable from here without importing the Docker SDK until it is used. Where each
+room is, and which module decides what: docs/layout.md.
 """
 
 from __future__ import annotations

@@ -373,7 +373,8 @@ def _quote(part: str, safe: str = "") -> str:
 
 
 class _ErrorMapper:
-    """Turns the SDK's exceptions into ours, in one place."""
+    """Turns the SDK's exceptions into ours: an answer as ``api.status_error`` reads any
+    answer, anything else as the engine unreachable."""
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
@@ -389,19 +390,13 @@ class _ErrorMapper:
         import docker.errors
         import requests.exceptions
 
-        if isinstance(exc, docker.errors.NotFound):
-            raise Gone(_explanation(exc)) from exc
-        if isinstance(exc, docker.errors.APIError):
-            if exc.status_code == 409:
-                raise Conflict(_explanation(exc)) from exc
-            raise EngineError(f"{exc.status_code}: {_explanation(exc)}") from exc
+        response = getattr(exc, "response", None)
+        if isinstance(exc, docker.errors.APIError) and response is not None:
+            # The engine's answer, whichever transport carried it: one mapping (api).
+            raise status_error(response.status_code, response.content) from exc
         unreachable = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
         if isinstance(exc, unreachable):
             raise EngineUnavailable(self.endpoint, _first_line(exc)) from exc
-
-
-def _explanation(exc: Any) -> str:
-    return str(getattr(exc, "explanation", None) or exc)
 
 
 def _first_line(exc: BaseException) -> str:
