@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class PruneSession:
+    """One session: ``start`` (or ``start(background=True)`` then ``wait_started``) before
+    the tests, ``finish`` after them; then ``report``, ``kind_reports``, ``swept`` and
+    ``lines`` say what it did."""
+
     filters: Filters
     scope: str = "session"
     dry_run: bool = False
