@@ -37,7 +37,6 @@ from filelock import FileLock, Timeout
 
 from pytest_imageprune.coordination.boundary import Boundary, Unsafe
 
-ALREADY_RUNNING = "a prune operation is already running"
 #: How many names a shared meeting place may take before giving up (each one squatted).
 PLACES = 4
 

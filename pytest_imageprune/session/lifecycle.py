@@ -185,13 +185,12 @@ class PruneSession:
             self.stop_heartbeat()
             self._finish()
         except KeyboardInterrupt:
-            self.voice.say("interrupted before deleting anything")
+            self.voice.interrupted()
         except RegistryStuck as exc:  # nothing more may be deleted without the registry
             ran = self.report is not None and Status(self.report.status).ran
-            more = "; nothing more deleted" if ran else "; nothing deleted"
-            self._fail(Status.NO_REGISTRY, f"WARNING {exc}{more}")
+            self._fail(Status.NO_REGISTRY, exc, ran=ran)
         except Exception as exc:  # the verdict is the tests', whatever happens here
-            self._fail(Status.FAILED, f"WARNING prune failed: {type(exc).__name__}: {exc}")
+            self._fail(Status.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
             self.stop_read_ahead(wait=False)  # a daemon thread: it closes its connection
             if self.coordinator is not None:
@@ -207,14 +206,14 @@ class PruneSession:
                 self.voice.summary(self.report, self.kind_reports, images=self.images)
 
     def _finish(self) -> None:
-        from pytest_imageprune.coordination.place import ALREADY_RUNNING, LockUnusable
+        from pytest_imageprune.coordination.place import LockUnusable
 
         store = self.started.store
         if store is not None and not store.supported:
-            self._fail(Status.UNSUPPORTED_STORE, f"WARNING {self.problem}; nothing deleted")
+            self._fail(Status.UNSUPPORTED_STORE, self.problem)
             return
         if self.scope == "session" and self.baseline is None:
-            self._fail(Status.NO_BASELINE, f"WARNING {self.problem}; nothing pruned")
+            self._fail(Status.NO_BASELINE, self.problem)
             return
         if self.coordinator is None and self.unsafe is None:
             # Scope "all" with no baseline: not registered, but it must see the others.
@@ -226,23 +225,23 @@ class PruneSession:
             self._prune_all()
             return
         if self.coordinator is None and self.unsafe is None:
-            self._fail(Status.UNREACHABLE, f"WARNING {self.problem}; nothing pruned")
+            self._fail(Status.UNREACHABLE, self.problem)
             return
         if self.coordinator is None:
             # Pruning without the registry could take another live session's images.
-            self._fail(Status.NO_REGISTRY, f"WARNING {self.unsafe}; nothing deleted")
+            self._fail(Status.NO_REGISTRY, self.unsafe)
             return
         coordinator = self.coordinator
         coordinator.finishing()
         try:
             acquired = coordinator.take_lock()
         except LockUnusable as exc:
-            self._fail(Status.NO_REGISTRY, f"WARNING {exc}; nothing deleted")
+            self._fail(Status.NO_REGISTRY, exc)
             self._settle_own(done=False)  # whoever prunes next does it
             return
         if not acquired:
             path = coordinator.lock.path
-            self._fail(Status.LOCKED, f"{ALREADY_RUNNING} ({path}); nothing deleted")
+            self._fail(Status.LOCKED, path)
             self._settle_own(done=False)  # whoever prunes next does it
             return
         try:
@@ -302,7 +301,7 @@ class PruneSession:
             try:
                 self.engine = DockerEngine.from_env()
             except EngineUnavailable as exc:
-                self._fail(Status.UNREACHABLE, f"WARNING {exc}; nothing pruned")
+                self._fail(Status.UNREACHABLE, exc)
                 return None
         coordinator = self.coordinator
         start = self.started
@@ -348,9 +347,9 @@ class PruneSession:
         images = snapshot.images.values()
         return frozenset(i.id for i in images if baseline is None or baseline.in_scope(i))
 
-    def _fail(self, status: Status, message: str) -> None:
+    def _fail(self, status: Status, why: object, *, ran: bool = False) -> None:
         """Say what went wrong; a report of deletions already made is kept, not replaced."""
-        self.voice.say(message)
+        message = self.voice.failed(status, why, ran=ran)
         if self.report is not None and Status(self.report.status).ran:
             self.report.errors.append({"error": message})
             return

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pytest_imageprune.model import report as reporting
-from pytest_imageprune.model.outcome import is_doubt, is_live
+from pytest_imageprune.model.outcome import Status, is_doubt, is_live
 
 if TYPE_CHECKING:
     from pytest_imageprune.coordination.protocol import HeartbeatTrouble
@@ -21,6 +21,16 @@ if TYPE_CHECKING:
     from pytest_imageprune.model.report import PruneReport
 
 PREFIX = "imageprune: "
+#: What a session that finds the prune lock held says: the daemon's own words (R3).
+ALREADY_RUNNING = "a prune operation is already running"
+#: What a prune that could not run says it did, by its status.
+_NOTHING = {
+    Status.UNSUPPORTED_STORE: "nothing deleted",
+    Status.NO_BASELINE: "nothing pruned",
+    Status.UNREACHABLE: "nothing pruned",
+    Status.NO_REGISTRY: "nothing deleted",
+    Status.LOCKED: "nothing deleted",
+}
 
 
 class Voice:
@@ -132,6 +142,22 @@ class Voice:
         self.warn(f"could not finish the prune of {record.describe()}: {type(exc).__name__}: {exc}")
 
     # -- at the end ------------------------------------------------------------------------
+    def failed(self, status: Status, why: object, *, ran: bool = False) -> str:
+        """Say why the prune could not run (or went no further, if it ``ran``); the words
+        the report's errors keep."""
+        if status == Status.LOCKED:  # another session prunes: not a warning
+            message = f"{ALREADY_RUNNING} ({why}); {_NOTHING[status]}"
+        elif status == Status.FAILED:
+            message = f"WARNING prune failed: {why}"
+        else:
+            nothing = "nothing more deleted" if ran else _NOTHING[status]
+            message = f"WARNING {why}; {nothing}"
+        self.say(message)
+        return message
+
+    def interrupted(self) -> None:
+        self.say("interrupted before deleting anything")
+
     def heartbeat(self, trouble: HeartbeatTrouble) -> None:
         when = time.strftime("%H:%M:%S", time.localtime(trouble.first_at))
         self.warn(
