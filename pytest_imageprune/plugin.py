@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_imageprune.kinds.table import KINDS
+from pytest_imageprune.model.images import SCOPES
 from pytest_imageprune.settings import (
     DRY_RUN_HELP,
     FILTER_HELP,
@@ -25,7 +26,6 @@ from pytest_imageprune.settings import (
     NO_HELP,
     REPORT_HELP,
     SCOPE_HELP,
-    SCOPES,
     FilterAction,
     Settings,
     load_settings,

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_imageprune.kinds.table import KINDS
+from pytest_imageprune.model.images import SCOPES
 
 if TYPE_CHECKING:
     from pytest_imageprune.errors import FilterError
     from pytest_imageprune.kinds.filters import KindFilters
     from pytest_imageprune.model.filters import Filters
 
-SCOPES = ("session", "all")
 
 FILTER_HELP = (
     "Prune the images this session built at its end, keeping those that do not match "

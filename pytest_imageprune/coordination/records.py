@@ -13,8 +13,7 @@ from typing import Any
 from pytest_imageprune.errors import FilterError
 from pytest_imageprune.model.filters import Filters
 from pytest_imageprune.model.gotime import NANOS
-from pytest_imageprune.model.images import Baseline
-from pytest_imageprune.settings import SCOPES
+from pytest_imageprune.model.images import SCOPES, Baseline
 
 RUNNING = "running"
 
