@@ -19,11 +19,17 @@ from pytest_imageprune.model.outcome import Kept, is_doubt, is_live
 from tests.test_records import record
 
 
-def test_live_sessions_protect_what_is_not_in_their_baseline() -> None:
-    keep = protect_live([record({"old"})])
-    assert keep(Image("old")) is None
-    assert keep(Image("new")) is not None
-    assert "live session" in (keep(Image("new")) or "")
+def test_a_live_session_protects_its_baseline_and_what_is_not_in_it() -> None:
+    """What was there at its start (its tests may use it: a build cached on it) and what
+    may be its product: while another session lives, no image goes. The first version
+    let a baseline image go, and a live session's build failed with "No such image"."""
+    live = record({"old"})
+    keep = protect_live([live])
+    assert keep(Image("old")) == f"in a live session's baseline ({live.describe()})"
+    assert keep(Image("new")) == f"may belong to a live session ({live.describe()})"
+    assert is_live(keep(Image("old")) or "")
+    assert is_live(keep(Image("new")) or "")
+    assert protect_live([])(Image("old")) is None
 
 
 def test_a_dead_session_owns_nothing_created_after_it_died() -> None:

@@ -359,7 +359,7 @@ def test_finding_4_no_outsider_can_stop_a_prune_by_holding_a_lock(
         assert done.returncode == 0, out
         assert "already running" not in out, out
         # It pruned, keeping what alice's live session may have built: its own image too.
-        assert "another live session may have produced" in out, out
+        assert "while another live session runs" in out, out
         assert label.exists(alice.built("alice")), out
 
         # The outsider sees the meeting place's name in /tmp, and can open nothing in it.
@@ -410,7 +410,7 @@ def test_finding_5_every_engine_user_is_protected(
         done = bob.run(label.scope)
         out = _out(done)
         assert done.returncode == 0, out
-        assert "another live session may have produced" in out, out
+        assert "while another live session runs" in out, out
         assert "registry unavailable" not in out, out
         assert label.exists(alice.built("alice")), out
         assert label.exists(bob.built("bob")), out  # alice's, for all bob can tell
@@ -594,7 +594,7 @@ def test_a_live_session_whose_record_cannot_be_read_is_protected(
         assert first.wait(120) == 0
         out = first.stdout.read() if first.stdout else ""
         assert "started_ns is out of range; its session is running" in out, out
-        assert "another live session may have produced" in out, out
+        assert "while another live session runs" in out, out
         assert label.exists(alice.built("mine")), out
     finally:
         (alice.outside / "go").touch()
@@ -696,7 +696,7 @@ def _outlives(
             out = first.stdout.read() if first.stdout else ""
             assert first.returncode == 0, out
             assert "in the session registry" not in out, out  # not skipped as untrusted
-            assert "another live session may have produced" in out, out
+            assert "while another live session runs" in out, out
             assert label.exists(user.built("mine")), out
         finally:
             (user.outside / "go").touch()

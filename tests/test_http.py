@@ -366,3 +366,35 @@ def test_a_container_and_an_image_are_quoted_in_one_place(sock_dir: Path) -> Non
     ]
     engine.close()
     peer.close()
+
+
+@pytest.mark.parametrize("failures", [1, 3, 4])
+def test_a_listing_podman_failed_for_an_image_removed_meanwhile_is_asked_again(
+    sock_dir: Path, failures: int
+) -> None:
+    """Podman fails ``GET /images/json`` with 500 "image not known" when another client
+    removes an image while it lists (seen in CI: the session's prune failed); the listing
+    is asked again, up to three times, and any other error stands at once."""
+    gone = json.dumps({"message": 'reading image "ab": locating image "ab": image not known'})
+    replies = [answer(500, gone.encode())] * failures + [ok(b"[]"), ok(b"[]")]
+    peer = Peer(sock_dir / "s.sock", list[bytes | None](replies))
+    engine = DockerEngine(endpoint=f"unix://{peer.path}")
+    if failures <= 3:
+        assert engine.snapshot().images == {}
+        assert lines(peer)[failures] == b"GET /images/json?all=1 HTTP/1.1"
+    else:
+        with pytest.raises(EngineError, match="image not known"):
+            engine.snapshot()
+        assert len(peer.requests) == 4
+    engine.close()
+    peer.close()
+
+
+def test_a_listing_that_failed_otherwise_is_not_asked_again(sock_dir: Path) -> None:
+    peer = Peer(sock_dir / "s.sock", [answer(500, b'{"message": "disk on fire"}'), ok(b"[]")])
+    engine = DockerEngine(endpoint=f"unix://{peer.path}")
+    with pytest.raises(EngineError, match="disk on fire"):
+        engine.snapshot()
+    assert len(peer.requests) == 1
+    engine.close()
+    peer.close()

@@ -22,7 +22,7 @@ from pytest_imageprune.kinds.things import Thing, listing
 from pytest_imageprune.model.filters import parse_until
 from pytest_imageprune.model.gotime import NANOS
 from pytest_imageprune.model.images import Baseline
-from pytest_imageprune.model.outcome import Kept
+from pytest_imageprune.model.outcome import Kept, is_live
 from pytest_imageprune.model.report import PruneReport
 from pytest_imageprune.settings import load_settings
 from tests.fakes import FakeEngine
@@ -277,44 +277,32 @@ def test_a_cache_record_created_before_the_session_started_is_kept() -> None:
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_a_live_session_that_listed_nothing_keeps_everything_new(kind: str) -> None:
-    live = Live(None, STARTED, "pid 42 on elsewhere")
+def test_a_live_session_that_listed_nothing_keeps_everything(kind: str) -> None:
+    """A session that did not list the kind at its start (an images-only session): what
+    was there then is unknown, so everything is kept for it, made before its start or
+    after (the first version let one made before its start go, which its tests may use)."""
+    live = Live(None, "pid 42 on elsewhere")
     ids, kept = _select([_new("a"), _new("b")], kind, live=[live])
     assert ids == []
-    why = "may belong to a live session (pid 42 on elsewhere)"
+    why = "there when a live session started, or its product (pid 42 on elsewhere)"
     assert kept == {"a": why, "b": why}
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_a_live_session_keeps_what_was_absent_at_its_start(kind: str) -> None:
-    theirs = Live(frozenset({"mine", "shared-old"}), STARTED, "pid 7")
-    other = Live(frozenset({"mine", "shared-old", "theirs"}), STARTED, "pid 8")
+def test_a_live_session_keeps_its_baseline_and_what_was_absent_at_its_start(kind: str) -> None:
+    """What was there at a live session's start may be used by its tests (the first
+    version deleted it, and a build cached on it failed); what was absent may be its."""
+    theirs = Live(frozenset({"mine", "shared-old"}), "pid 7")
     things = [_new("mine"), _new("theirs"), _new("shared-old")]
     ids, kept = _select(things, kind, live=[theirs])
-    assert ids == ["mine", "shared-old"]
-    assert kept == {"theirs": "may belong to a live session (pid 7)"}
-    ids, kept = _select(things, kind, live=[other, theirs])
-    assert ids == ["mine", "shared-old"]
-    assert kept == {"theirs": "may belong to a live session (pid 7)"}
-    assert _select(things, kind, live=[other])[0] == ["mine", "theirs", "shared-old"]
-
-
-def test_a_cache_record_a_live_session_may_have_used_is_kept() -> None:
-    live = Live(frozenset({"idle", "used", "edge", "never-used"}), STARTED + 10 * NANOS, "pid 9")
-    things = [
-        _new("idle", last_used_ns=STARTED + 2 * NANOS),
-        _new("used", last_used_ns=STARTED + 11 * NANOS),
-        _new("edge", last_used_ns=STARTED + 10 * NANOS - START_SLACK_NS),
-        _new("never-used", last_used_ns=None),
-    ]
-    ids, kept = _select(things, BUILD_CACHE, live=[live])
-    assert ids == ["idle", "never-used"]
+    assert ids == []
     assert kept == {
-        "used": "used by a live session (pid 9)",
-        "edge": "used by a live session (pid 9)",
+        "mine": "in a live session's baseline (pid 7)",
+        "theirs": "may belong to a live session (pid 7)",
+        "shared-old": "in a live session's baseline (pid 7)",
     }
-    # Other kinds have no last use: what the live session saw at its start is not its.
-    assert _select(things, CONTAINERS, live=[live])[0] == [t.id for t in things]
+    assert all(is_live(why) for why in kept.values())
+    assert _select(things, kind, live=[])[0] == ["mine", "theirs", "shared-old"]
 
 
 def test_a_predefined_network_is_never_pruned() -> None:
@@ -954,7 +942,7 @@ def test_the_live_sessions_are_read_after_the_listing() -> None:
 
     def live() -> list[Live]:
         seen.append(list(engine.asked))
-        return [Live(frozenset(), STARTED + NANOS, "pid 42 on here")]
+        return [Live(frozenset(), "pid 42 on here")]
 
     report = prune_kind(
         engine,
@@ -1026,21 +1014,6 @@ def test_a_podman_network_is_deleted_by_name_and_kept_while_a_container_names_it
     assert report.deleted == ["free"]
     assert report.kept == {"n1": "in use"}
     assert "remove networks free" in engine.asked
-
-
-def test_a_live_session_that_listed_nothing_keeps_only_what_came_after_its_start() -> None:
-    """An images-only session lists no networks: what was made before it started is not
-    its (the first version kept every new object for it, so a dead session's record stayed
-    deferred as long as any such session ran)."""
-    live = Live(None, STARTED + 60 * NANOS, "pid 42 on elsewhere")
-    old = _new("old", created_ns=STARTED + 10 * NANOS)
-    late = _new("late", created_ns=STARTED + 59 * NANOS)
-    ids, kept = _select([old, late], NETWORKS, live=[live])
-    assert ids == ["old"]
-    assert kept == {"late": "may belong to a live session (pid 42 on elsewhere)"}
-    # An unreadable record: when it started is unknown, everything new is kept for it.
-    ids, _ = _select([old, late], NETWORKS, live=[Live(None, 0, "unknown")])
-    assert ids == []
 
 
 @pytest.mark.parametrize(("span", "goes"), [(0, True), (NANOS - 1, False)])

@@ -38,9 +38,15 @@ def wait_for(name, timeout=120):
 """
 
 
-def _wait_for(path: Path, timeout: float = 120) -> None:
+def _wait_for(
+    path: Path, timeout: float = 120, process: subprocess.Popen[str] | None = None
+) -> None:
+    """Wait for ``path``; fail at once, with its output, if ``process`` ends first."""
     deadline = time.monotonic() + timeout
     while not path.exists():
+        if process is not None and process.poll() is not None:
+            out, _ = process.communicate()
+            raise AssertionError(f"the session ended before {path.name}:\n{out}")
         assert time.monotonic() < deadline, f"gave up waiting for {path}"
         time.sleep(0.05)
 
@@ -93,17 +99,22 @@ def test_overlapping_sessions_lose_nothing_and_leave_nothing(
     second = _session(pytester, "test_second.py", ns.scope, lock)
     code, out = _finish(first)
     assert code == 0, out
-    _wait_for(pytester.path / "second-built")
+    _wait_for(pytester.path / "second-built", process=second)
 
-    # The first session is done; the second still runs.
-    assert not ns.exists(ns.built("first_early")[-1]), out  # older than the second session
-    assert ns.exists(ns.built("first_late")[-1]), out  # built while the second one lived
+    # The first session is done; the second still runs. Nothing of the first's went: what
+    # it built before the second started is in the second's baseline (the second's build
+    # is cached on its steps: the first version deleted them, and that build failed with
+    # "No such image"), and what it built later may be the second's.
+    assert ns.exists(ns.built("first_early")[-1]), out
+    assert ns.exists(ns.built("first_late")[-1]), out
     assert ns.exists(ns.built("second")[-1]), out
-    assert "another live session may have produced" in out
+    assert "while another live session runs" in out
 
     (pytester.path / "second-go").touch()
     code, out = _finish(second)
     assert code == 0, out
+    # The last one out took what the group made, the first's deferred work included.
+    assert not ns.exists(ns.built("first_early")[-1]), out
     assert not ns.exists(ns.built("first_late")[-1]), out
     assert not ns.exists(ns.built("second")[-1]), out
     assert list((pytester.path / "shared.lock.sessions").glob("*.json")) == []

@@ -21,15 +21,22 @@ from pytest_imageprune.model.outcome import Kept
 
 
 def protect_live(live: Sequence[SessionRecord]) -> KeepRule:
-    """Keep what a live session may have produced: images absent from its baseline, and
-    images with a name they did not have in it (on the containerd store a name is a record
-    of its own, which that session may have made)."""
+    """Keep, while any other session lives, what it needs or may have made (rule 5).
+
+    An image in its baseline was there when it started: its tests may use it (a build
+    cached on it, a ``FROM`` of it), and its promise is that it survives the session. An
+    image absent from its baseline, or with a name it did not have there (on the
+    containerd store a name is a record of its own), may be its product. Every image is
+    one or the other, so no image goes while another session lives: the last one out
+    prunes what the group made.
+    """
 
     def keep(image: Image) -> Kept | None:
         for record in live:
             names = record.baseline.tags.get(image.id)
             if names is None or not set(image.tags) <= set(names):
                 return Kept(f"may belong to a live session ({record.describe()})", live=True)
+            return Kept(f"in a live session's baseline ({record.describe()})", live=True)
         return None
 
     return keep

@@ -36,10 +36,11 @@ are kept; each names where it is enforced (modules of this package, ``coordinati
    deletes nothing and leaves its record deferred: the holder does its work (rule 7). A
    lock that cannot be used at all: the same, said as an error naming the path, never as
    "already running" (``place.LockUnusable``).
-5. **What is protected.** An image absent from a live session's baseline, or with a name it
-   did not have there, may be that session's product: no one else deletes it while that
-   session lives (``evidence.protect_live``, through ``Coordinator.protection``). A
-   session that kept such images leaves its record deferred (``Coordinator.settle_own``).
+5. **What is protected.** An image in a live session's baseline was there when it started
+   (its tests may use it); one absent from it, or with a name it did not have there, may
+   be that session's product: so no one else deletes any image while another session
+   lives (``evidence.protect_live``, through ``Coordinator.protection``). A session that
+   kept such images leaves its record deferred (``Coordinator.settle_own``).
 6. **Who sweeps what, over which lifetime.** Whoever holds the lock, once its own prune
    completed, finishes the dead and deferred sessions' work (its own deferral included),
    oldest first (``Coordinator.sweep_owed``, ``registry.Others.owed``), each with that

@@ -134,6 +134,16 @@ class DockerEngine:
         before the request).
         """
         taken_ns = time.time_ns()
+        try:
+            images = self._list_images(meanwhile)
+        except EngineError as exc:
+            images = self._list_images_again(exc)
+        snapshot = Snapshot.from_api(images, self.objects("containers"), taken_ns)
+        if snapshot.containers and self.store.kind == CONTAINERD:
+            snapshot = self._created_with(snapshot)
+        return snapshot
+
+    def _list_images(self, meanwhile: Callable[[], object] | None) -> Any:
         if self._http is not None:
             self._http.send("GET", "/images/json?all=1")
             if meanwhile is not None:
@@ -142,16 +152,24 @@ class DockerEngine:
                 except BaseException:
                     self._http.close()  # the answer is never read: no stale one for later
                     raise
-            images = self._http.receive("GET", "/images/json?all=1")
-        else:
-            _ = self.client  # connected first: an engine out of reach runs nothing meanwhile
-            if meanwhile is not None:
-                meanwhile()
-            images = self.request("GET", "/images/json?all=1")
-        snapshot = Snapshot.from_api(images, self.objects("containers"), taken_ns)
-        if snapshot.containers and self.store.kind == CONTAINERD:
-            snapshot = self._created_with(snapshot)
-        return snapshot
+            return self._http.receive("GET", "/images/json?all=1")
+        _ = self.client  # connected first: an engine out of reach runs nothing meanwhile
+        if meanwhile is not None:
+            meanwhile()
+        return self.request("GET", "/images/json?all=1")
+
+    def _list_images_again(self, error: EngineError) -> Any:
+        """Podman fails the whole listing (500, "image not known") when an image it is
+        reading is removed meanwhile by another client: the listing is asked again, a few
+        times, before the error stands."""
+        for _ in range(LIST_RETRIES):
+            if not _vanished_meanwhile(error):
+                break
+            try:
+                return self.request("GET", "/images/json?all=1")
+            except EngineError as exc:
+                error = exc
+        raise error
 
     def _created_with(self, snapshot: Snapshot) -> Snapshot:
         """On the containerd store a container protects the record it was created with
@@ -327,6 +345,16 @@ class DockerEngine:
 
     def _mapped(self) -> _ErrorMapper:
         return _ErrorMapper(self.endpoint)
+
+
+#: How many times a listing that failed for an image removed meanwhile is asked again.
+LIST_RETRIES = 3
+
+
+def _vanished_meanwhile(error: EngineError) -> bool:
+    """Podman's answer to a listing during which an image went: a 500 saying "image not
+    known" (its ``ErrImageUnknown``)."""
+    return error.status == 500 and "image not known" in str(error)
 
 
 def _peer_started_ns(socket_path: str) -> int | None:

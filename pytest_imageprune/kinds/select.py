@@ -19,10 +19,9 @@ START_SLACK_NS = 2 * NANOS
 @dataclass(frozen=True)
 class Live:
     """What a live session's record says of one kind: the objects present at its start
-    (None: not recorded, so everything new may be its), and when it started."""
+    (None: not recorded), and who it is."""
 
     ids: frozenset[str] | None
-    started_ns: int
     who: str
 
 
@@ -65,7 +64,7 @@ def select(
             continue
         why = _why_kept(thing, filters, until, anonymous_only)
         if why is None:
-            why = _for_live(thing, kind, live)
+            why = _for_live(thing, live)
         if why is not None:
             kept[thing.id] = why
             continue
@@ -102,24 +101,16 @@ def _why_kept(
     return None
 
 
-def _for_live(thing: Thing, kind: str, live: Sequence[Live]) -> str | None:
+def _for_live(thing: Thing, live: Sequence[Live]) -> str | None:
+    """Why another live session keeps ``thing`` (rule 5), or None: there when it started
+    (its tests may use it), or maybe its product. A session that did not list the kind
+    at its start protects all of it: what was there then is unknown."""
     for session in live:
         if session.ids is None:
-            # It listed no such object at its start: what was made before it started is
-            # not its (unless when it started is unknown: an unreadable record).
-            made = thing.created_ns
-            if (
-                not session.started_ns
-                or made is None
-                or made + thing.created_span >= session.started_ns - START_SLACK_NS
-            ):
-                return Kept(f"may belong to a live session ({session.who})", live=True)
-        elif thing.id not in session.ids:
+            return Kept(
+                f"there when a live session started, or its product ({session.who})", live=True
+            )
+        if thing.id not in session.ids:
             return Kept(f"may belong to a live session ({session.who})", live=True)
-        if (
-            kind == BUILD_CACHE
-            and thing.last_used_ns is not None
-            and thing.last_used_ns >= session.started_ns - START_SLACK_NS
-        ):
-            return Kept(f"used by a live session ({session.who})", live=True)
+        return Kept(f"in a live session's baseline ({session.who})", live=True)
     return None

@@ -221,8 +221,7 @@ class Pipeline:
     def _live_of(self, name: str) -> list[Live]:
         """What each other live session's record says of kind ``name``, read now."""
         return [
-            Live(None if r.kinds is None else r.kinds.get(name), r.started_ns, r.describe())
-            for r in self._live()
+            Live(None if r.kinds is None else r.kinds.get(name), r.describe()) for r in self._live()
         ]
 
     def _unlisted(self, name: str, filters: KindFilters) -> KindReport:

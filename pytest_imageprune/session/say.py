@@ -75,14 +75,16 @@ class Voice:
 
     # -- the pipeline ----------------------------------------------------------------------
     def images_kept_for_live(self, report: PruneReport) -> None:
-        """How many more images were kept because another live session may have made them."""
+        """How many more images were kept because another session lives: it started with
+        them, or may have made them."""
         live = {i for i, why in report.kept.items() if is_live(why)}
         deferred = len(live - self._said_live)
         if deferred:
             more = " more" if self._said_live else ""
             self.say(
-                f"kept {deferred}{more} image{'s' * (deferred != 1)} that another"
-                " live session may have produced: the last session out prunes them"
+                f"kept {deferred}{more} image{'s' * (deferred != 1)} while another live"
+                " session runs (it started with them or may have produced them): the last"
+                " session out prunes them"
             )
         self._said_live |= live
 
@@ -101,7 +103,8 @@ class Voice:
                 spec = report.spec
                 self.say(
                     f"{prefix}kept {kept} {spec.one if kept == 1 else spec.many}"
-                    " that another live session may have made or uses"
+                    " while another live session runs (it started with them, may have made"
+                    " them, or uses them)"
                 )
 
     def kind_unlisted_at_end(self, many: str, why: str) -> None:
