@@ -10,8 +10,9 @@ import os
 import re
 import socket
 import stat
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -398,3 +399,64 @@ def test_the_report_follows_no_other_users_symlink_in_a_sticky_folder(tmp_path: 
     (tmp_path / "results").symlink_to(tmp_path / "real")
     write_regular(tmp_path / "results" / "report.json", b"{}")
     assert (tmp_path / "real" / "report.json").read_bytes() == b"{}"
+
+
+def _as_engine_user(action: Callable[[], None]) -> bool:
+    """Whether ``action`` succeeds in a child running as another user of the engine's
+    group (uid 12346, group ``ENGINE_GID`` only)."""
+    pid = os.fork()
+    if pid == 0:  # the child: only plain system calls, then _exit
+        code = 1
+        try:
+            os.setgroups([ENGINE_GID])
+            os.setgid(ENGINE_GID)
+            os.setuid(12346)
+            action()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def test_folders_made_on_the_way_to_a_shared_lock_let_every_engine_user_in(
+    umask_022: None,
+) -> None:
+    """Issue 20, finding 5: for a lock path whose folder did not exist, the first session
+    made the folders on the way 755; once it was gone (killed, or a dry run that never
+    made the lock), every other engine user got EACCES there and deleted nothing."""
+    needs_root()
+    with tempfile.TemporaryDirectory(prefix="ipb-") as base:
+        os.chmod(base, 0o755)  # root's, as /tmp's own folders are: another user may pass
+        folder = Path(base) / "x" / "y"
+        Boundary(gid=ENGINE_GID).make_folder(folder / "prune.lock.sessions")
+
+        def make_the_lock() -> None:
+            fd = Boundary(gid=ENGINE_GID).open_file(folder / "prune.lock", create=True)
+            os.close(fd)
+
+        assert _as_engine_user(make_the_lock), "another engine user is locked out"
+        assert (folder / "prune.lock").stat().st_uid == 12346
+        for made in (folder.parent, folder, folder / "prune.lock.sessions"):
+            st = made.stat()
+            assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o2770, ENGINE_GID), made
+
+
+def test_a_session_killed_while_making_a_folder_leaves_none_half_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each folder is made under a hidden name, then renamed: Ctrl-C (or a kill) between
+    the two leaves no folder of the wrong mode at the name, and the next session makes it."""
+    real_rename = os.rename
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Boundary().make_folder(tmp_path / "a" / "registry")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(os, "rename", real_rename)
+    made = Boundary().make_folder(tmp_path / "a" / "registry")
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700

@@ -166,14 +166,22 @@ class Boundary:
         return target
 
     def _make(self, target: Path) -> None:
-        if not target.parent.exists():
-            missing = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
-            for folder in reversed(missing):
-                with contextlib.suppress(FileExistsError):
-                    folder.mkdir(mode=0o755)
-                    if self.gid is not None:  # made by an engine user: its group says so
-                        os.chown(folder, -1, self.gid, follow_symlinks=False)
+        """Make ``target``, and the folders missing on the way, each with the boundary's
+        group and ``folder_mode`` (``2770`` shared by a group): every engine user can use
+        what a session made, whatever happened to that session (the first version made the
+        folders on the way ``755``, and once their maker was gone no other engine user
+        could make the lock there)."""
+        missing = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
+        for folder in reversed(missing):
+            self._make_one(folder)
+        if missing:
             self.resolve(target.parent)  # what was made is checked like the rest
+        self._make_one(target)
+
+    def _make_one(self, target: Path) -> None:
+        """One folder, made under a temporary name, given its group and mode, then renamed
+        into place: no one ever sees it half made, and a session killed meanwhile leaves
+        at most a hidden temporary folder."""
         temp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
             if self.gid is not None:
@@ -185,6 +193,10 @@ class Boundary:
                 os.rmdir(temp)
             if not os.path.lexists(target):
                 raise
+        except BaseException:  # Ctrl-C: no half-made folder left behind
+            with contextlib.suppress(OSError):
+                os.rmdir(temp)
+            raise
 
     def check_folder(self, path: Path, st: os.stat_result) -> None:
         """The registry's own folder: a real folder that no one untrusted may write into."""
