@@ -18,7 +18,7 @@ from pytest_imageprune.kinds.prune import prune_kind
 from pytest_imageprune.kinds.report import KindReport
 from pytest_imageprune.kinds.select import START_SLACK_NS, Live, select
 from pytest_imageprune.kinds.table import BUILD_CACHE, CONTAINERS, KINDS, NETWORKS, VOLUMES
-from pytest_imageprune.kinds.things import Thing, listing
+from pytest_imageprune.kinds.things import ANONYMOUS, Thing, listing
 from pytest_imageprune.model.filters import parse_until
 from pytest_imageprune.model.gotime import NANOS
 from pytest_imageprune.model.images import Baseline
@@ -354,6 +354,50 @@ def test_only_anonymous_volumes_unless_all() -> None:
     assert kept["used"] == "in use"
     assert _select(things, VOLUMES, ["all=true", "label=ci"])[0] == ["named", "0" * 64]
     assert _select(things, VOLUMES, ["all=true", "label!=ci"])[0] == []
+
+
+@pytest.mark.parametrize(
+    ("engine", "options"),
+    [
+        ("docker 20.10", {"api_version": "1.41"}),
+        ("podman", {"podman": True, "api_version": "1.41"}),
+        ("docker 23+", {"api_version": "1.43"}),
+    ],
+)
+def test_a_bare_volume_prune_takes_anonymous_volumes_only_on_every_engine(
+    engine: str, options: dict[str, Any]
+) -> None:
+    """Issue 20, finding 7: on Docker 20.10 a bare ``--prune-volumes`` deleted a named
+    volume made during the session, as that daemon's prune would; ``all=true`` was refused
+    there. Now bare means anonymous only, and ``all=true`` takes named ones, everywhere.
+    Where the engine does not label anonymous volumes (API 1.41, Podman), the name it gave
+    one (64 hex digits) tells; on API 1.42 and later only its label does, as the daemon."""
+    random = "ab" * 32
+    volumes: list[dict[str, Any]] = [
+        {"Name": "data", "Driver": "local", "Labels": {"ci": "1"}},
+        {"Name": random, "Driver": "local", "Labels": {"ci": "1"}},
+        {"Name": "cd" * 32, "Driver": "local", "Labels": {ANONYMOUS: "", "ci": "1"}},
+    ]
+    fake = FakeEngine(volumes=volumes, **options)
+
+    def prune(*given: str) -> list[str]:
+        report = prune_kind(
+            FakeEngine(volumes=[dict(v) for v in volumes], **options),
+            parse_kind_filters(VOLUMES, given),
+            baseline=frozenset(),
+            started_ns=0,
+            live=list,
+            dry_run=False,
+        )
+        assert report.errors == [], report.errors
+        return sorted(report.deleted)
+
+    labelled = engine == "docker 23+"
+    assert "data" not in prune(), "a named volume went without all=true"
+    assert prune("all=true") == sorted(["data", random, "cd" * 32])
+    assert prune() == sorted(["cd" * 32] + ([] if labelled else [random]))
+    assert prune("all=false", "label=ci") == prune()
+    assert [t.anonymous for t in listing(fake, VOLUMES)] == [False, not labelled, True]
 
 
 def test_a_running_container_or_a_busy_object_is_never_tried() -> None:

@@ -85,15 +85,6 @@ def _prune(
         report.status = Status.NOT_SUPPORTED
         report.errors.append({"error": "Podman keeps no build cache of BuildKit's to prune"})
         return
-    api = engine.api_version
-    modern = not podman and at_least(api, "1.42")
-    if kind == VOLUMES and filters.all is not None and not modern:  # as the engine would
-        report.status = Status.NOT_SUPPORTED
-        what = "Podman" if podman else f"Docker's API {api}"
-        report.errors.append(
-            {"error": f"{what} has no all filter for volumes (API 1.42 and later): nothing deleted"}
-        )
-        return
     if (
         kind == VOLUMES
         and podman
@@ -124,7 +115,7 @@ def _prune(
         live=live(),
         now_ns=now,
         utc_offset_s=offset,
-        anonymous_only=kind == VOLUMES and modern and not filters.all,
+        anonymous_only=kind == VOLUMES and not filters.all,
         ended_ns=ended_ns,
     )
     report.candidates = [t.id for t in candidates]

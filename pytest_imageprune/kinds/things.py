@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pytest_imageprune.engine.api import at_least
 from pytest_imageprune.kinds.table import CONTAINERS, NETWORKS, VOLUMES
 from pytest_imageprune.model.filters import engine_time
 from pytest_imageprune.model.gotime import NANOS
@@ -63,7 +65,10 @@ def listing(engine: Objects, kind: str) -> list[Thing]:
     if kind == VOLUMES:
         volumes = engine.objects("volumes")
         used = _used_volumes(engine)
-        return [_volume(item, used) for item in volumes]
+        # Docker labels its anonymous volumes from API 1.42 on; before it, and on Podman,
+        # the name the engine gave one (64 hex digits) is all that tells.
+        labels_them = not engine.podman and at_least(engine.api_version, "1.42")
+        return [_volume(item, used, labels_them) for item in volumes]
     return [_record(item) for item in engine.disk_usage("build-cache").get("BuildCache") or []]
 
 
@@ -110,7 +115,7 @@ def _network(item: Mapping[str, Any], named: set[str] | None = None) -> Thing:
     )
 
 
-def _volume(item: Mapping[str, Any], used: set[str]) -> Thing:
+def _volume(item: Mapping[str, Any], used: set[str], labels_them: bool) -> Thing:
     name = str(item["Name"])
     labels = item.get("Labels") or None
     never = None
@@ -126,8 +131,13 @@ def _volume(item: Mapping[str, Any], used: set[str]) -> Thing:
         labels=labels,
         busy=name in used,
         never=never,
-        anonymous=isinstance(labels, dict) and ANONYMOUS in labels,
+        anonymous=(isinstance(labels, dict) and ANONYMOUS in labels)
+        or (not labels_them and _RANDOM_NAME.fullmatch(name) is not None),
     )
+
+
+#: The name an engine gives a volume made without one (``stringid.GenerateRandomID``).
+_RANDOM_NAME = re.compile("[0-9a-f]{64}")
 
 
 def _used_volumes(engine: Objects) -> set[str]:
