@@ -37,7 +37,7 @@ class FakeEngine(SimulatedEngine):
     engine lists them; ``inspects`` (a container's inspect by ID); ``volume_sizes``;
     ``refusals`` (a removal's target: what it raises); ``listing_faults`` (a kind: what its
     listing raises); ``lost_after`` (that many questions,
-    then the engine is gone); ``podman``, ``api_version``, ``version``.
+    then the engine is gone); ``podman``, ``api_version``, ``version``, ``engine_id``.
     """
 
     def __init__(
@@ -66,8 +66,11 @@ class FakeEngine(SimulatedEngine):
         podman: bool = False,
         api_version: str = "1.43",
         version: str = "24.0.0",
+        engine_id: str = "",
     ) -> None:
         super().__init__(snapshot if snapshot is not None else Snapshot.of([]))
+        #: What tells it from other engines (``DockerEngine.engine_id``); "" none.
+        self.engine_id = engine_id
         if store is not None:
             self.store = store
         self.faults = dict(faults or {})

@@ -398,3 +398,27 @@ def test_a_listing_that_failed_otherwise_is_not_asked_again(sock_dir: Path) -> N
     assert len(peer.requests) == 1
     engine.close()
     peer.close()
+
+
+@pytest.mark.parametrize(
+    ("info", "key"),
+    [
+        ({"ID": "ABCD:EFGH", "DockerRootDir": "/var/lib/docker"}, "ABCD:EFGH /var/lib/docker"),
+        ({"ID": "ABCD:EFGH", "DockerRootDir": "/srv/docker-2"}, "ABCD:EFGH /srv/docker-2"),
+        ({"ID": "ABCD:EFGH"}, "ABCD:EFGH"),
+        ({"DockerRootDir": "/var/lib/docker"}, ""),
+    ],
+)
+def test_an_engine_is_told_apart_by_its_id_and_its_data_root(
+    sock_dir: Path, info: dict[str, str], key: str
+) -> None:
+    """Docker 20.10 takes its ID from /etc/docker/key.json: every dockerd of one host
+    reports the same one, and they met in one place (issue 20's probe); the data root
+    tells them apart."""
+    version = json.dumps({"ApiVersion": "1.41", "Version": "20.10.24"}).encode()
+    info_body = json.dumps({"Driver": "overlay2", **info}).encode()
+    peer = Peer(sock_dir / "s.sock", [ok(version), ok(info_body)])
+    engine = DockerEngine(endpoint=f"unix://{peer.path}")
+    assert engine.engine_id == key
+    engine.close()
+    peer.close()

@@ -54,6 +54,8 @@ BAD_RECORDS: dict[str, tuple[dict[str, Any], str]] = {
     "id-absolute": ({"id": "/root/victim"}, "id"),
     "id-not-the-name": ({"id": "0" * 32}, "own name"),
     "present-not-ids": ({"present": [1]}, "present"),
+    "engine-not-text": ({"engine": 5}, "engine"),
+    "engine-too-long": ({"engine": "x" * 5000}, "engine"),
 }
 
 

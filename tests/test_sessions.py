@@ -657,3 +657,49 @@ def test_the_heartbeat_outlives_its_failures_and_says_so(
     assert alive.stat().st_mtime_ns > first  # it beats again after the failures
     session.finish()
     assert any("heartbeat failed 3 times" in line for line in session.lines), session.lines
+
+
+def test_a_record_of_another_engine_is_never_acted_on(tmp_path: Path) -> None:
+    """Issue 20, finding 1 of its probe: two dockerds on one host report one ID (Docker
+    20.10 takes it from /etc/docker/key.json). A session killed on engine 2 was swept by
+    the next session on engine 1, which deleted engine 1's image ``z``; and a live session
+    on one engine made the other's keep everything. Now a record speaks for one engine:
+    its ID and data root."""
+    lock = tmp_path / "prune.lock"  # one lock given for both engines
+    one = FakeEngine(Snapshot.of([]), engine_id="SAME-ID /var/lib/docker")
+    two = FakeEngine(Snapshot.of([]), engine_id="SAME-ID /var/lib/docker-2")
+
+    def session(engine: FakeEngine) -> PruneSession:
+        s = PruneSession(parse_filters(["label=s=a"]), lock_path=lock, engine=engine)
+        s.start()
+        return s
+
+    def make(engine: FakeEngine, name: str) -> None:
+        now = time.time_ns()
+        engine.add(
+            Image(name, labels={"s": "a"}, created_s=now // NANOS, created_ns=now, has_config=True)
+        )
+
+    killed = session(two)
+    make(two, "orphan")
+    make(one, "z")  # another client's, on engine 1, while the session on engine 2 lived
+    coordinator = killed.coordinator
+    assert coordinator is not None
+    coordinator.stop_heartbeat()
+    coordinator.close()  # SIGKILL: its record stays, its locks go
+
+    on_one = session(one)
+    on_one.finish()
+    assert set(one.refs) == {"z"}, on_one.lines  # the dead session was engine 2's
+    assert not any("finished the prune" in line for line in on_one.lines), on_one.lines
+
+    live_on_two = session(two)
+    on_one = session(one)
+    make(one, "made-by-one")
+    on_one.finish()
+    # The live session on engine 2 needs nothing of engine 1's.
+    assert set(one.refs) == {"z"}, on_one.lines
+    assert not any("live session" in line for line in on_one.lines), on_one.lines
+    live_on_two.finish()  # engine 2's last one out sweeps the dead session there
+    assert set(two.refs) == set(), live_on_two.lines
+    assert any("session that died" in line for line in live_on_two.lines), live_on_two.lines

@@ -141,9 +141,10 @@ class Coordinator:
         on_bad: Callable[[list[BadRecord]], None] | None = None,
         deadline: float | None = None,
         worker: Worker | None = None,
+        engine: str = "",
     ) -> None:
         self.place = place
-        self.registry = Registry(place.registry, place.boundary)
+        self.registry = Registry(place.registry, place.boundary, engine)
         self.lock = PruneLock(place.lock, place.boundary)
         self.record: SessionRecord | None = None
         #: Why the session's record could not be written, its ``.alive`` held all the same.
@@ -167,16 +168,17 @@ class Coordinator:
         *,
         on_bad: Callable[[list[BadRecord]], None] | None = None,
         deadline: float | None = None,
+        engine: str = "",
     ) -> Coordinator:
         """The coordinator of the place ``find`` finds (making its folders: bounded too,
-        ``what`` says where)."""
+        ``what`` says where), for the engine with key ``engine`` ("" unknown)."""
         worker = Worker(deadline)
         try:
             place = worker.run(what, find)
         except BaseException:
             worker.stop()
             raise
-        return cls(place, on_bad=on_bad, worker=worker)
+        return cls(place, on_bad=on_bad, worker=worker, engine=engine)
 
     # -- start -----------------------------------------------------------------------------
     def open(self) -> None:

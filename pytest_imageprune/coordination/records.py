@@ -55,6 +55,8 @@ _MAX_NS = 1 << 63
 
 
 _MAX_PID = 1 << 22  # the kernel's pid_max limit
+#: The longest engine key a record may hold (an ID, a space, a data root path).
+ENGINE_KEY_LIMIT = 4200
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class SessionRecord:
     images: bool = True
     #: The other kinds it prunes, each with its filters (API form), for a sweep.
     kind_filters: Mapping[str, dict[str, list[str]]] | None = None
+    #: The engine it pruned (``engine.client.DockerEngine.engine_id``: its ID and data
+    #: root); empty when unknown (Podman, an older version's record).
+    engine: str = ""
 
     @classmethod
     def new(
@@ -92,6 +97,7 @@ class SessionRecord:
         kinds: Mapping[str, frozenset[str]] | None = None,
         images: bool = True,
         kind_filters: Mapping[str, dict[str, list[str]]] | None = None,
+        engine: str = "",
     ) -> SessionRecord:
         return cls(
             id=uuid.uuid4().hex,
@@ -105,7 +111,12 @@ class SessionRecord:
             kinds=kinds,
             images=images,
             kind_filters=kind_filters,
+            engine=engine,
         )
+
+    def of_engine(self, engine: str) -> bool:
+        """Whether this record may speak for ``engine``: the same one, or either unknown."""
+        return not (self.engine and engine) or self.engine == engine
 
     @property
     def death_ns(self) -> int:
@@ -147,6 +158,7 @@ class SessionRecord:
             else {kind: sorted(ids) for kind, ids in self.kinds.items()},
             "images": self.images,
             "kind_filters": None if self.kind_filters is None else dict(self.kind_filters),
+            "engine": self.engine,
         }
 
     @classmethod
@@ -200,6 +212,7 @@ class SessionRecord:
             kinds=_kinds(data.get("kinds")),
             images=_flag(data, "images"),
             kind_filters=_kind_filters(data.get("kind_filters")),
+            engine=_text(data, "engine", ENGINE_KEY_LIMIT) if "engine" in data else "",
         )
 
 

@@ -90,9 +90,12 @@ def _running_unread(
 class Registry:
     """The registry folder of one endpoint. Every method may raise ``OSError``."""
 
-    def __init__(self, directory: Path, boundary: Boundary | None = None) -> None:
+    def __init__(self, directory: Path, boundary: Boundary | None = None, engine: str = "") -> None:
         self.directory = directory
         self.boundary = boundary if boundary is not None else Boundary()
+        #: The engine this session prunes (its key, "" unknown): a record of another
+        #: engine is never acted on, nor protected against here (``others``).
+        self.engine = engine
         self._alive: int | None = None
         #: Guards ``_alive``: the heartbeat thread touches it while another closes it.
         self._alive_guard = threading.Lock()
@@ -178,6 +181,8 @@ class Registry:
             except (ValueError, RecursionError) as exc:
                 yield from self._bad(name, str(exc) or type(exc).__name__, stem)
                 continue
+            if not record.of_engine(self.engine):
+                continue  # another engine's (one lock given to two): never ours to act on
             if record.state == DEFERRED:
                 yield record, DEFERRED
             elif record.id in self._taken:  # found dead before, and still ours to sweep

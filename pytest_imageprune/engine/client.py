@@ -265,10 +265,15 @@ class DockerEngine:
 
     @property
     def engine_id(self) -> str:
-        """The engine's ``ID`` from ``/info`` (asked with ``store``), which only the engine's
-        users can read. Empty for Podman, whose ``ID`` changes with every request."""
+        """What tells this engine from any other: its ``ID`` and its ``DockerRootDir`` from
+        ``/info`` (asked with ``store``), which only the engine's users can read. Docker
+        20.10 takes the ID from ``/etc/docker/key.json``, so every dockerd of one host
+        reports the same one; their data roots differ. Empty for Podman, whose ``ID``
+        changes with every request."""
         _ = self.store  # asks /version, and /info unless the engine is Podman
-        return "" if self._info is None else str(self._info.get("ID") or "")
+        info = self._info or {}
+        ident, root = str(info.get("ID") or ""), str(info.get("DockerRootDir") or "")
+        return f"{ident} {root}" if ident and root else ident
 
     def events(self, since_ns: int, until_ns: int) -> list[Mapping[str, Any]] | None:
         """The engine's events from ``since_ns`` to ``until_ns`` (``GET /events``), as far

@@ -38,6 +38,7 @@ def register(
         kinds=start.kind_lists,
         images=fields["images"],
         kind_filters=fields["kind_filters"],
+        engine=start.engine_id or "",
     )
     coordinator, unsafe = meet(start, lock_path, voice)
     if coordinator is None:
@@ -63,14 +64,14 @@ def meet(
     why no safe one can be had (None too when the engine cannot be reached: the start's
     ``problem`` says so)."""
     try:
+        engine_id = start.engine_id_now()  # a lock given for two engines: records tell
         if lock_path is not None:
             find = functools.partial(place_of_lock, lock_path, start.endpoint)
             what = str(lock_path)
         else:
-            engine_id = start.engine_id_now()
             find = functools.partial(meeting_place, start.endpoint, engine_id)
             what = f"the meeting place of {start.endpoint}"
-        coordinator = Coordinator.meet(find, what, on_bad=voice.bad_records)
+        coordinator = Coordinator.meet(find, what, on_bad=voice.bad_records, engine=engine_id)
     except EngineUnavailable as exc:
         start.problem = str(exc)
         return None, None

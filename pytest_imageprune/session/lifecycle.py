@@ -81,7 +81,6 @@ class PruneSession:
             scope=self.scope,
             dry_run=self.dry_run,
             kinds=tuple(self.kinds),
-            wants_engine_id=self.lock_path is None,
             endpoint=self.endpoint,
             engine=self.engine,
         )

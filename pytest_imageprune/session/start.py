@@ -36,9 +36,6 @@ class Start:
     dry_run: bool = False
     #: The other kinds enabled (the build cache is listed at start only if it is).
     kinds: Collection[str] = ()
-    #: Whether the engine's ID is asked (it names the meeting place, unless a lock path
-    #: was given).
-    wants_engine_id: bool = True
     endpoint: str = field(default_factory=endpoint_from_env)
     #: Connected at ``begin`` from the environment, unless given.
     engine: Engine | None = None
@@ -48,7 +45,8 @@ class Start:
     #: The objects of each other kind present at start (the containers always, with the
     #: images; the networks and volumes whatever is enabled; the build cache if enabled).
     kind_lists: dict[str, frozenset[str]] | None = None
-    #: The engine's ID (``GET /info``, asked with the baseline); "" when it has none.
+    #: The engine's key (``DockerEngine.engine_id``: ``GET /info``, asked with the
+    #: baseline); "" when it has none. It names the meeting place, and every record.
     engine_id: str | None = None
     #: Why nothing can be pruned (the engine was unreachable at start), if so.
     problem: str | None = None
@@ -149,8 +147,9 @@ class Start:
                 snapshot = engine.snapshot()
             self.baseline = Baseline.of(snapshot)
             self.kind_lists = self._kinds_present(engine, snapshot)
-            if self.wants_engine_id:  # it names the meeting place (see coordination.place)
-                self.engine_id = engine.engine_id if isinstance(engine, DockerEngine) else ""
+            # Read from the /info the store asked: it names the meeting place and the record.
+            engine_id = getattr(engine, "engine_id", "")
+            self.engine_id = engine_id if isinstance(engine_id, str) else ""
         except EngineUnavailable as exc:
             self.problem = str(exc)
         except Exception as exc:  # an engine error, a malformed answer: never the verdict
