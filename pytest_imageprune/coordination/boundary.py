@@ -43,8 +43,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: How many symlinks a path may go through before it is refused (as the kernel's ELOOP).
-_MAX_LINKS = 40
+#: How many symlinks a path may go through before it is refused (as the kernel's ELOOP);
+#: the files the plugin writes for the user keep to it too.
+MAX_LINKS = 40
 _OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -121,8 +122,8 @@ class Boundary:
     def _stranger(self, uid: int) -> str:
         """Why an owner is not trusted, in the boundary's own terms."""
         if self.gid is None:
-            return f"owned by {_user_name(uid)}, not by this user or root"
-        return f"owned by {_user_name(uid)}, who may not use the engine"
+            return f"owned by {user_name(uid)}, not by this user or root"
+        return f"owned by {user_name(uid)}, who may not use the engine"
 
     def group_name(self) -> str:
         return _group_name(self.gid) if self.gid is not None else "none"
@@ -140,7 +141,7 @@ class Boundary:
             if not self.trusts_made(st):
                 raise Unsafe(
                     link,
-                    f"a symlink owned by {_user_name(st.st_uid)}",
+                    f"a symlink owned by {user_name(st.st_uid)}",
                     "remove it, or give a path without it",
                 )
 
@@ -304,7 +305,7 @@ class Boundary:
 
     def check_file(self, path: Path, st: os.stat_result, limit: int | None = None) -> None:
         if not stat.S_ISREG(st.st_mode):
-            raise Unsafe(path, f"not a regular file ({_kind(st.st_mode)})", f"remove {path}")
+            raise Unsafe(path, f"not a regular file ({kind_of(st.st_mode)})", f"remove {path}")
         self._check_links(path, st)
         if not self.trusts_made(st):
             raise Unsafe(path, self._stranger(st.st_uid), "remove it")
@@ -346,13 +347,13 @@ def write_regular(path: Path, data: bytes) -> None:
     with contextlib.suppress(FileNotFoundError):
         st = os.lstat(real)
         if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path} is not a regular file ({_kind(st.st_mode)})")
+            raise OSError(f"{path} is not a regular file ({kind_of(st.st_mode)})")
     flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
     fd = os.open(real, flags, 0o666)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path} is not a regular file ({_kind(st.st_mode)})")
+            raise OSError(f"{path} is not a regular file ({kind_of(st.st_mode)})")
         _check_protected_regular(path, real.parent, st)
         os.ftruncate(fd, 0)
         view = memoryview(data)
@@ -372,7 +373,7 @@ def follow_protected(path: Path) -> Path:
         folder = os.lstat(current)  # a real folder: every link before it was followed
         if _others_may_write(folder) and st.st_uid not in (os.geteuid(), folder.st_uid):
             raise OSError(
-                f"{path}: {link} is a symlink of {_user_name(st.st_uid)} in {current},"
+                f"{path}: {link} is a symlink of {user_name(st.st_uid)} in {current},"
                 " a sticky folder others may write: not followed (as fs.protected_symlinks)"
             )
 
@@ -413,7 +414,7 @@ def _walk(
         if stat.S_ISLNK(st.st_mode) and (pending or follow_last):
             on_link(candidate, st, current)
             links += 1
-            if links > _MAX_LINKS:
+            if links > MAX_LINKS:
                 raise too_many(candidate)
             target = os.readlink(candidate)
             if os.path.isabs(target):
@@ -435,7 +436,7 @@ def _check_protected_regular(path: Path, folder: Path, st: os.stat_result) -> No
         return
     if st.st_uid not in (os.geteuid(), where.st_uid):
         raise OSError(
-            f"{path} belongs to {_user_name(st.st_uid)}, in {folder}, a sticky folder"
+            f"{path} belongs to {user_name(st.st_uid)}, in {folder}, a sticky folder"
             " others may write: not written (as fs.protected_regular); remove it or give"
             " another path"
         )
@@ -452,7 +453,7 @@ def _others_may_write(folder: os.stat_result) -> bool:
     return bool(mode & stat.S_ISVTX and mode & 0o022)
 
 
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
     for test, name in (
         (stat.S_ISDIR, "a folder"),
         (stat.S_ISFIFO, "a FIFO"),
@@ -481,7 +482,7 @@ def _member(uid: int, gid: int) -> bool:
         return False
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
     try:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:
