@@ -12,12 +12,12 @@ from __future__ import annotations
 import html
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from pytest_imageprune.kinds.table import KINDS
 from pytest_imageprune.model import report as reporting
 from pytest_imageprune.model.outcome import Status
+from pytest_imageprune.outputs import append_file
 
 T = TypeVar("T")
 
@@ -253,26 +253,25 @@ def escape_property(text: str) -> str:
 
 
 def append_step_summary(markdown: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """Append ``markdown`` to ``$GITHUB_STEP_SUMMARY``.
+    """Append ``markdown`` to ``$GITHUB_STEP_SUMMARY``, after a blank line when the file
+    already holds something (another step's), as every file the plugin writes for the user
+    is (``outputs.append_file``): never through another user's symlink, never a wait on a
+    FIFO, never into another user's file or a hard link where others may write.
 
     Returns None when written or when the variable is unset or empty; an error text (to
-    print as a warning) when the file cannot be written or the text is over GitHub's cap.
-    Never raises.
+    print as a warning) when the file cannot or may not be written or the text is over
+    GitHub's cap. Never raises.
     """
     env = os.environ if environ is None else environ
     name = env.get("GITHUB_STEP_SUMMARY")
     if not name:
         return None
-    data = markdown if markdown.endswith("\n") else markdown + "\n"
-    size = len(data.encode("utf-8"))
+    data = (markdown if markdown.endswith("\n") else markdown + "\n").encode("utf-8")
+    size = len(data)
     if size > SUMMARY_CAP:
         return f"not writing the GitHub step summary: {size} bytes is over GitHub's 1 MiB cap"
-    path = Path(name)
     try:
-        if path.is_file() and path.stat().st_size > 0:
-            data = "\n" + data  # never glued to what another step wrote
-        with path.open("a", encoding="utf-8") as stream:
-            stream.write(data)
+        append_file(name, data, separator=b"\n")  # never glued to what another step wrote
     except OSError as exc:
         return f"could not write the GitHub step summary to {name}: {exc}"
     return None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_imageprune.coordination.boundary import Boundary, Unsafe, write_regular
+from pytest_imageprune.coordination.boundary import Boundary, Unsafe
 from pytest_imageprune.coordination.place import LockUnusable, PruneLock, meeting_place
 from tests.support import IN_CI
 
@@ -172,15 +172,6 @@ def test_a_file_is_opened_only_if_regular_and_trusted_and_never_blocks(
     assert done.is_set(), "blocked"
     assert victim.read_text() == "keep me"
     assert stat.S_IMODE(victim.stat().st_mode) != 0o666
-
-
-def test_a_fifo_as_the_report_is_an_error_not_a_wait(tmp_path: Path) -> None:
-    fifo = tmp_path / "report.json"
-    os.mkfifo(fifo)
-    with pytest.raises(OSError, match="not a regular file"):
-        write_regular(fifo, b"{}")
-    write_regular(tmp_path / "plain.json", b"{}")
-    assert (tmp_path / "plain.json").read_bytes() == b"{}"
 
 
 def test_a_lock_that_cannot_be_opened_is_unusable_not_held(tmp_path: Path) -> None:
@@ -363,42 +354,6 @@ def test_a_private_place_tries_the_next_base_naming_each_refused_variable(
         meeting_place("tcp://127.0.0.1:2375", "ENGINE:ID", Boundary())
     for source in ("$XDG_RUNTIME_DIR", "$XDG_CACHE_HOME", "~/.cache"):
         assert f"(from {source})" in str(caught.value)
-
-
-def test_the_report_follows_no_other_users_symlink_in_a_sticky_folder(tmp_path: Path) -> None:
-    """p6: as fs.protected_symlinks and fs.protected_regular, whatever the machine's."""
-    needs_root()
-    sticky = tmp_path / "tmp"
-    sticky.mkdir()
-    os.chmod(sticky, 0o1777)
-    victim = tmp_path / "victim"
-    victim.write_text("keep me")
-    os.chmod(victim, 0o600)
-    planted = sticky / "report.json"
-    planted.symlink_to(victim)
-    os.lchown(planted, NOBODY, NOBODY)
-    with pytest.raises(OSError, match=re.escape(f"{planted}: {planted} is a symlink of nobody")):
-        write_regular(planted, b"{}")
-    planted.unlink()
-    planted.write_text("theirs")  # a file of another user's there: not written
-    os.chown(planted, NOBODY, NOBODY)
-    with pytest.raises(OSError, match=re.escape(f"{planted} belongs to nobody")):
-        write_regular(planted, b"{}")
-    assert planted.read_text() == "theirs"
-    planted.unlink()
-    os.link(victim, planted)  # another name of this user's file: not written either
-    with pytest.raises(OSError, match="a hard link"):
-        write_regular(planted, b"{}")
-    assert victim.read_text() == "keep me"
-    planted.unlink()
-    # This user's own symlinks keep working: in the sticky folder, and to a results folder.
-    planted.symlink_to(tmp_path / "own.json")
-    write_regular(planted, b"{}")
-    assert (tmp_path / "own.json").read_bytes() == b"{}"
-    (tmp_path / "real").mkdir()
-    (tmp_path / "results").symlink_to(tmp_path / "real")
-    write_regular(tmp_path / "results" / "report.json", b"{}")
-    assert (tmp_path / "real" / "report.json").read_bytes() == b"{}"
 
 
 def _as_engine_user(action: Callable[[], None]) -> bool:

@@ -43,8 +43,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: How many symlinks a path may go through before it is refused (as the kernel's ELOOP).
-_MAX_LINKS = 40
+#: How many symlinks a path may go through before it is refused (as the kernel's ELOOP);
+#: the files the plugin writes for the user (``outputs``) keep to it too.
+MAX_LINKS = 40
 _OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -121,8 +122,8 @@ class Boundary:
     def _stranger(self, uid: int) -> str:
         """Why an owner is not trusted, in the boundary's own terms."""
         if self.gid is None:
-            return f"owned by {_user_name(uid)}, not by this user or root"
-        return f"owned by {_user_name(uid)}, who may not use the engine"
+            return f"owned by {user_name(uid)}, not by this user or root"
+        return f"owned by {user_name(uid)}, who may not use the engine"
 
     def group_name(self) -> str:
         return _group_name(self.gid) if self.gid is not None else "none"
@@ -140,7 +141,7 @@ class Boundary:
             if not self.trusts_made(st):
                 raise Unsafe(
                     link,
-                    f"a symlink owned by {_user_name(st.st_uid)}",
+                    f"a symlink owned by {user_name(st.st_uid)}",
                     "remove it, or give a path without it",
                 )
 
@@ -148,7 +149,7 @@ class Boundary:
             return Unsafe(link, "too many symlinks", "give a path without them")
 
         # The last one is the caller's to refuse (a registry folder is never a symlink).
-        return _walk(path, self._check_ancestor, trusted_link, too_many, follow_last=False)
+        return _walk(path, self._check_ancestor, trusted_link, too_many)
 
     def make_folder(self, path: Path) -> Path:
         """The folder at ``path``, made if missing, checked; its real path.
@@ -316,7 +317,7 @@ class Boundary:
 
     def check_file(self, path: Path, st: os.stat_result, limit: int | None = None) -> None:
         if not stat.S_ISREG(st.st_mode):
-            raise Unsafe(path, f"not a regular file ({_kind(st.st_mode)})", f"remove {path}")
+            raise Unsafe(path, f"not a regular file ({kind_of(st.st_mode)})", f"remove {path}")
         self._check_links(path, st)
         if not self.trusts_made(st):
             raise Unsafe(path, self._stranger(st.st_uid), "remove it")
@@ -347,65 +348,16 @@ class Boundary:
         return b"".join(chunks)
 
 
-def write_regular(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``, a regular file or none yet; never blocks on a FIFO.
-
-    The path is followed as the kernel does with ``fs.protected_symlinks`` and
-    ``fs.protected_regular`` on, whatever this machine's settings (``follow_protected``),
-    so that no other user can point it at a file of this one's.
-    """
-    real = follow_protected(path)
-    with contextlib.suppress(FileNotFoundError):
-        st = os.lstat(real)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path} is not a regular file ({_kind(st.st_mode)})")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(real, flags, 0o666)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path} is not a regular file ({_kind(st.st_mode)})")
-        _check_protected_regular(path, real.parent, st)
-        os.ftruncate(fd, 0)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-
-
-def follow_protected(path: Path) -> Path:
-    """``path`` made absolute with its symlinks followed, as ``fs.protected_symlinks``
-    does: a symlink in a sticky folder anyone may write (``/tmp``) is followed only when
-    this user or the folder's owner owns it. A user's own symlink (to a results folder,
-    say) is followed as ever. Raises ``OSError`` naming ``path``."""
-
-    def protected(link: Path, st: os.stat_result, current: Path) -> None:
-        folder = os.lstat(current)  # a real folder: every link before it was followed
-        if _others_may_write(folder) and st.st_uid not in (os.geteuid(), folder.st_uid):
-            raise OSError(
-                f"{path}: {link} is a symlink of {_user_name(st.st_uid)} in {current},"
-                " a sticky folder others may write: not followed (as fs.protected_symlinks)"
-            )
-
-    def too_many(link: Path) -> OSError:
-        return OSError(f"{path}: too many symlinks")
-
-    return _walk(path, lambda folder, st: None, protected, too_many, follow_last=True)
-
-
 def _walk(
     path: Path,
     on_folder: Callable[[Path, os.stat_result], None],
     on_link: Callable[[Path, os.stat_result, Path], None],
     too_many: Callable[[Path], OSError],
-    *,
-    follow_last: bool,
 ) -> Path:
     """``path`` made absolute, one component at a time with ``lstat``: each folder on the
     way goes past ``on_folder`` (``/`` first), each symlink past ``on_link`` (with the
-    folder it sits in) before it is followed; the last component is followed only with
-    ``follow_last``. A missing component ends the walk: the rest is appended as given."""
+    folder it sits in) before it is followed; the last component is never followed. A
+    missing component ends the walk: the rest is appended as given."""
     pending = list(Path(os.path.abspath(path)).parts[1:])
     current = Path("/")
     on_folder(current, os.lstat(current))
@@ -422,10 +374,10 @@ def _walk(
             st = os.lstat(candidate)
         except FileNotFoundError:
             return Path(candidate, *pending)
-        if stat.S_ISLNK(st.st_mode) and (pending or follow_last):
+        if stat.S_ISLNK(st.st_mode) and pending:
             on_link(candidate, st, current)
             links += 1
-            if links > _MAX_LINKS:
+            if links > MAX_LINKS:
                 raise too_many(candidate)
             target = os.readlink(candidate)
             if os.path.isabs(target):
@@ -439,32 +391,7 @@ def _walk(
     return current
 
 
-def _check_protected_regular(path: Path, folder: Path, st: os.stat_result) -> None:
-    """As ``fs.protected_regular``: in a sticky folder others may write, an existing file
-    of someone else's (or another name of a file: a hard link) is not written."""
-    where = os.stat(folder)
-    if not _others_may_write(where):
-        return
-    if st.st_uid not in (os.geteuid(), where.st_uid):
-        raise OSError(
-            f"{path} belongs to {_user_name(st.st_uid)}, in {folder}, a sticky folder"
-            " others may write: not written (as fs.protected_regular); remove it or give"
-            " another path"
-        )
-    if st.st_nlink > 1:
-        raise OSError(
-            f"{path} is a hard link ({st.st_nlink} names), in {folder}, a sticky folder"
-            " others may write: not written; remove it or give another path"
-        )
-
-
-def _others_may_write(folder: os.stat_result) -> bool:
-    """A sticky folder that others than its owner may write (``/tmp``, a 1770 folder)."""
-    mode = folder.st_mode
-    return bool(mode & stat.S_ISVTX and mode & 0o022)
-
-
-def _kind(mode: int) -> str:
+def kind_of(mode: int) -> str:
     for test, name in (
         (stat.S_ISDIR, "a folder"),
         (stat.S_ISFIFO, "a FIFO"),
@@ -493,7 +420,7 @@ def _member(uid: int, gid: int) -> bool:
         return False
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
     try:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:

@@ -109,14 +109,13 @@ class PruneReport:
         }
 
     def write_json(self, path: str | Path, **extra: Any) -> None:
-        """Write ``to_dict()``, and any ``extra`` keys, as JSON (to a regular file only:
-        a FIFO there is an error, never a wait)."""
-        from pytest_imageprune.coordination.boundary import follow_protected, write_regular
+        """Write ``to_dict()``, and any ``extra`` keys, as JSON to ``path``, as every file
+        the plugin writes for the user is (``outputs.write_file``): a path someone else
+        could steer (a FIFO, another user's symlink or file) raises ``OSError``, one line."""
+        from pytest_imageprune.outputs import write_file
 
-        target = follow_protected(Path(path))  # no folder made through another's symlink
-        target.parent.mkdir(parents=True, exist_ok=True)
         data = {**self.to_dict(), **extra}
-        write_regular(target, (json.dumps(data, indent=2) + "\n").encode())
+        write_file(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def summary_line(report: PruneReport) -> str:
