@@ -17,9 +17,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
-from tests.support import PrivateDockerd, connect, image_archive, layer_tar, private_dockerd
+from tests.support import (
+    PrivateDockerd,
+    build,
+    connect,
+    image_archive,
+    layer_tar,
+    private_dockerd,
+)
 from tests.test_plugin_engine import Namespace, ns, run, write_tests
 
 pytestmark = pytest.mark.engine
@@ -306,3 +314,78 @@ def test_registry_files_are_removed_by_a_clean_session(
     result = run(pytester, ns.scope)
     assert result.ret == 0
     assert os.listdir(pytester.path / "prune.lock.sessions") == []
+
+
+@pytest.fixture
+def second_engine() -> Iterator[PrivateDockerd]:
+    """Another private dockerd on this host: on Docker 20.10 it reports the same ID as any
+    other (``/etc/docker/key.json``); from Docker 25 on each data root has its own."""
+    with private_dockerd() as daemon:
+        yield daemon
+
+
+@pytest.mark.private_engine
+def test_a_session_killed_on_one_engine_is_never_swept_on_another(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    dying_engine: PrivateDockerd,
+    second_engine: PrivateDockerd,
+) -> None:
+    """Issue 20's probe: two dockerds on one host reported one ID and met in one place; a
+    session killed on engine 2 was swept by the next session on engine 1, which deleted
+    engine 1's image ``z``, older than the sweeping session. Here both are given one lock
+    (so they meet whatever their IDs): the record of engine 2 is never acted on from
+    engine 1, and the next session on engine 2 sweeps it."""
+    label = "two-engines"
+    one, two = dying_engine, second_engine
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+    pytester.makepyfile(
+        test_die=textwrap.dedent(
+            f"""
+            import os, signal, time
+            from pathlib import Path
+            from tests.support import build, connect
+
+            def test_build_then_die():
+                ids = build(connect(), ["COPY f /f"], files={{"f": b"orphan"}},
+                            labels={{"itest": {label!r}}})
+                Path("orphan").write_text(ids[-1])
+                deadline = time.monotonic() + 120
+                while not Path("z-made").exists():
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+                os.kill(os.getpid(), signal.SIGKILL)
+            """
+        ),
+        test_next="def test_next():\n    pass\n",
+    )
+    scope = f"--prune-images=label=itest={label}"
+    lock = f"--prune-images-lock={pytester.path / 'shared.lock'}"
+    monkeypatch.setenv("DOCKER_HOST", two.socket)
+    killed = _session(pytester, scope, lock, "test_die.py")
+    _wait_for(pytester.path / "orphan", process=killed)
+    client_one, client_two = connect(one.socket), connect(two.socket)
+    try:
+        # Another client's image on engine 1, made while the session on engine 2 lived.
+        z = build(client_one, ["COPY f /f"], files={"f": b"z"}, labels={"itest": label})[-1]
+        (pytester.path / "z-made").touch()
+        code, out = _finish(killed)
+        assert code == -signal.SIGKILL, out
+        orphan = (pytester.path / "orphan").read_text()
+
+        monkeypatch.setenv("DOCKER_HOST", one.socket)
+        code, out = _finish(_session(pytester, scope, lock, "test_next.py"))
+        assert code == 0, out
+        assert client_one.inspect_image(z)["Id"] == z, out  # type: ignore[no-untyped-call]
+        assert "session that died" not in out, out
+
+        monkeypatch.setenv("DOCKER_HOST", two.socket)
+        code, out = _finish(_session(pytester, scope, lock, "test_next.py"))
+        assert code == 0, out
+        assert "finished the prune of a session that died" in out, out
+        with pytest.raises(docker.errors.NotFound):
+            client_two.inspect_image(orphan)  # type: ignore[no-untyped-call]
+        assert client_one.inspect_image(z)["Id"] == z  # type: ignore[no-untyped-call]
+    finally:
+        client_one.close()
+        client_two.close()
