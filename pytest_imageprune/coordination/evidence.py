@@ -49,7 +49,9 @@ def within_lifetime(
 
     An image created after the session ended is not its garbage. With ``arrival`` (an
     engine to ask), neither is one that arrived after it ended (tagged, loaded, pulled),
-    nor one with no evidence it arrived while the session lived.
+    nor one with no evidence it arrived while the session lived. ``record`` is as a sweep
+    judges it once the images are listed (``SessionRecord.seen_at``): its end on the wall
+    clock of then, moved back by any step back since it was written.
     """
     end = record.end_ns
 
