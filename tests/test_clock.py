@@ -309,6 +309,38 @@ def test_another_boots_record_or_an_older_versions_is_judged_as_before() -> None
     assert SessionRecord.from_json(data).clock is None  # a record without the field reads
 
 
+def test_a_step_back_after_the_window_was_judged_leaves_the_log_unbelieved(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The window is judged once the images are listed; the wall clock steps back 100 s
+    before the event log is asked. On the wall clock the death would be in the future
+    ("nothing can have come after yet"), and a load after it unseen: the boot clock says
+    otherwise, and the log, which cannot be asked past now, is not believed."""
+    clocks = HostClocks(monkeypatch)
+    start = clocks.wall()
+    dead = record(set(), started_ns=start, heartbeat_ns=start + NANOS)
+    clocks.run(30)
+    window = dead.seen_at(Clock.read())
+    loaded = Image("sha256:loaded", created_s=(start + NANOS // 2) // NANOS)
+    asked: list[tuple[int, int]] = []
+
+    def events(since_ns: int, until_ns: int) -> list[Any]:
+        asked.append((since_ns, until_ns))
+        return []
+
+    def inspect(image_id: str) -> dict[str, Any]:  # only Created speaks for it
+        return {"Created": _stamp(loaded.created_s * NANOS)}
+
+    believed = Arrival(inspect, Snapshot.of([loaded]), events)
+    assert believed.doubt(loaded, window) is None  # no step: the log shows no load after
+    assert len(asked) == 1
+    clocks.step(-100)
+    doubted = Arrival(inspect, Snapshot.of([loaded]), events)
+    why = doubted.doubt(loaded, window) or ""
+    assert why.startswith("no evidence it arrived while that session lived"), why
+    assert len(asked) == 1
+
+
 def test_a_record_ahead_by_a_step_back_its_clock_shows_is_still_read() -> None:
     """A step back of more than the skew allowed since the record was written: its times
     are ahead of the wall clock by the step, and its clock shows it; only by the step."""
