@@ -56,6 +56,19 @@ BAD_RECORDS: dict[str, tuple[dict[str, Any], str]] = {
     "present-not-ids": ({"present": [1]}, "present"),
     "engine-not-text": ({"engine": 5}, "engine"),
     "engine-too-long": ({"engine": "x" * 5000}, "engine"),
+    "clock-a-list": ({"clock": []}, "clock"),
+    "clock-boot-a-number": ({"clock": {"boot": 5, "offset_ns": 0}}, "clock.boot"),
+    "clock-boot-a-path": ({"clock": {"boot": "../../x", "offset_ns": 0}}, "clock.boot"),
+    "clock-boot-empty": ({"clock": {"boot": "", "offset_ns": 0}}, "clock.boot"),
+    "clock-offset-missing": ({"clock": {"boot": "0-1"}}, "clock.offset_ns"),
+    "clock-offset-a-float": ({"clock": {"boot": "0-1", "offset_ns": 1.5}}, "clock.offset_ns"),
+    "clock-offset-a-bool": ({"clock": {"boot": "0-1", "offset_ns": True}}, "clock.offset_ns"),
+    "clock-offset-a-string": ({"clock": {"boot": "0-1", "offset_ns": "0"}}, "clock.offset_ns"),
+    "clock-offset-huge": ({"clock": {"boot": "0-1", "offset_ns": 10**30}}, "clock.offset_ns"),
+    "clock-offset-hugely-negative": (
+        {"clock": {"boot": "0-1", "offset_ns": -(10**30)}},
+        "clock.offset_ns",
+    ),
 }
 
 
@@ -70,3 +83,6 @@ def test_every_field_of_a_record_is_checked(changes: dict[str, Any], said: str) 
 def test_a_valid_record_passes_the_checks() -> None:
     data = _valid_json()
     assert SessionRecord.from_json(data, name=data["id"], now_ns=NOW).to_json() == data
+    # An older version's record has no clock: it reads, and has none.
+    del data["clock"]
+    assert SessionRecord.from_json(data, name=data["id"], now_ns=NOW).clock is None

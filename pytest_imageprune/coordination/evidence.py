@@ -49,7 +49,9 @@ def within_lifetime(
 
     An image created after the session ended is not its garbage. With ``arrival`` (an
     engine to ask), neither is one that arrived after it ended (tagged, loaded, pulled),
-    nor one with no evidence it arrived while the session lived.
+    nor one with no evidence it arrived while the session lived. ``record`` is as a sweep
+    judges it once the images are listed (``SessionRecord.seen_at``): its end on the wall
+    clock of then, moved back by any step back since it was written.
     """
     end = record.end_ns
 
@@ -69,6 +71,11 @@ def within_lifetime(
 #: How far before a session's start an image it made may say it was created (the
 #: engine's clock and the session's, rounding).
 _START_SLACK_NS = 2 * NANOS
+
+
+#: How far the wall clock may fall behind a clock no step moves before it counts as a
+#: step back (NTP's slewing moves it by half a millisecond a second at most).
+_STEP_NS = NANOS // 10
 
 
 class Arrival:
@@ -176,8 +183,18 @@ class Arrival:
         if self._events is None:
             return Witness(frozenset(), partial=False)  # an engine with no log: as before
         now = time.time_ns()
-        if record.end_ns >= now:
+        # Now on the clock the record's end reads (``SessionRecord.seen_at``), which no
+        # step moves; the wall clock for an older version's record or another boot's.
+        steady = record.clock.now_ns() if record.clock is not None else None
+        if steady is None:
+            steady = now
+        if record.end_ns >= steady:
             return Witness(frozenset(), partial=False)  # nothing can have come after yet
+        if now < steady - _STEP_NS:
+            # The wall clock stepped back since the end was judged: what came before the
+            # step, after the end, may be stamped later than now, and the log is asked
+            # only up to now (a later ``until`` would be waited for).
+            return Witness(frozenset(), partial=True)
         try:
             events = self._events(record.end_ns, now)
         except Exception:  # the log cannot be read: it tells nothing
@@ -196,6 +213,9 @@ class Arrival:
             started = self._started() if self._started is not None else None
         except Exception:  # a help: where it cannot be told, the count alone decides
             started = None
+        # ``started`` is on the wall clock now (boot time by ``/proc/stat``, which a step
+        # moves with it): a step back since the end was judged is told above; a step
+        # forward makes it later, and a restart more likely: the log believed less.
         restarted = started is not None and started > record.end_ns
         return Witness(frozenset(arrived), partial=len(events) >= LOG_LIMIT or restarted)
 
@@ -228,7 +248,8 @@ class Witness:
     arrived: frozenset[str]
     #: Whether some of that time may be missing from it: the log keeps the newest 256
     #: events of every kind (more than that came since), none from before the engine's
-    #: process started (restarted since), or could not be read.
+    #: process started (restarted since), could not be read, or cannot be asked as far
+    #: as the end's clock reaches (the wall clock stepped back since the end was judged).
     partial: bool
 
 

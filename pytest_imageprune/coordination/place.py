@@ -36,6 +36,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from pytest_imageprune.coordination.boundary import Boundary, Unsafe
+from pytest_imageprune.coordination.clock import boot_id
 
 #: How many names a shared meeting place may take before giving up (each one squatted).
 PLACES = 4
@@ -78,7 +79,7 @@ def meeting_place(endpoint: str, engine_id: str, boundary: Boundary | None = Non
 def shared_folders(key: str) -> list[Path]:
     """The names a shared meeting place may take, in order: ``key`` is the engine's ID."""
     temp = Path("/tmp") if os.path.isdir("/tmp") else Path(tempfile.gettempdir())
-    boot = _boot_id()
+    boot = boot_id()  # the shared names change at every reboot, when /tmp empties
     return [temp / f"pytest-imageprune-{_digest(key, boot, str(n))}" for n in range(PLACES)]
 
 
@@ -97,15 +98,6 @@ def canonical_endpoint(endpoint: str) -> str:
 
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(("pytest-imageprune", *parts)).encode()).hexdigest()[:32]
-
-
-def _boot_id() -> str:
-    """This boot's ID (Linux): the shared names change at every reboot, when /tmp empties."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as file:
-            return file.read(64).strip()
-    except OSError:
-        return ""
 
 
 def _private_place(name: str) -> Place:

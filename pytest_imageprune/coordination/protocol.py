@@ -14,7 +14,9 @@ are kept; each names where it is enforced (modules of this package, ``coordinati
    stamp: no engine request, no disk block; ``Coordinator._heartbeat``,
    ``registry.Registry.beat``). A failure is retried five times sooner and counted, never
    the end of the heartbeat; the session says so at its end
-   (``Coordinator.heartbeat_trouble``).
+   (``Coordinator.heartbeat_trouble``). Its heartbeat and its end read its record's clock,
+   which no step of the wall clock moves (``clock.Clock``,
+   ``records.SessionRecord.clock``).
 3. **States.** So any record is one of (``registry.Registry.others``, sorted by
    ``registry.Registry.classify``):
 
@@ -46,7 +48,10 @@ are kept; each names where it is enforced (modules of this package, ``coordinati
    oldest first (``Coordinator.sweep_owed``, ``registry.Others.owed``), each with that
    session's own filters and baseline and only over its lifetime: an image goes only with
    evidence that it arrived while that session lived (``evidence.within_lifetime``,
-   ``evidence.Arrival``: its dates, and the engine's event log while it reaches back); a
+   ``evidence.Arrival``: its dates, and the engine's event log while it reaches back). The
+   lifetime is judged once what it is compared with is listed: its end moved back by as
+   far as the wall clock stepped back since the record's clock was read, never forward,
+   its start never (``records.SessionRecord.seen_at``), so no step lengthens it; a
    deferred session owns no more than what was in its scope when it finished, and nothing
    tagged since. The sweeper holds a dead session's ``.alive`` lock while it sweeps, so no
    two sweep the same one (``registry.Registry._probe``, until ``settle`` or
@@ -270,12 +275,14 @@ class Coordinator:
         self._tell_bad(others.bad)
         return others.live
 
-    def settle_own(self, *, done: bool, end_ns: int, present: frozenset[str] | None) -> None:
+    def settle_own(self, *, done: bool, present: frozenset[str] | None) -> None:
         """Forget this session's record when ``done``, else leave it deferred with the
-        images in its scope at its end (``present``), for whoever sweeps it."""
+        images in its scope at its end (``present``), for whoever sweeps it; it ends now,
+        on its record's clock."""
         record = self.record
         if record is None:
             return
+        end_ns = record.now_ns()
         self._run(
             self._record_path(record),
             lambda: self.registry.settle(record, done=done, end_ns=end_ns, present=present),

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from pytest_imageprune.coordination.clock import BOOT_ID, Clock
 from pytest_imageprune.errors import FilterError
 from pytest_imageprune.model.filters import Filters
 from pytest_imageprune.model.gotime import NANOS
@@ -44,7 +46,8 @@ RECORD_LIMIT = 32 << 20
 
 
 #: How far ahead of this host's clock a record's times may be (a record from the future
-#: would stretch a dead session's lifetime).
+#: would stretch a dead session's lifetime), besides a step back its clock shows
+#: (``clock.Clock.stepped_back``), by which its end is moved back (``SessionRecord.seen_at``).
 CLOCK_SKEW_NS = 60 * NANOS
 
 
@@ -85,6 +88,10 @@ class SessionRecord:
     #: The engine it pruned (``engine.client.DockerEngine.engine_id``: its ID and data
     #: root); empty when unknown (Podman, an older version's record).
     engine: str = ""
+    #: The clock its ``heartbeat_ns``, ``finished_ns`` and its ``.alive`` file's heartbeat
+    #: read, which no step of the wall clock moves (``clock``); None: an older version's
+    #: record, or a host with no boot clock: the wall clock, as before.
+    clock: Clock | None = None
 
     @classmethod
     def new(
@@ -99,6 +106,10 @@ class SessionRecord:
         kind_filters: Mapping[str, dict[str, list[str]]] | None = None,
         engine: str = "",
     ) -> SessionRecord:
+        """A running session's record: it started at ``now_ns`` (its baseline's time, on the
+        wall clock); its clock is read now."""
+        clock = Clock.read()
+        beat = clock.now_ns() if clock is not None else None
         return cls(
             id=uuid.uuid4().hex,
             pid=os.getpid(),
@@ -107,11 +118,14 @@ class SessionRecord:
             scope=scope,
             baseline=baseline,
             host=socket.gethostname(),
-            heartbeat_ns=now_ns,
+            # On its clock: never later than now on it (the wall clock may have stepped
+            # back since the baseline's time).
+            heartbeat_ns=now_ns if beat is None else min(now_ns, beat),
             kinds=kinds,
             images=images,
             kind_filters=kind_filters,
             engine=engine,
+            clock=clock,
         )
 
     def of_engine(self, engine: str) -> bool:
@@ -127,6 +141,32 @@ class SessionRecord:
     def end_ns(self) -> int:
         """When the session ended: when it finished, else when it died at the latest."""
         return self.finished_ns if self.finished_ns is not None else self.death_ns
+
+    def now_ns(self) -> int:
+        """Now, on the record's clock: what its session writes (its heartbeat, its end);
+        the wall clock where it has none."""
+        now = self.clock.now_ns() if self.clock is not None else None
+        return time.time_ns() if now is None else now
+
+    def seen_at(self, now: Clock | None) -> SessionRecord:
+        """The record as a sweep judges it with the clock read ``now``: its end moved back
+        by as far as the wall clock stepped back since the record's clock was read, so
+        that its window ends no later on the clock the images are stamped by; never moved
+        forward (an image stamped before a step forward would look older than an end
+        moved with it). Its start is never moved: an earlier start would lengthen the
+        window; a step back only makes the images that came after it look older, which
+        keeps them. The clock of the record returned is ``now`` (same boot), or None:
+        another boot's record, or an older version's, is judged on the wall clock, as
+        before."""
+        back = self.clock.stepped_back(now) if self.clock is not None else None
+        if back is None:
+            return replace(self, clock=None)
+        return replace(
+            self,
+            heartbeat_ns=self.heartbeat_ns - back,
+            finished_ns=None if self.finished_ns is None else self.finished_ns - back,
+            clock=now,
+        )
 
     @classmethod
     def unknown(cls, record_id: str) -> SessionRecord:
@@ -159,16 +199,25 @@ class SessionRecord:
             "images": self.images,
             "kind_filters": None if self.kind_filters is None else dict(self.kind_filters),
             "engine": self.engine,
+            "clock": None
+            if self.clock is None
+            else {"boot": self.clock.boot, "offset_ns": self.clock.offset_ns},
         }
 
     @classmethod
     def from_json(
-        cls, data: object, *, name: str | None = None, now_ns: int | None = None
+        cls,
+        data: object,
+        *,
+        name: str | None = None,
+        now_ns: int | None = None,
+        now: Clock | None = None,
     ) -> SessionRecord:
         """Check every field; ``ValueError`` names the first that is wrong.
 
         ``name`` is the file's own name (without ``.json``): the ``id`` must be it.
-        ``now_ns`` bounds the times a record may hold.
+        ``now_ns`` bounds the times a record may hold, later by a step back of the wall
+        clock since the record's clock was read, as ``now`` (the clock read now) shows it.
         """
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
@@ -178,6 +227,9 @@ class SessionRecord:
         if name is not None and record_id != name:
             raise ValueError("id is not the file's own name")
         latest = _MAX_NS if now_ns is None else now_ns + CLOCK_SKEW_NS
+        clock = _clock(data.get("clock"))
+        if now_ns is not None and clock is not None:
+            latest += clock.stepped_back(now) or 0
         started = _int(data, "started_ns", 0, latest)
         heartbeat = data.get("heartbeat_ns")
         finished = data.get("finished_ns")
@@ -197,14 +249,19 @@ class SessionRecord:
         state = _text(data, "state", 16) if "state" in data else RUNNING
         if state not in STATES:
             raise ValueError(f"state is not one of {', '.join(STATES)}")
+        beat = started if heartbeat is None else _int(data, "heartbeat_ns", 0, latest)
         return cls(
             id=record_id,
             pid=_int(data, "pid", 1, _MAX_PID),
             host=_text(data, "host", 255) if "host" in data else "",
             started_ns=started,
-            heartbeat_ns=started if heartbeat is None else _int(data, "heartbeat_ns", 0, latest),
+            heartbeat_ns=beat,
             state=state,
-            finished_ns=None if finished is None else _int(data, "finished_ns", started, latest),
+            # Its heartbeat may be earlier than its start: the wall clock stepped back
+            # between its baseline's listing and its record (``SessionRecord.new``).
+            finished_ns=None
+            if finished is None
+            else _int(data, "finished_ns", min(started, beat), latest),
             filters={key: list(values) for key, values in filters.items()},
             scope=scope,
             baseline=_baseline(data.get("baseline"), latest),
@@ -213,6 +270,7 @@ class SessionRecord:
             images=_flag(data, "images"),
             kind_filters=_kind_filters(data.get("kind_filters")),
             engine=_text(data, "engine", ENGINE_KEY_LIMIT) if "engine" in data else "",
+            clock=clock,
         )
 
 
@@ -230,6 +288,22 @@ def _text(data: Mapping[str, Any], key: str, limit: int) -> str:
     if not isinstance(value, str) or len(value) > limit:
         raise ValueError(f"{key} is not a string of at most {limit} characters")
     return value
+
+
+def _clock(data: object) -> Clock | None:
+    if data is None:
+        return None  # an older version's record, or a host with no boot clock
+    if not isinstance(data, dict):
+        raise ValueError("clock is not an object")
+    boot, offset = data.get("boot"), data.get("offset_ns")
+    if not isinstance(boot, str) or not BOOT_ID.fullmatch(boot):
+        raise ValueError("clock.boot is not a boot ID")
+    # A time's range, either way: the wall clock may have been set back by more than the
+    # time since the boot. One far ahead of the wall clock now only moves the record's end
+    # further back; the times it lets the record hold are moved back with it (``seen_at``).
+    if type(offset) is not int or not -_MAX_NS <= offset <= _MAX_NS:
+        raise ValueError("clock.offset_ns is not an integer in range")
+    return Clock(boot, offset)
 
 
 def _baseline(data: object, latest: int) -> Baseline:

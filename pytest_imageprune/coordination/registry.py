@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pytest_imageprune.coordination.boundary import Boundary, Unsafe
+from pytest_imageprune.coordination.clock import Clock
 from pytest_imageprune.coordination.records import (
     _ID,
     DEAD,
@@ -97,6 +98,8 @@ class Registry:
         #: engine is never acted on, nor protected against here (``others``).
         self.engine = engine
         self._alive: int | None = None
+        #: The clock of the session's record: its heartbeat reads it.
+        self._clock: Clock | None = None
         #: Guards ``_alive``: the heartbeat thread touches it while another closes it.
         self._alive_guard = threading.Lock()
         #: The ``.alive`` files of dead sessions this process is sweeping, locked.
@@ -125,6 +128,9 @@ class Registry:
             raise
         self._alive = fd
         _ALIVE_FDS.add(fd)
+        self._clock = record.clock
+        with contextlib.suppress(OSError):  # made a moment ago: the next beat mends it
+            self._touch()  # its first heartbeat, on its record's clock
         self.write(record)
 
     @property
@@ -133,10 +139,19 @@ class Registry:
         return self._alive is not None
 
     def beat(self) -> None:
-        """Say this session is still running: touch its ``.alive`` file."""
+        """Say this session is still running: touch its ``.alive`` file, at now on its
+        record's clock (``records.SessionRecord.clock``), which no step of the wall clock
+        moves; without one, at now on the wall clock."""
+        self._touch()
+
+    def _touch(self) -> None:
         with self._alive_guard:
             if self._alive is not None:
-                os.utime(self._alive)
+                now = self._clock.now_ns() if self._clock is not None else None
+                if now is None:
+                    os.utime(self._alive)
+                else:
+                    os.utime(self._alive, ns=(now, now))
 
     def write(self, record: SessionRecord) -> None:
         """Replace the record atomically (a reader never sees half of it)."""
@@ -160,6 +175,7 @@ class Registry:
         ``release_taken``, so that two sweepers never take the same dead session.
         """
         now_ns = time.time_ns() if now_ns is None else now_ns
+        clock = Clock.read()
         names = sorted(os.listdir(self.directory))
         for name in names:
             if name.startswith(".") or not name.endswith(".json"):
@@ -168,7 +184,7 @@ class Registry:
             if stem == own_id:
                 continue
             try:
-                record = self._read(stem, now_ns)
+                record = self._read(stem, now_ns, clock)
             except Unsafe as exc:
                 yield from self._bad(name, f"{exc.why}", stem)
                 continue
@@ -220,17 +236,20 @@ class Registry:
                     f"{stem}.alive", "held by a session with no record", stem
                 )
                 return
+            # Wall clock against a heartbeat: a step may make this file look older or
+            # younger than it is, but it is an unlocked file with no record, which
+            # protects nothing; no image goes by it.
             if now_ns - os.fstat(fd).st_mtime_ns > _ORPHAN_AGE_NS:
                 with contextlib.suppress(OSError):
                     os.unlink(self._alive_path(stem))
         finally:
             os.close(fd)
 
-    def _read(self, stem: str, now_ns: int) -> SessionRecord:
+    def _read(self, stem: str, now_ns: int, clock: Clock | None) -> SessionRecord:
         if not _ID.fullmatch(stem):
             raise ValueError("its name is not a session ID")
         data = self.boundary.read_file(self._record_path(stem), RECORD_LIMIT)
-        return SessionRecord.from_json(json.loads(data), name=stem, now_ns=now_ns)
+        return SessionRecord.from_json(json.loads(data), name=stem, now_ns=now_ns, now=clock)
 
     def _probe(self, record: SessionRecord) -> tuple[SessionRecord, str] | None:
         """Live if another process holds its ``.alive`` lock; else dead, and now ours.
@@ -255,6 +274,9 @@ class Registry:
         return self._with_last_beat(record), DEAD
 
     def _with_last_beat(self, record: SessionRecord) -> SessionRecord:
+        """``record`` with its last heartbeat: its ``.alive`` file's mtime, on the record's
+        clock as its session touched it (``beat``), or the wall clock for an older
+        version's; either way on the clock its other times read."""
         fd = self._taken[record.id]
         beat = os.fstat(fd).st_mtime_ns
         return replace(record, heartbeat_ns=max(record.heartbeat_ns, beat))
@@ -314,8 +336,9 @@ class Registry:
     ) -> None:
         """After pruning for ``record``: forget it when done, else leave it deferred.
 
-        ``end_ns`` is when the session ended, if the record does not say already: now for
-        the session that is finishing, the last heartbeat and some slack for a dead one.
+        ``end_ns`` is when the session ended, if the record does not say already, on the
+        record's clock: now for the session that is finishing, the last heartbeat and some
+        slack for a dead one.
         ``present``, the images in its scope at its end, if known, is kept for the sweep.
         """
         if done:

@@ -36,13 +36,15 @@ def prune_kind(
     started_ns: int,
     live: Callable[[], Sequence[Live]],
     dry_run: bool,
-    ended_ns: int | None = None,
+    ended: Callable[[], int | None] | None = None,
 ) -> KindReport:
     """Prune one kind on ``engine``; every error becomes the report's (``status`` says
     whether to go on: ``engine-lost`` and ``cancelled`` stop the session's prune).
 
     ``live`` is asked after the listing: a session that made an object listed here wrote
-    its record before it could make anything, so the registry read then shows it.
+    its record before it could make anything, so the registry read then shows it. So is
+    ``ended``, when a swept session ended (``select``'s ``ended_ns``): a step of the clock
+    before the listing is seen by it.
     """
     report = KindReport(filters.kind, filters, dry_run=dry_run)
     began = time.monotonic()
@@ -53,7 +55,7 @@ def prune_kind(
             baseline=baseline,
             started_ns=started_ns,
             live=live,
-            ended_ns=ended_ns,
+            ended=ended,
         )
     except EngineUnavailable as exc:
         report.status = Status.ENGINE_LOST
@@ -77,7 +79,7 @@ def _prune(
     baseline: frozenset[str] | None,
     started_ns: int,
     live: Callable[[], Sequence[Live]],
-    ended_ns: int | None,
+    ended: Callable[[], int | None] | None,
 ) -> None:
     filters, kind = report.filters, report.kind
     podman = engine.podman
@@ -116,7 +118,7 @@ def _prune(
         now_ns=now,
         utc_offset_s=offset,
         anonymous_only=kind == VOLUMES and not filters.all,
-        ended_ns=ended_ns,
+        ended_ns=None if ended is None else ended(),
     )
     report.candidates = [t.id for t in candidates]
     if kind == BUILD_CACHE:

@@ -328,7 +328,7 @@ class PruneSession:
         if not done and present is None:
             present = self._present()
         try:
-            coordinator.settle_own(done=done, end_ns=time.time_ns(), present=present)
+            coordinator.settle_own(done=done, present=present)
         except RegistryStuck:
             raise
         except OSError as exc:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pytest_imageprune.coordination.clock import Clock
 from pytest_imageprune.coordination.evidence import Arrival, within_lifetime
 from pytest_imageprune.engine.api import objects_of
 from pytest_imageprune.errors import EngineUnavailable
@@ -72,10 +73,18 @@ class Target:
             record=record,
         )
 
-    @property
+    def window(self) -> SessionRecord | None:
+        """The swept session's record as a sweep judges it at this moment
+        (``SessionRecord.seen_at``): its end moved back by a step back of the wall clock
+        since it was written. Asked once what is judged by it is listed: a step before the
+        listing is seen, and what was listed came before any step after it."""
+        return None if self.record is None else self.record.seen_at(Clock.read())
+
     def ended_ns(self) -> int | None:
-        """When the swept session ended: what was made later is not its."""
-        return None if self.record is None else self.record.end_ns
+        """When the swept session ended, at this moment (``window``): what was made later
+        is not its."""
+        window = self.window()
+        return None if window is None else window.end_ns
 
 
 class Pipeline:
@@ -142,13 +151,15 @@ class Pipeline:
         snapshot = None
         if record is not None:  # only what the engine shows arrived while that session lived
             snapshot = engine.snapshot()  # the engine lost here: the sweep could not finish
+            window = target.window()  # once the images are listed
+            assert window is not None
             arrival = Arrival(
                 engine.inspect,
                 snapshot,
                 getattr(engine, "events", None),
                 getattr(engine, "started_ns", None),
             )
-            keep = within_lifetime(record, keep, arrival)
+            keep = within_lifetime(window, keep, arrival)
         try:
             if record is None and self._own_snapshot is not None:
                 snapshot = self._own_snapshot(engine)
@@ -208,7 +219,7 @@ class Pipeline:
                 started_ns=target.started_ns,
                 live=functools.partial(self._live_of, name),
                 dry_run=self.dry_run,
-                ended_ns=target.ended_ns,
+                ended=target.ended_ns,
             )
             reports.append(report)
             if own:
