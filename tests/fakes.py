@@ -31,7 +31,11 @@ class FakeEngine(SimulatedEngine):
     names, with ``history``'s sizes), ``history`` (every image's), ``last_tag`` (inspects
     carry ``Metadata.LastTagTime``, as on the containerd store), ``store``, ``connections``
     (how many of ``spawn``'s engines share this one), ``snapshot_fault`` (given the number
-    of the snapshot asked, what it raises, if anything).
+    of the snapshot asked, what it raises, if anything), ``tagged_meanwhile`` (an image ID:
+    the name, or names, another client gives it after the listing, just before the engine
+    answers the first question about it that ``tagged_on`` names: ``"any"``, an inspect, a
+    look at its names or a deletion; ``"delete"``, its deletion), ``names_faults`` (an
+    image ID: what a look at its names raises).
 
     Other kinds: ``containers``, ``networks``, ``volumes`` and ``cache`` (records), as the
     engine lists them; ``inspects`` (a container's inspect by ID); ``volume_sizes``;
@@ -54,6 +58,9 @@ class FakeEngine(SimulatedEngine):
         last_tag: bool = False,
         connections: int = 1,
         snapshot_fault: Callable[[int], BaseException | None] | None = None,
+        tagged_meanwhile: Mapping[str, str | tuple[str, ...]] | None = None,
+        tagged_on: str = "any",
+        names_faults: Mapping[str, BaseException] | None = None,
         containers: Sequence[Mapping[str, Any]] = (),
         networks: Sequence[Mapping[str, Any]] = (),
         volumes: Sequence[Mapping[str, Any]] = (),
@@ -82,6 +89,9 @@ class FakeEngine(SimulatedEngine):
         self.last_tag = last_tag
         self.connections = connections
         self.snapshot_fault = snapshot_fault
+        self.tagged_meanwhile = dict(tagged_meanwhile or {})
+        self.tagged_on = tagged_on
+        self.names_faults = dict(names_faults or {})
         self.listed: dict[ObjectKind, list[Mapping[str, Any]]] = {
             "containers": list(containers),
             "networks": list(networks),
@@ -98,7 +108,9 @@ class FakeEngine(SimulatedEngine):
         self.calls: list[str] = []
         #: The images inspected, in order.
         self.inspected: list[str] = []
-        #: "read" (an inspect) and "delete", in order.
+        #: The images whose names were looked at, in order.
+        self.named: list[str] = []
+        #: "read" (an inspect), "names" (a look at an image's names) and "delete", in order.
         self.log: list[str] = []
         #: The snapshots asked.
         self.snapshots = 0
@@ -114,6 +126,20 @@ class FakeEngine(SimulatedEngine):
         self.refs[image.id] = list(image.refs)
         self.parent[image.id] = image.parent
 
+    def tag(self, image_id: str, name: str) -> None:
+        """Another client's ``docker tag``: one more name for an image."""
+        self.refs[image_id].append(name)
+
+    def _meanwhile(self, asked: str, target: str) -> None:
+        """What another client does just before the engine answers ``asked`` of ``target``."""
+        if self.tagged_on not in ("any", asked):
+            return
+        for image_id in list(self.tagged_meanwhile):
+            if image_id in self.refs and (target == image_id or target.endswith("@" + image_id)):
+                names = self.tagged_meanwhile.pop(image_id)
+                for name in (names,) if isinstance(names, str) else names:
+                    self.tag(image_id, name)
+
     def snapshot(self) -> Snapshot:
         self.snapshots += 1
         fault = self.snapshot_fault(self.snapshots) if self.snapshot_fault else None
@@ -124,6 +150,7 @@ class FakeEngine(SimulatedEngine):
     def inspect(self, image_id: str) -> Mapping[str, Any]:
         self.inspected.append(image_id)
         self.log.append("read")
+        self._meanwhile("inspect", image_id)
         if self.inspect_fault is not None:
             raise self.inspect_fault
         if self.layers:
@@ -138,6 +165,14 @@ class FakeEngine(SimulatedEngine):
             data["Metadata"] = {"LastTagTime": f"{stamp}.{last % NANOS:09d}Z"}
         return {**data, **self.inspect_extra}
 
+    def names(self, image_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        self.named.append(image_id)
+        self.log.append("names")
+        self._meanwhile("names", image_id)
+        if image_id in self.names_faults:
+            raise self.names_faults[image_id]
+        return super().names(image_id)
+
     def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
         if self._history is KEEP:
             return super().history(image_id)
@@ -147,6 +182,7 @@ class FakeEngine(SimulatedEngine):
     def delete(self, target: str) -> list[Record]:
         self.calls.append(target)
         self.log.append("delete")
+        self._meanwhile("delete", target)
         if target in self.faults:
             raise self.faults[target]
         return super().delete(target)

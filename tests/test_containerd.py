@@ -325,6 +325,35 @@ def test_a_dry_run_predicts_the_real_run() -> None:
     assert dry.deleted_ids == real.deleted_ids
 
 
+# -- the tag race: no look needed, the engine keeps a name given after the listing ----------
+
+
+def test_a_dangling_record_tagged_after_the_listing_stays_and_is_reported_kept() -> None:
+    """Tagging a dangling target removes its ``moby-dangling@`` record: the prune's delete
+    of that record finds nothing (404), and the new name stays."""
+    snapshot = Snapshot.of([img("old"), img("d")])
+    engine = FakeContainerdEngine(snapshot, tagged_meanwhile={digest("old"): "app:2"})
+    report = prune_images([], engine=engine, now_ns=NOW, utc_offset_s=0)
+    assert gone(report) == {"d"}
+    assert engine.snapshot().images[digest("old")].tags == ("app:2",)
+    assert report.kept[digest("old")] == "tagged after the listing (app:2)"
+    assert report.errors == []
+    assert report.skipped == []
+    assert engine.named == [digest("old")]  # asked only once the engine refused
+
+
+def test_a_last_name_deleted_by_id_is_refused_when_another_came_meanwhile() -> None:
+    """By ID, the containerd store refuses a target with names of other repositories or
+    tags (``image is referenced in multiple repositories``): both names stay."""
+    snapshot = Snapshot.of([img("app", "app:1"), img("d")])
+    engine = FakeContainerdEngine(snapshot, tagged_meanwhile={digest("app"): "other:2"})
+    report = prune_images(["dangling=false"], engine=engine, now_ns=NOW, utc_offset_s=0)
+    assert gone(report) == {"d"}
+    assert sorted(engine.snapshot().images[digest("app")].tags) == ["app:1", "other:2"]
+    assert report.kept[digest("app")] == "tagged after the listing (other:2)"
+    assert report.skipped == []
+
+
 def test_a_name_another_live_session_gave_to_an_image_from_before_stays() -> None:
     from pytest_imageprune.coordination.evidence import protect_live
     from pytest_imageprune.coordination.records import SessionRecord

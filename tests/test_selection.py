@@ -27,8 +27,8 @@ from pytest_imageprune.model.images import (
     is_single_reference,
     normalize_reference,
 )
-from pytest_imageprune.model.outcome import Status
-from pytest_imageprune.model.report import PruneReport, human_size
+from pytest_imageprune.model.outcome import Outcome, Status
+from pytest_imageprune.model.report import PruneReport, detail_lines, human_size
 from tests.fakes import FakeEngine
 
 NOW = 1_700_000_000 * NANOS
@@ -394,7 +394,8 @@ def test_every_layer_is_read_before_the_first_deletion(concurrency: int) -> None
     engine = FakeEngine(snapshot, **_LAYERED, connections=concurrency)
     report = prune_images([], engine=engine, concurrency=concurrency)
     assert sorted(report.deleted_ids) == [f"app{n}" for n in range(8)]
-    assert engine.log == ["read"] * 8 + ["delete"] * 8
+    # Each deletion by ID comes right after a look at the image's names (the tag race).
+    assert engine.log == ["read"] * 8 + ["names", "delete"] * 8
 
 
 def test_a_lost_engine_while_reading_layers_on_several_connections_deletes_nothing() -> None:
@@ -507,3 +508,87 @@ def test_a_malformed_answer_in_a_worker_keeps_what_was_done() -> None:
     )
     assert twins.status == "failed"
     assert set(twins.deleted_ids) <= {"a", "c"}
+
+
+# -- the tag race: a name given after the listing ---------------------------------------
+
+
+@pytest.mark.parametrize("filters", [(), ("dangling=false",)], ids=["dangling", "all"])
+def test_a_candidate_tagged_after_the_listing_stays_with_its_name(filters: tuple[str, ...]) -> None:
+    """Another client tags an untagged candidate between the listing and its deletion (just
+    before the engine answers the prune's first question about it): the image stays, with
+    its new name, and is reported kept; the rest of the prune goes on."""
+    engine = FakeEngine(_three(), tagged_meanwhile={"b": "app:2"})
+    report = prune_images(list(filters), engine=engine)
+    assert report.status == Status.COMPLETED
+    assert report.deleted_ids == ["a", "c"]
+    assert report.untagged == []
+    assert engine.snapshot().images["b"].tags == ("app:2",)
+    assert report.kept["b"] == "tagged after the listing (app:2)"
+    assert report.errors == []
+    assert report.skipped == []
+    # Not the session's image any more: nothing stays owed for it.
+    assert not Outcome(report=report).owed
+    lines = detail_lines(report)
+    assert [line for line in lines if line.split(":")[0].endswith(" b")] == [
+        "kept b: tagged after the listing (app:2)"
+    ]
+
+
+def test_each_untagged_candidate_is_checked_right_before_its_deletion() -> None:
+    """The window left is one request's gap: the look at the names, then the deletion, on
+    one connection; a tagged candidate goes name by name and needs no look."""
+    snapshot = Snapshot.of([img("a"), img("b", None, "b:1"), img("c")])
+    engine = FakeEngine(snapshot)
+    report = prune_images(["dangling=false"], engine=engine)
+    assert report.deleted_ids == ["a", "b", "c"]
+    assert engine.named == ["a", "c"]
+    assert engine.log == ["names", "delete", "delete", "names", "delete"]
+
+
+def test_a_name_given_between_the_check_and_the_deletion_goes_as_in_dockers_prune() -> None:
+    """The window that remains: a name given after the check goes with the image, as a name
+    given between the daemon's own check and its deletion does (docs/rules.md, R14)."""
+    engine = FakeEngine(_three(), tagged_meanwhile={"b": "app:2"}, tagged_on="delete")
+    report = prune_images([], engine=engine)
+    assert report.deleted_ids == ["a", "b", "c"]
+    assert report.untagged == ["app:2"]
+
+
+def test_names_given_after_the_check_that_the_engine_refuses_are_reported_kept() -> None:
+    """Two names given in the window left: the daemon refuses the deletion by ID (referenced
+    in multiple repositories), and the prune says why the image stays."""
+    engine = FakeEngine(_three(), tagged_meanwhile={"b": ("app:2", "other:3")}, tagged_on="delete")
+    report = prune_images([], engine=engine)
+    assert report.deleted_ids == ["a", "c"]
+    assert report.kept["b"] == "tagged after the listing (app:2, other:3)"
+    assert report.skipped == []
+
+
+def test_a_candidate_gone_by_its_check_is_not_deleted_again() -> None:
+    listed = _three()
+    engine = FakeEngine(listed)
+    del engine.refs["b"]  # removed meanwhile by another client
+    report = prune_images([], engine=engine, snapshot=listed)
+    assert engine.calls == ["a", "c"]
+    assert report.deleted_ids == ["a", "c"]
+    assert report.errors == []
+    assert report.kept == {}
+
+
+def test_a_candidate_whose_names_cannot_be_read_is_not_deleted() -> None:
+    engine = FakeEngine(_three(), names_faults={"b": EngineError("500: boom")})
+    report = prune_images([], engine=engine)
+    assert report.deleted_ids == ["a", "c"]
+    assert engine.calls == ["a", "c"]
+    assert report.errors == [
+        {"Id": "b", "Reference": "b", "error": "could not read its names first: 500: boom"}
+    ]
+
+
+def test_a_dry_run_asks_the_engine_nothing_of_names() -> None:
+    engine = FakeEngine(_three(), tagged_meanwhile={"b": "app:2"})
+    report = prune_images([], engine=engine, dry_run=True)
+    assert report.deleted_ids == ["a", "b", "c"]
+    assert engine.named == []
+    assert engine.calls == []

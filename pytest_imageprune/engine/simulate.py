@@ -49,6 +49,13 @@ class SimulatedEngine:
         config = None if image.has_config is False else {"Labels": dict(image.labels or {})}
         return {"Id": image.id, "Created": created, "Config": config}
 
+    def names(self, image_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        if image_id not in self.refs:
+            raise Gone(f"No such image: {image_id}")
+        refs = self.refs[image_id]
+        tags = tuple(r for r in refs if split_reference(r)[1] is not None)
+        return tags, tuple(r for r in refs if r not in tags)
+
     def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
         return ()
 
@@ -206,6 +213,12 @@ class SimulatedContainerdEngine(SimulatedEngine):
                 raise _refused(
                     f"conflict: unable to delete {_short(image_id)} (must be forced) - image is"
                     " being used by a container"
+                )
+            if not is_single_reference(refs) and len(refs) > 1:
+                # By ID, the records must be one name's (getSameReferences), else none goes.
+                raise _refused(
+                    f"conflict: unable to delete {_short(image_id)} (must be forced) - image is"
+                    " referenced in multiple repositories"
                 )
             records: list[Record] = [{"Untagged": ref} for ref in refs]
             del self.refs[image_id]

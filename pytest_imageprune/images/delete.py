@@ -7,6 +7,11 @@ but never two on one parent chain (a cascade would race the other request), and 
 the outcomes in the serial order, so the report reads as a serial run's. The layer sizes
 ``SpaceReclaimed`` needs are all read before the first deletion: the engine takes longer
 over reads made between deletions.
+
+A deletion by ID takes every name the image has by then (R14): each candidate listed
+without one has its names looked at right before, and stays if another client named it
+after the listing (``KEPT_NAMED``), as the daemon's own prune re-reads an image's
+references before deleting it.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from typing import Protocol, TypeVar
 
 from pytest_imageprune.engine.api import Conflict, Engine, EngineError, Gone, Record
 from pytest_imageprune.errors import EngineUnavailable
-from pytest_imageprune.model.images import Snapshot
-from pytest_imageprune.model.outcome import Status
+from pytest_imageprune.model.images import Image, Snapshot, normalize_reference
+from pytest_imageprune.model.outcome import Kept, Status
 from pytest_imageprune.model.report import PruneReport, Skipped
 
 T = TypeVar("T")
@@ -35,12 +40,20 @@ DEFAULT_CONCURRENCY = 8
 #: ``progress(done, total, bytes)``, called after each candidate.
 Progress = Callable[[int, int, int], None]
 
+#: Why a candidate stays that another client named after the listing (followed by the names).
+KEPT_NAMED = "tagged after the listing"
+
 
 class DeletePlan(Protocol):
     """How to delete one candidate: what to send ``DELETE`` for, and how to report it."""
 
     @property
     def targets(self) -> tuple[str, ...]: ...
+
+    @property
+    def deletes(self) -> bool:
+        """Whether the last target removes the image with its last record."""
+        ...
 
     def shape(self, target: str, records: list[Record]) -> list[Record]: ...
 
@@ -63,6 +76,8 @@ class Outcome:
     skipped: list[Skipped] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
     space: int = 0
+    #: Why the candidate stays, if it does: named by another client after the listing.
+    kept: Kept | None = None
     #: Why the deletions stopped here (a report status), if they did.
     stopped: str | None = None
 
@@ -145,6 +160,9 @@ def _lists_layers(engine: Engine) -> bool:
 
 def _merge(report: PruneReport, snapshot: Snapshot, outcomes: list[Outcome], run: _Run) -> None:
     """The outcomes into the report, in the serial order, whichever connection did them."""
+    named = {i: o.kept for i, o in zip(run.candidates, outcomes, strict=True) if o.kept}
+    if named:
+        report.kept = {**report.kept, **named}
     for outcome in outcomes:  # in the serial order, whichever connection did the work
         report.images_deleted.extend(outcome.records)
         report.deleted_ids.extend(
@@ -238,8 +256,8 @@ class _Run:
         return True
 
     def _delete_one(self, engine: Engine, image_id: str, outcome: Outcome) -> None:
-        """R14, R15: an untagged candidate by ID, a tagged one reference by reference (or
-        as its plan says)."""
+        """R14, R15: an untagged candidate by ID, once its names are seen to be none still;
+        a tagged one reference by reference (or as its plan says)."""
         image = self.snapshot.images[image_id]
         plan = self.plans.get(image_id) if self.plans is not None else None
         targets = plan.targets if plan is not None else image.refs or (image.id,)
@@ -250,11 +268,37 @@ class _Run:
             if self.deadline is not None and time.monotonic() >= self.deadline:
                 outcome.stopped = Status.DEADLINE
                 return
+            if plan is None and target == image.id:
+                # By ID, the classic store and Podman delete a single name given since the
+                # listing with the image: look at its names first, right before, on this
+                # connection (the gap left is one request's, docs/rules.md R14).
+                try:
+                    outcome.kept = named_since(engine, image)
+                except Gone:
+                    continue  # deleted meanwhile by someone else
+                except (EngineError, Conflict) as exc:
+                    error = f"could not read its names first: {exc}"
+                    outcome.errors.append({"Id": image.id, "Reference": target, "error": error})
+                    continue
+                if outcome.kept is not None:
+                    return
+            # Whether this deletion would take the image itself (not only one of its names).
+            last = target == image.id if plan is None else plan.deletes and target == targets[-1]
             try:
                 records = engine.delete(target)
             except Gone:
-                continue  # already gone, or a digest reference its tag took along
+                # Already gone, or a digest reference its tag took along; on the containerd
+                # store, also a dangling record that a name given meanwhile replaced.
+                if last:
+                    outcome.kept = _named_after(engine, image)
+                continue
             except Conflict as exc:
+                if last and not exc.in_use:
+                    # Names given meanwhile (several, or on the containerd store any other
+                    # name) make the engine refuse a deletion by ID: say so, if so.
+                    outcome.kept = _named_after(engine, image)
+                    if outcome.kept is not None:
+                        continue
                 reference = None if target == image.id else target
                 outcome.skipped.append(Skipped(image.id, str(exc), reference, in_use=exc.in_use))
                 continue
@@ -276,6 +320,26 @@ class _Run:
                 self.progress(self._done, len(self.candidates), self._bytes)
             except Exception:  # a progress line is never worth a prune
                 self.progress = None
+
+
+def named_since(engine: Engine, image: Image) -> Kept | None:
+    """Why ``image`` stays if it has a name now that the listing did not show (another
+    client's ``docker tag``, ``docker pull`` ...), naming it; None if it has none. ``Gone``
+    if the image is gone."""
+    tags, digests = engine.names(image.id)
+    listed = {normalize_reference(r) for r in image.refs}
+    new_tags = [t for t in tags if normalize_reference(t) not in listed]
+    new = new_tags or [d for d in digests if normalize_reference(d) not in listed]
+    return Kept(f"{KEPT_NAMED} ({', '.join(new)})") if new else None
+
+
+def _named_after(engine: Engine, image: Image) -> Kept | None:
+    """After a deletion the engine refused or found nothing to do: whether a name given
+    meanwhile is why (on the containerd store the engine itself keeps such a name)."""
+    try:
+        return named_since(engine, image)
+    except (Gone, Conflict, EngineError):
+        return None
 
 
 def _by_chain(snapshot: Snapshot, candidates: Sequence[str]) -> list[list[int]]:

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-_NONE_TAG = "<none>:<none>"
-_NONE_DIGEST = "<none>@<none>"
+#: The repository of the placeholders older APIs list (``<none>:<none>``, ``<none>@<none>``).
+_NONE = "<none>"
 _DEFAULT_DOMAIN = "docker.io"
 
 
@@ -49,8 +49,7 @@ class Image:
 
     @classmethod
     def from_api(cls, item: Mapping[str, Any]) -> Image:
-        tags = tuple(t for t in item.get("RepoTags") or () if t != _NONE_TAG)
-        digests = tuple(d for d in item.get("RepoDigests") or () if d != _NONE_DIGEST)
+        tags, digests = names_of(item)
         labels = item.get("Labels")
         parent = item.get("ParentId")
         return cls(
@@ -179,6 +178,14 @@ class Baseline:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Baseline:
         return cls({k: tuple(v) for k, v in data["tags"].items()}, int(data["taken_ns"]))
+
+
+def names_of(item: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """An image's tags and digest references, as the list or an inspect gives them, without
+    the placeholders of older APIs (``<none>:<none>``, ``<none>@<none>``)."""
+    tags = tuple(t for t in item.get("RepoTags") or () if not t.startswith(_NONE))
+    digests = tuple(d for d in item.get("RepoDigests") or () if not d.startswith(_NONE))
+    return tags, digests
 
 
 def full_id(image_id: str) -> str:

@@ -133,7 +133,11 @@ class Outcome:
     def owed(self) -> bool:
         """Whether work is left for a later session: the prune stopped short (Ctrl-C, the
         engine lost, a failure, an image or a kind that did not complete), or it kept
-        something for a live session (the last one out takes it)."""
+        something for a live session (the last one out takes it).
+
+        An image kept because another client named it after the listing (the tag race,
+        ``images.delete.KEPT_NAMED``) leaves nothing owed: it is that client's now, and a
+        later sweep with this session's filters would only delete it with its new name."""
         if self.report is None or self.report.status != Status.COMPLETED:
             return True
         if any(is_live(why) for why in self.report.kept.values()):

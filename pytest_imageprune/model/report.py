@@ -172,8 +172,8 @@ def detail_lines(report: PruneReport) -> list[str]:
             why += f"; there before the session ({was})"
         lines.append(f"{would}{'delete' if would else 'deleted'} {_name(report, image_id)}: {why}")
     for image_id in report.candidates:
-        if image_id in deleted:
-            continue
+        if image_id in deleted or image_id in report.kept:
+            continue  # a candidate named after the listing: kept, said below
         if image_id in skipped:
             verb = "would skip" if would else "skipped"
             lines.append(f"{verb} {_name(report, image_id)}: {skipped[image_id].reason}")

@@ -1,0 +1,130 @@
+"""The tag race on a real daemon: a name another client gives a candidate after the listing.
+
+Deterministic, without timing: the plugin's engine is wrapped so that another client tags
+one image just before the engine receives a chosen request about it (the look at its
+names, or its deletion), which is the moment the race needs. Classic store: the look right
+before a deletion by ID keeps the image; a name given after that look goes with the image,
+as the daemon's own prune would take one given after its own re-read (docs/rules.md, R14).
+Containerd store: the engine itself keeps the name (R22, R26).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import docker
+import pytest
+
+from pytest_imageprune.engine.api import Record
+from pytest_imageprune.engine.client import DockerEngine
+from pytest_imageprune.images.prune import prune_images
+from tests.support import PrivateDockerd, connect, image_archive, layer_tar, remove_everything
+
+pytestmark = [pytest.mark.engine, pytest.mark.private_engine]
+
+
+class Meanwhile(DockerEngine):
+    """The plugin's engine, on one connection; ``hook(asked, target)`` runs before each look
+    at an image's names ("names") and each deletion ("delete") is sent."""
+
+    def __init__(self, endpoint: str, hook: Callable[[str, str], None]) -> None:
+        super().__init__(None, endpoint)
+        self.hook = hook
+
+    def names(self, image_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        self.hook("names", image_id)
+        return super().names(image_id)
+
+    def delete(self, target: str) -> list[Record]:
+        self.hook("delete", target)
+        return super().delete(target)
+
+
+@pytest.fixture(params=["classic", "containerd"])
+def store(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def daemon(store: str, request: pytest.FixtureRequest) -> PrivateDockerd:
+    name = "private_engine" if store == "classic" else "private_c8d_engine"
+    engine: PrivateDockerd = request.getfixturevalue(name)
+    return engine
+
+
+@pytest.fixture
+def client(daemon: PrivateDockerd) -> Iterator[docker.APIClient]:
+    client = connect(daemon.socket)
+    remove_everything(client)
+    yield client
+    remove_everything(client)
+    client.close()
+
+
+def untagged(client: docker.APIClient, count: int = 3) -> list[str]:
+    """``count`` loaded images without a name (dangling), labelled ``race``; their IDs."""
+    archive = image_archive(
+        [
+            (None, {"race": "yes", "n": str(n)}, [layer_tar({f"{n}.bin": b"r" * 100})])
+            for n in range(count)
+        ]
+    )
+    for _ in client.load_image(archive):  # type: ignore[no-untyped-call]  # a stream: read it
+        pass
+    images = client.images(all=True, filters={"label": "race"})
+    assert all(not i["RepoTags"] or i["RepoTags"] == ["<none>:<none>"] for i in images)
+    return sorted(i["Id"] for i in images)
+
+
+def tag_on(
+    client: docker.APIClient, asked: tuple[str, ...], image_id: str
+) -> Callable[[str, str], None]:
+    """Tag ``image_id`` ``late:1`` from another client, once, before the first of the
+    requests ``asked`` about it."""
+    done: list[bool] = []
+
+    def hook(what: str, target: str) -> None:
+        if not done and what in asked and target.endswith(image_id):
+            done.append(True)
+            client.tag(image_id, "late", "1")
+
+    return hook
+
+
+@pytest.mark.parametrize("filters", [["label=race"], ["label=race", "dangling=false"]])
+def test_a_candidate_tagged_after_the_listing_stays_with_its_name(
+    daemon: PrivateDockerd, client: docker.APIClient, filters: list[str]
+) -> None:
+    a, b, c = untagged(client)
+    engine = Meanwhile(daemon.socket, tag_on(client, ("names", "delete"), b))
+    try:
+        report = prune_images(filters, engine=engine, concurrency=1)
+    finally:
+        engine.close()
+    assert report.status == "completed"
+    assert set(report.deleted_ids) == {a, c}
+    assert client.inspect_image(b)["RepoTags"] == ["late:1"]  # type: ignore[no-untyped-call]
+    assert report.kept[b] == "tagged after the listing (late:1)"
+    assert "late:1" not in report.untagged
+
+
+def test_a_name_given_after_the_look_goes_on_the_classic_store_and_stays_on_containerd(
+    store: str, daemon: PrivateDockerd, client: docker.APIClient
+) -> None:
+    """The window left: tagged as its deletion is sent. By ID, the classic store deletes an
+    image's single name with it; the containerd store's dangling record is gone with the
+    tag, and the new name stays."""
+    _, b, _ = untagged(client)
+    engine = Meanwhile(daemon.socket, tag_on(client, ("delete",), b))
+    try:
+        report = prune_images(["label=race"], engine=engine, concurrency=1)
+    finally:
+        engine.close()
+    if store == "classic":
+        assert b in report.deleted_ids
+        assert report.untagged == ["late:1"]
+        assert b not in {i["Id"] for i in client.images(all=True)}
+    else:
+        assert b not in report.deleted_ids
+        assert client.inspect_image(b)["RepoTags"] == ["late:1"]  # type: ignore[no-untyped-call]
+        assert report.kept[b] == "tagged after the listing (late:1)"
