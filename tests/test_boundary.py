@@ -219,6 +219,10 @@ def test_the_meeting_place_skips_a_squatted_name(
     other = meeting_place("unix:///x.sock", "OTHER:ID", boundary)
     assert other.lock.parent not in (first.lock.parent, second.lock.parent)
     assert "ENGINE" not in str(second.lock)
+    # The ID alone names it, as older versions name it: an engine key with its data root
+    # (this version's) meets there too; the records tell engines of one ID apart.
+    keyed = meeting_place("unix:///x.sock", "ENGINE:ID /var/lib/docker", boundary)
+    assert keyed.lock == second.lock
 
 
 def test_an_engine_without_an_id_or_a_group_meets_in_a_private_folder(

@@ -300,10 +300,34 @@ def test_a_step_forward_or_none_leaves_a_window_as_it_is() -> None:
 
 
 def test_another_boots_record_or_an_older_versions_is_judged_as_before() -> None:
-    """Their clock tells nothing now: the wall clock, as before."""
+    """Their clock tells nothing now: the wall clock, as before (this boot began at 200 s,
+    after that session's end)."""
     for dead in (_dead_on(Clock(OTHER_BOOT, 0)), _dead_on(None)):
-        window = dead.seen_at(Clock(BOOT, -50 * NANOS))
+        window = dead.seen_at(Clock(BOOT, 200 * NANOS))
         assert (window.started_ns, window.end_ns, window.clock) == (100 * NANOS, 103 * NANOS, None)
+
+
+def test_another_boots_session_ended_before_this_boot_began() -> None:
+    """A review found it: the wall clock stepped back 10 minutes while a session ran, then
+    the host rebooted, which killed it. Its heartbeat, on its record's clock, lies 10
+    minutes ahead of this boot's wall clock; read as before, its window took an image
+    imported 2 minutes after the reboot. A session of another boot ended before this one
+    began: its end goes no later than that."""
+    began = 1000 * NANOS  # this boot's start, on the wall clock as it reads now
+    ahead = record(
+        set(),
+        started_ns=began - 300 * NANOS,
+        heartbeat_ns=began + 480 * NANOS,  # 10 min ahead of the stepped clock
+        clock=Clock(OTHER_BOOT, 0),
+    )
+    window = ahead.seen_at(Clock(BOOT, began))
+    assert window.end_ns == began
+    imported = _made_at(1000 + 120)
+    assert within_lifetime(window, lambda image: None)(imported) == (
+        "created after that session ended"
+    )
+    deferred = dataclasses.replace(ahead, state=DEFERRED, finished_ns=began + 480 * NANOS)
+    assert deferred.seen_at(Clock(BOOT, began)).end_ns == began
     data = _dead_on(None).to_json()
     assert data.pop("clock") is None
     assert SessionRecord.from_json(data).clock is None  # a record without the field reads

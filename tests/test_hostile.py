@@ -162,10 +162,9 @@ class Project:
 
 
 def _engine_key(client: docker.APIClient) -> str:
-    """What names the engine's meeting place: its ID and data root (as
-    ``engine.client.DockerEngine.engine_id``)."""
-    info = client.info()
-    return f"{info['ID']} {info['DockerRootDir']}"
+    """What names the engine's meeting place: its ID (``coordination.place.meeting_place``
+    drops the data root of the engine's key, as older versions never had it)."""
+    return str(client.info()["ID"])
 
 
 def _out(done: subprocess.CompletedProcess[str]) -> str:

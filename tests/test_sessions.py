@@ -703,3 +703,37 @@ def test_a_record_of_another_engine_is_never_acted_on(tmp_path: Path) -> None:
     live_on_two.finish()  # engine 2's last one out sweeps the dead session there
     assert set(two.refs) == set(), live_on_two.lines
     assert any("session that died" in line for line in live_on_two.lines), live_on_two.lines
+
+
+def test_a_session_that_starts_while_the_images_are_listed_is_seen(tmp_path: Path) -> None:
+    """A review found it: the live sessions were read before the images were listed, so a
+    session that started during the listing was missed, and what its baseline holds was
+    deleted (the tox -p "No such image" failure). They are read once the images are listed."""
+    armed: list[bool] = []
+    started: list[PruneSession] = []
+
+    def start_b_meanwhile(count: int) -> BaseException | None:
+        if armed and not started:
+            armed.clear()
+            started.append(session())  # B starts while A's images are being listed
+        return None
+
+    engine = FakeEngine(Snapshot.of([]), snapshot_fault=start_b_meanwhile)
+    lock = tmp_path / "prune.lock"
+
+    def session() -> PruneSession:
+        s = PruneSession(parse_filters(["label=s=a"]), lock_path=lock, engine=engine)
+        s.start()
+        return s
+
+    a = session()
+    now = time.time_ns()
+    engine.add(Image("a-built", labels={"s": "a"}, created_s=now // NANOS, created_ns=now))
+    armed.append(True)
+    a.finish()
+    assert started, "B never started: the hook missed A's listing"
+    (b,) = started
+    assert "a-built" in engine.refs, a.lines  # in B's baseline: kept while B lives
+    assert any("while another live session runs" in line for line in a.lines), a.lines
+    b.finish()  # the last one out takes it
+    assert "a-built" not in engine.refs, b.lines

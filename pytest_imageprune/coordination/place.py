@@ -57,9 +57,16 @@ class Place:
 
 
 def meeting_place(endpoint: str, engine_id: str, boundary: Boundary | None = None) -> Place:
-    """The default lock and registry of the engine at ``endpoint`` with ID ``engine_id``
-    (empty when the engine has no stable ID). Raises ``Unsafe`` when no safe folder can
-    be had."""
+    """The default lock and registry of the engine at ``endpoint`` with key ``engine_id``
+    (``DockerEngine.engine_id``: its ID and data root; empty when the engine has no stable
+    ID). Raises ``Unsafe`` when no safe folder can be had.
+
+    The place is named by the ID alone, as older versions name it, so that their sessions
+    and this version's on one engine still meet; engines that report one ID (Docker
+    20.10's dockerds of one host) then share a place, and their records tell them apart
+    (``records.SessionRecord.of_engine``).
+    """
+    engine_id = engine_id.split(" ", 1)[0]
     boundary = boundary if boundary is not None else Boundary.of_endpoint(endpoint)
     if not boundary.shared or not engine_id:
         # Without an ID to hide behind, a shared name could be made first by anyone.

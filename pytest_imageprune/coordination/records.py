@@ -157,9 +157,20 @@ class SessionRecord:
         window; a step back only makes the images that came after it look older, which
         keeps them. The clock of the record returned is ``now`` (same boot), or None:
         another boot's record, or an older version's, is judged on the wall clock, as
-        before."""
+        before; another boot's, ended no later than this boot began (``now.offset_ns``:
+        the wall clock less the boot clock is when this boot began, on the wall clock as
+        it reads now): a step back before that reboot would otherwise leave its end ahead
+        of the clock this boot's images are stamped by."""
         back = self.clock.stepped_back(now) if self.clock is not None else None
         if back is None:
+            if self.clock is not None and now is not None and now.boot != self.clock.boot:
+                began = now.offset_ns
+                return replace(
+                    self,
+                    heartbeat_ns=min(self.heartbeat_ns, began - DEATH_SLACK_NS),
+                    finished_ns=None if self.finished_ns is None else min(self.finished_ns, began),
+                    clock=None,
+                )
             return replace(self, clock=None)
         return replace(
             self,

@@ -278,7 +278,10 @@ class Registry:
         clock as its session touched it (``beat``), or the wall clock for an older
         version's; either way on the clock its other times read."""
         fd = self._taken[record.id]
-        beat = os.fstat(fd).st_mtime_ns
+        # Never later than now on that clock: a dead session beat no later (an mtime
+        # ahead, set by hand or left by a clock stepped back since, would lengthen its
+        # window up to now, and leave the engine's event log unasked).
+        beat = min(os.fstat(fd).st_mtime_ns, record.now_ns())
         return replace(record, heartbeat_ns=max(record.heartbeat_ns, beat))
 
     def _bad(

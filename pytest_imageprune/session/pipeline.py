@@ -145,7 +145,7 @@ class Pipeline:
     # -- images ----------------------------------------------------------------------------
     def _images(self, target: Target, keep_live: Callable[[], KeepRule]) -> PruneReport:
         engine, record = self.engine, target.record
-        keep = keep_live()
+        keep = _read_when_asked(keep_live)
         if self._protect is not None:
             keep = _either(keep, self._protect)
         snapshot = None
@@ -257,3 +257,18 @@ def _either(first: KeepRule, second: KeepRule) -> KeepRule:
 
 def keep_nothing(image: Image) -> str | None:
     return None
+
+
+def _read_when_asked(keep_live: Callable[[], KeepRule]) -> KeepRule:
+    """The live sessions' rule, read when the selection first asks, once the images are
+    listed: a session that started meanwhile, whose baseline holds what this prune is
+    about to delete, is seen (rule 5). Read before the listing, the window in which such
+    a session is missed was the listing's whole length."""
+    rule: list[KeepRule] = []
+
+    def keep(image: Image) -> str | None:
+        if not rule:
+            rule.append(keep_live())
+        return rule[0](image)
+
+    return keep
