@@ -19,8 +19,11 @@ from pytest_imageprune.engine.api import Record
 from pytest_imageprune.engine.client import DockerEngine
 from pytest_imageprune.images.prune import prune_images
 from tests.support import PrivateDockerd, connect, image_archive, layer_tar, remove_everything
+from tests.test_differential import daemon, store
 
 pytestmark = [pytest.mark.engine, pytest.mark.private_engine]
+
+__all__ = ["daemon", "store"]  # the fixtures, used by name: a private engine of each store
 
 
 class Meanwhile(DockerEngine):
@@ -38,18 +41,6 @@ class Meanwhile(DockerEngine):
     def delete(self, target: str) -> list[Record]:
         self.hook("delete", target)
         return super().delete(target)
-
-
-@pytest.fixture(params=["classic", "containerd"])
-def store(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def daemon(store: str, request: pytest.FixtureRequest) -> PrivateDockerd:
-    name = "private_engine" if store == "classic" else "private_c8d_engine"
-    engine: PrivateDockerd = request.getfixturevalue(name)
-    return engine
 
 
 @pytest.fixture

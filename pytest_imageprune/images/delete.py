@@ -10,7 +10,7 @@ over reads made between deletions.
 
 A deletion by ID takes every name the image has by then (R14): each candidate listed
 without one has its names looked at right before, and stays if another client named it
-after the listing (``KEPT_NAMED``), as the daemon's own prune re-reads an image's
+after the listing (``images.names``), as the daemon's own prune re-reads an image's
 references before deleting it.
 """
 
@@ -28,7 +28,8 @@ from typing import Protocol, TypeVar
 
 from pytest_imageprune.engine.api import Conflict, Engine, EngineError, Gone, Record
 from pytest_imageprune.errors import EngineUnavailable
-from pytest_imageprune.model.images import Image, Snapshot, normalize_reference
+from pytest_imageprune.images.names import named_after, named_since
+from pytest_imageprune.model.images import Snapshot
 from pytest_imageprune.model.outcome import Kept, Status
 from pytest_imageprune.model.report import PruneReport, Skipped
 
@@ -39,9 +40,6 @@ DEFAULT_CONCURRENCY = 8
 
 #: ``progress(done, total, bytes)``, called after each candidate.
 Progress = Callable[[int, int, int], None]
-
-#: Why a candidate stays that another client named after the listing (followed by the names).
-KEPT_NAMED = "tagged after the listing"
 
 
 class DeletePlan(Protocol):
@@ -290,13 +288,13 @@ class _Run:
                 # Already gone, or a digest reference its tag took along; on the containerd
                 # store, also a dangling record that a name given meanwhile replaced.
                 if last:
-                    outcome.kept = _named_after(engine, image)
+                    outcome.kept = named_after(engine, image)
                 continue
             except Conflict as exc:
                 if last and not exc.in_use:
                     # Names given meanwhile (several, or on the containerd store any other
                     # name) make the engine refuse a deletion by ID: say so, if so.
-                    outcome.kept = _named_after(engine, image)
+                    outcome.kept = named_after(engine, image)
                     if outcome.kept is not None:
                         continue
                 reference = None if target == image.id else target
@@ -320,26 +318,6 @@ class _Run:
                 self.progress(self._done, len(self.candidates), self._bytes)
             except Exception:  # a progress line is never worth a prune
                 self.progress = None
-
-
-def named_since(engine: Engine, image: Image) -> Kept | None:
-    """Why ``image`` stays if it has a name now that the listing did not show (another
-    client's ``docker tag``, ``docker pull`` ...), naming it; None if it has none. ``Gone``
-    if the image is gone."""
-    tags, digests = engine.names(image.id)
-    listed = {normalize_reference(r) for r in image.refs}
-    new_tags = [t for t in tags if normalize_reference(t) not in listed]
-    new = new_tags or [d for d in digests if normalize_reference(d) not in listed]
-    return Kept(f"{KEPT_NAMED} ({', '.join(new)})") if new else None
-
-
-def _named_after(engine: Engine, image: Image) -> Kept | None:
-    """After a deletion the engine refused or found nothing to do: whether a name given
-    meanwhile is why (on the containerd store the engine itself keeps such a name)."""
-    try:
-        return named_since(engine, image)
-    except (Gone, Conflict, EngineError):
-        return None
 
 
 def _by_chain(snapshot: Snapshot, candidates: Sequence[str]) -> list[list[int]]:

@@ -136,7 +136,7 @@ class Outcome:
         something for a live session (the last one out takes it).
 
         An image kept because another client named it after the listing (the tag race,
-        ``images.delete.KEPT_NAMED``) leaves nothing owed: it is that client's now, and a
+        ``images.names.KEPT_NAMED``) leaves nothing owed: it is that client's now, and a
         later sweep with this session's filters would only delete it with its new name."""
         if self.report is None or self.report.status != Status.COMPLETED:
             return True
