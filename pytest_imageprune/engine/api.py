@@ -129,6 +129,60 @@ class Objects(Protocol):
         ...
 
 
+#: The label of every volume sessions meet by (``coordination.in_engine``): its value is
+#: the session's ID. No prune of the plugin's ever takes such a volume.
+MEETING_LABEL = "io.github.pytest-imageprune.session"
+
+
+class Meets(Protocol):
+    """What sessions that share only the engine need of it to meet there: labelled
+    volumes, and the engine's clock (each answer's ``Date``, whole seconds in ns, None
+    when the answer has none)."""
+
+    def meeting_volumes(self) -> tuple[list[Mapping[str, Any]], int | None]: ...
+
+    def make_volume(
+        self, name: str, labels: Mapping[str, str]
+    ) -> tuple[Mapping[str, Any], int | None]: ...
+
+    def drop_volume(self, name: str) -> None: ...
+
+    def spawn(self, count: int) -> list[Engine]: ...
+
+
+def meets_of(engine: object) -> Meets | None:
+    """``engine`` as ``Meets`` when it can hold the sessions' meeting place (the tests'
+    fakes and the dry run's ``SimulatedEngine`` cannot); asked of its class."""
+    return cast("Meets", engine) if callable(getattr(type(engine), "make_volume", None)) else None
+
+
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+
+
+def http_date_ns(value: str | None) -> int | None:
+    """An HTTP ``Date`` (``Mon, 07 Dec 2026 06:25:26 GMT``) in ns since the epoch; None for
+    none, or one that does not parse."""
+    import calendar
+
+    if not value:
+        return None
+    parts = value.split()
+    try:
+        _, day, month, year, clock, zone = parts
+        hour, minute, second = (int(p) for p in clock.split(":"))
+        if zone != "GMT" or month not in _MONTHS:
+            return None
+        seconds = calendar.timegm((int(year), _MONTHS[month], int(day), hour, minute, second))
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return seconds * 1_000_000_000
+
+
 def objects_of(engine: object) -> Objects | None:
     """``engine`` as ``Objects`` when it answers for the other kinds (the dry run's
     ``SimulatedEngine`` does not); asked of its class, so no property sends a request."""

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pytest_imageprune.engine.api import (
+    MEETING_LABEL,
     Conflict,
     Engine,
     EngineError,
@@ -18,6 +19,7 @@ from pytest_imageprune.engine.api import (
     ObjectKind,
     Record,
     at_least,
+    http_date_ns,
     network_in_use,
     status_error,
 )
@@ -255,6 +257,53 @@ class DockerEngine:
         if not isinstance(answer, Mapping):
             raise TypeError(f"POST /build/prune answered {answer!r}")
         return answer
+
+    # -- where sessions meet (``api.Meets``) ---------------------------------------------
+    def meeting_volumes(self) -> tuple[list[Mapping[str, Any]], int | None]:
+        """The volumes sessions meet by (``api.MEETING_LABEL``), and the engine's clock when
+        it answered."""
+        wanted = _quote(json.dumps({"label": [MEETING_LABEL]}))
+        answer, now = self.exchange("GET", f"/volumes?filters={wanted}")
+        volumes = answer.get("Volumes") if isinstance(answer, Mapping) else None
+        return [v for v in volumes or () if isinstance(v, Mapping)], now
+
+    def make_volume(
+        self, name: str, labels: Mapping[str, str]
+    ) -> tuple[Mapping[str, Any], int | None]:
+        """``POST /volumes/create``: the volume as the engine has it (an existing one of that
+        name keeps its own labels), and the engine's clock when it answered."""
+        wanted = {"Name": name, "Labels": dict(labels)}
+        answer, now = self.exchange("POST", "/volumes/create", wanted)
+        return (answer if isinstance(answer, Mapping) else {}), now
+
+    def drop_volume(self, name: str) -> None:
+        """``DELETE /volumes/{name}``; ``Gone`` when there is none."""
+        self.exchange("DELETE", f"/volumes/{_quote(name)}")
+
+    def exchange(self, method: str, path: str, body: object = None) -> tuple[Any, int | None]:
+        """A request with a JSON ``body``: its answer, and the engine's clock from the
+        answer's ``Date`` (whole seconds, ns; None without one)."""
+        data = b"" if body is None else json.dumps(body).encode()
+        if self._http is not None:
+            answer, headers = self._http.exchange(method, path, data)
+            return answer, http_date_ns(headers.get("date"))
+        client = self.client
+        with self._mapped():
+            url = f"{client.base_url}/v{client.api_version}{path}"
+            response = client.request(
+                method,
+                url,
+                data=data or None,
+                headers={"Content-Type": "application/json"} if data else None,
+                timeout=client.timeout,
+            )
+        if response.status_code >= 400:
+            raise status_error(response.status_code, response.content)
+        try:
+            answer = response.json() if response.content else None
+        except ValueError as exc:
+            raise EngineError(f"{response.status_code}: {method} {path}: not JSON: {exc}") from exc
+        return answer, http_date_ns(response.headers.get("Date"))
 
     @property
     def store(self) -> Store:

@@ -36,9 +36,11 @@ class Closed(ConnectionError):
 
 
 class Response:
-    def __init__(self, status: int, body: bytes) -> None:
+    def __init__(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.status = status
         self.body = body
+        #: The answer's headers, by lowercase name.
+        self.headers = headers if headers is not None else {}
 
 
 class UnixConnection:
@@ -53,7 +55,7 @@ class UnixConnection:
         #: Whether the open connection has carried an answer before.
         self.reused = False
 
-    def request(self, method: str, url: str) -> None:
+    def request(self, method: str, url: str, body: bytes = b"") -> None:
         if self._sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -63,9 +65,11 @@ class UnixConnection:
                 sock.close()
                 raise
             self._sock, self._file, self.reused = sock, sock.makefile("rb"), False
-        head = f"{method} {url} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\n\r\n"
+        kind = "Content-Type: application/json\r\n" if body else ""
+        head = f"{method} {url} HTTP/1.1\r\nHost: docker\r\n{kind}"
+        head += f"Content-Length: {len(body)}\r\n\r\n"
         try:
-            self._sock.sendall(head.encode("ascii"))
+            self._sock.sendall(head.encode("ascii") + body)
         except BaseException:
             self.close()
             raise
@@ -89,7 +93,7 @@ class UnixConnection:
             self.close()
         else:
             self.reused = True
-        return Response(status, body)
+        return Response(status, body, headers)
 
     def close(self) -> None:
         """Close; a thread blocked reading this connection gets an error, not a hang."""
@@ -218,6 +222,28 @@ class UnixHTTP:
             return json.loads(response.body) if response.body else None
         except ValueError as exc:
             raise EngineError(f"{response.status}: {method} {url}: not JSON: {exc}") from exc
+
+    def exchange(self, method: str, url: str, body: bytes = b"") -> tuple[Any, dict[str, str]]:
+        """One request with a JSON ``body``: the answer's JSON, and its headers (the
+        engine's ``Date`` among them). Asked again on a new connection only when an idle
+        one was closed before a GET was answered."""
+        reused = self._conn.reused
+        try:
+            self._conn.request(method, url, body)
+            response = self._conn.response(method)
+        except (Closed, ConnectionResetError, BrokenPipeError) as exc:
+            if reused and method == "GET":
+                return self.exchange(method, url, body)
+            raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
+        except OSError as exc:
+            raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
+        if response.status >= 400:
+            raise status_error(response.status, response.body)
+        try:
+            answer = json.loads(response.body) if response.body else None
+        except ValueError as exc:
+            raise EngineError(f"{response.status}: {method} {url}: not JSON: {exc}") from exc
+        return answer, response.headers
 
     def close(self) -> None:
         if self._made is not None:
