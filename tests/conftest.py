@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import docker
 import pytest
 
+from pytest_imageprune.coordination.in_engine import ROOM
 from tests.support import (
     SUITE_LABELS,
     EngineUnderTest,
@@ -32,6 +34,17 @@ _ENGINE_SPECS: dict[str, tuple[str, str, str | None]] = {
     "podman5": ("podman", "podman", "IMAGEPRUNE_PODMAN5_HOST"),
 }
 _C8D_DRIVER_TYPE = "io.containerd.snapshotter.v1"
+
+
+@pytest.fixture(autouse=True)
+def engine_room(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A room of its own in the engines' meeting place for each test's sessions
+    (``coordination.in_engine.ROOM``): the sessions of one test meet each other, and never
+    wait for those of a test another worker runs at the same time on the same engine."""
+    room = f"itest-{uuid.uuid4().hex[:12]}"
+    SUITE_LABELS.add((ROOM, room))  # what its sessions leave there is a leftover too
+    monkeypatch.setenv("PYTEST_IMAGEPRUNE_ENGINE_ROOM", room)
+    return room
 
 
 @pytest.fixture(scope="session", autouse=True)

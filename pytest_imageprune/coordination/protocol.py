@@ -2,8 +2,12 @@
 
 The sessions of one engine meet in one place (``place.meeting_place``): the prune lock,
 and beside it the session registry (``registry.Registry``: a record per session, its
-files and its checks). Every session follows these rules, and this module is where they
-are kept; each names where it is enforced (modules of this package, ``coordination``):
+files and its checks). The sessions that share only the engine (jobs in containers, other
+hosts) meet in the engine too (``in_engine.EngineMeeting``: a record, a lease on the
+engine's clock for ``.alive``, a claim beside the lock), by the same rules; a session
+judges by the engine only the sessions its files do not show (``Coordinator._gather``).
+Every session follows these rules, and this module is where they are kept; each names
+where it is enforced (modules of this package, ``coordination``):
 
 1. **Join.** Once its baseline is recorded, a session writes its record and holds its
    ``.alive`` file locked (``flock``) while it runs: the kernel lets go when the process
@@ -93,14 +97,24 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
 from pytest_imageprune.coordination.evidence import protect_live
+from pytest_imageprune.coordination.in_engine import EngineMeeting, unseen
 from pytest_imageprune.coordination.place import Place, PruneLock
-from pytest_imageprune.coordination.records import FINISHING, HEARTBEAT_NS, BadRecord, SessionRecord
+from pytest_imageprune.coordination.records import (
+    DEAD,
+    DEFERRED,
+    FINISHING,
+    HEARTBEAT_NS,
+    RUNNING,
+    BadRecord,
+    SessionRecord,
+)
 from pytest_imageprune.coordination.registry import Others, Registry
 from pytest_imageprune.coordination.worker import Worker
 from pytest_imageprune.errors import RegistryStuck
@@ -147,8 +161,17 @@ class Coordinator:
         deadline: float | None = None,
         worker: Worker | None = None,
         engine: str = "",
+        meeting: EngineMeeting | None = None,
     ) -> None:
         self.place = place
+        #: The session's part in the engine's meeting place (``in_engine``), if the
+        #: engine can hold one; and why it would not, once it would not.
+        self.meeting = meeting
+        self.unmet: str | None = None
+        #: The sessions the last look found in the engine only: settled there.
+        self._remote: set[str] = set()
+        #: Who claims the engine's prune for a session with no record.
+        self._claimant = uuid.uuid4().hex
         self.registry = Registry(place.registry, place.boundary, engine)
         self.lock = PruneLock(place.lock, place.boundary)
         self.record: SessionRecord | None = None
@@ -174,6 +197,7 @@ class Coordinator:
         on_bad: Callable[[list[BadRecord]], None] | None = None,
         deadline: float | None = None,
         engine: str = "",
+        meeting: EngineMeeting | None = None,
     ) -> Coordinator:
         """The coordinator of the place ``find`` finds (making its folders: bounded too,
         ``what`` says where), for the engine with key ``engine`` ("" unknown)."""
@@ -183,7 +207,7 @@ class Coordinator:
         except BaseException:
             worker.stop()
             raise
-        return cls(place, on_bad=on_bad, worker=worker, engine=engine)
+        return cls(place, on_bad=on_bad, worker=worker, engine=engine, meeting=meeting)
 
     # -- start -----------------------------------------------------------------------------
     def open(self) -> None:
@@ -207,10 +231,30 @@ class Coordinator:
             self._fs.stop()
             raise
         self.record = record
+        self._join_engine(record)
         self._beater = threading.Thread(
             target=self._heartbeat, name="imageprune-heartbeat", daemon=True
         )
         self._beater.start()
+
+    def _join_engine(self, record: SessionRecord) -> None:
+        """Take part in the engine's meeting place too: the sessions that share only the
+        engine see this one there. One the engine refuses leaves this session unable to
+        see them: it then keeps everything in its scope (``unmet``)."""
+        if self.meeting is None:
+            return
+        try:
+            self.meeting.join(record)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                self.meeting.settle(record, done=True)  # a lease it made, if any
+            self._unmet(exc)
+
+    def _unmet(self, exc: BaseException) -> None:
+        if self.unmet is None:
+            self.unmet = f"{type(exc).__name__}: {exc}"
+        if self.meeting is not None:
+            self.meeting.close()
 
     def _heartbeat(self) -> None:
         interval = HEARTBEAT_NS / 1e9
@@ -248,6 +292,9 @@ class Coordinator:
         if self.record is None:
             return
         self.record = record = replace(self.record, state=FINISHING)
+        if self.meeting is not None and self.unmet is None:
+            with contextlib.suppress(Exception):  # a holder will not wait for it: no loss
+                self.meeting.finishing()
         try:
             self._run(self._record_path(record), lambda: self.registry.write(record))
         except RegistryStuck:
@@ -257,10 +304,30 @@ class Coordinator:
 
     def take_lock(self) -> bool:
         """The prune lock, never waited for: False when another holds it; ``LockUnusable``
-        when it cannot be used at all."""
-        return self._run(self.lock.path, self.lock.acquire)
+        when it cannot be used at all. On this host, the lock file; then the engine's
+        claim (``in_engine.EngineMeeting.claim``), which the sessions elsewhere see."""
+        if not self._run(self.lock.path, self.lock.acquire):
+            return False
+        if self.meeting is None or self.unmet is not None:
+            return True
+        claimant = self.record.id if self.record is not None else self._claimant
+        # The files speak for the sessions they show: a claim of one that has ended there
+        # (it lost the engine holding the claim) holds nothing.
+        local = self._run(self.registry.directory, lambda: self.registry.classify(claimant))
+        gone = self.registry.seen - {r.id for r in local.live}
+        try:
+            claimed = self.meeting.claim(claimant, gone)
+        except Exception as exc:  # it cannot see the others now: it keeps everything
+            self._unmet(exc)
+            return True
+        if not claimed:
+            self._run(self.lock.path, self.lock.release)
+        return claimed
 
     def release_lock(self) -> None:
+        if self.meeting is not None:
+            with contextlib.suppress(Exception):  # a claim left is let go once its lease ends
+                self.meeting.unclaim()
         self._run(self.lock.path, self.lock.release)
 
     def protection(self) -> KeepRule:
@@ -271,9 +338,7 @@ class Coordinator:
     def live(self) -> list[SessionRecord]:
         """The other live sessions, as the registry shows them now."""
         own = self.record.id if self.record is not None else None
-        others = self._run(self.registry.directory, lambda: self.registry.classify(own))
-        self._tell_bad(others.bad)
-        return others.live
+        return self._gather(own).live
 
     def settle_own(self, *, done: bool, present: frozenset[str] | None) -> None:
         """Forget this session's record when ``done``, else leave it deferred with the
@@ -282,7 +347,14 @@ class Coordinator:
         record = self.record
         if record is None:
             return
+        if self.unmet is not None:
+            # What it kept, it kept for sessions it cannot see, and so would every later
+            # session that cannot: a record left owed would be owed for ever.
+            done = True
         end_ns = record.now_ns()
+        if self.meeting is not None and self.unmet is None:
+            with contextlib.suppress(Exception):  # the engine's copy runs out with its lease
+                self.meeting.settle(record, done=done, present=present)
         self._run(
             self._record_path(record),
             lambda: self.registry.settle(record, done=done, end_ns=end_ns, present=present),
@@ -309,6 +381,14 @@ class Coordinator:
 
     def swept(self, record: SessionRecord, *, done: bool) -> None:
         """After sweeping ``record``: forget it when ``done``, else leave it deferred."""
+        if record.id in self._remote:
+            assert self.meeting is not None
+            end = record.death_ns if record.finished_ns is None else None
+            self.meeting.settle(record, done=done, end_ns=end)
+            return
+        if done and self.meeting is not None and self.unmet is None:
+            with contextlib.suppress(Exception):  # a stale copy: swept again, harmlessly
+                self.meeting.forget(record.id)
         self._run(
             self._record_path(record),
             lambda: self.registry.settle(record, done=done, end_ns=record.death_ns),
@@ -341,6 +421,8 @@ class Coordinator:
     def close(self) -> None:
         """Let go of every lock this session holds in the registry; never raises."""
         self._beat.set()
+        if self.meeting is not None:
+            self.meeting.close()
         # Given up on, or the descriptors gone: the kernel lets go when the process ends.
         with contextlib.suppress(Exception):
             self._run(self.registry.directory, self.registry.close)
@@ -349,10 +431,38 @@ class Coordinator:
     # -- helpers ---------------------------------------------------------------------------
     def _others(self) -> Others:
         """Every other record, this session's own included once it is deferred."""
-        others = self._run(self.registry.directory, lambda: self.registry.classify(None))
-        self._tell_bad(others.bad)
+        others = self._gather(None)
         own = self.record.id if self.record is not None else None
         others.live = [r for r in others.live if r.id != own]  # never wait for oneself
+        return others
+
+    def _gather(self, skip: str | None) -> Others:
+        """The records in the files (but ``skip``), and those of the sessions found only
+        in the engine (``in_engine``); with the engine's place unusable, one live session
+        more that keeps everything: the sessions elsewhere it cannot see."""
+        others = self._run(self.registry.directory, lambda: self.registry.classify(skip))
+        if self.meeting is not None and self.unmet is None:
+            known = set(self.registry.seen)
+            if self.record is not None:
+                known.add(self.record.id)
+            remote: set[str] = set()
+            try:
+                for item in self.meeting.others(frozenset(known)):
+                    if isinstance(item, BadRecord):
+                        others.bad.append(item)
+                        continue
+                    record, state = item
+                    remote.add(record.id)
+                    {RUNNING: others.live, DEAD: others.dead, DEFERRED: others.deferred}[
+                        state
+                    ].append(record)
+            except Exception as exc:
+                self._unmet(exc)
+            else:
+                self._remote = remote
+        if self.unmet is not None:
+            others.live.append(unseen())
+        self._tell_bad(others.bad)
         return others
 
     def _release_taken(self) -> None:

@@ -54,6 +54,12 @@ CLOCK_SKEW_NS = 60 * NANOS
 _ID = re.compile(r"[0-9a-f]{32}")
 
 
+#: The ID of the live session that stands for those the engine's meeting place would
+#: show, when it cannot be used (``in_engine.unseen``): never a session's (``uuid4``'s
+#: hex has a 4 in the 13th place).
+UNSEEN_ID = "f" * 32
+
+
 _MAX_NS = 1 << 63
 
 
@@ -187,6 +193,8 @@ class SessionRecord:
         return cls(record_id, 0, 0, {}, "session", Baseline({}))
 
     def describe(self) -> str:
+        if self.id == UNSEEN_ID:
+            return "any session elsewhere on this engine: they cannot be seen"
         if self.pid == 0:
             return f"session {self.id[:12]}, whose record cannot be read"
         return f"pid {self.pid} on {self.host or 'this host'}"

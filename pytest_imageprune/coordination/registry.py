@@ -105,6 +105,8 @@ class Registry:
         #: The ``.alive`` files of dead sessions this process is sweeping, locked.
         self._taken: dict[str, int] = {}
         self._opened = False
+        #: The session IDs the last listing found a file of (a record or an ``.alive``).
+        self.seen: frozenset[str] = frozenset()
 
     @classmethod
     def beside(cls, lock_path: Path, boundary: Boundary | None = None) -> Registry:
@@ -177,6 +179,9 @@ class Registry:
         now_ns = time.time_ns() if now_ns is None else now_ns
         clock = Clock.read()
         names = sorted(os.listdir(self.directory))
+        self.seen = frozenset(
+            stem for n in names if _ID.fullmatch(stem := n.rsplit(".", 1)[0]) and "." in n
+        )
         for name in names:
             if name.startswith(".") or not name.endswith(".json"):
                 continue

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_imageprune.engine.api import at_least
+from pytest_imageprune.engine.api import MEETING_LABEL, at_least
 from pytest_imageprune.kinds.table import CONTAINERS, NETWORKS, VOLUMES
 from pytest_imageprune.model.filters import engine_time
 from pytest_imageprune.model.gotime import NANOS
@@ -68,7 +68,7 @@ def listing(engine: Objects, kind: str) -> list[Thing]:
         # Docker labels its anonymous volumes from API 1.42 on; before it, and on Podman,
         # the name the engine gave one (64 hex digits) is all that tells.
         labels_them = not engine.podman and at_least(engine.api_version, "1.42")
-        return [_volume(item, used, labels_them) for item in volumes]
+        return [_volume(item, used, labels_them) for item in volumes if not _meeting(item)]
     return [_record(item) for item in engine.disk_usage("build-cache").get("BuildCache") or []]
 
 
@@ -138,6 +138,13 @@ def _volume(item: Mapping[str, Any], used: set[str], labels_them: bool) -> Thing
 
 #: The name an engine gives a volume made without one (``stringid.GenerateRandomID``).
 _RANDOM_NAME = re.compile("[0-9a-f]{64}")
+
+
+def _meeting(volume: Mapping[str, Any]) -> bool:
+    """Whether a volume is where sessions meet (``coordination.in_engine``): the plugin's
+    own, never a prune's to take, nor said anywhere."""
+    labels = volume.get("Labels")
+    return isinstance(labels, Mapping) and MEETING_LABEL in labels
 
 
 def _used_volumes(engine: Objects) -> set[str]:

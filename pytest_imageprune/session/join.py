@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_imageprune.coordination.in_engine import EngineMeeting
 from pytest_imageprune.coordination.place import meeting_place, place_of_lock
 from pytest_imageprune.coordination.protocol import Coordinator
 from pytest_imageprune.coordination.records import SessionRecord
+from pytest_imageprune.engine.api import meets_of
 from pytest_imageprune.errors import EngineUnavailable
 
 if TYPE_CHECKING:
@@ -57,6 +59,17 @@ def register(
     return record, coordinator, None
 
 
+def _meeting(start: Start) -> EngineMeeting | None:
+    """The session's part in the engine's meeting place, on a connection of its own
+    (the lease is renewed while the session uses its own); None for an engine that can
+    hold none (the tests' fakes)."""
+    if start.engine is None or meets_of(start.engine) is None:
+        return None
+    twins = start.engine.spawn(2)
+    twin = meets_of(twins[-1]) if len(twins) > 1 else None
+    return EngineMeeting(twin) if twin is not None else None
+
+
 def meet(
     start: Start, lock_path: Path | None, voice: Voice
 ) -> tuple[Coordinator | None, str | None]:
@@ -71,7 +84,9 @@ def meet(
         else:
             find = functools.partial(meeting_place, start.endpoint, engine_id)
             what = f"the meeting place of {start.endpoint}"
-        coordinator = Coordinator.meet(find, what, on_bad=voice.bad_records, engine=engine_id)
+        coordinator = Coordinator.meet(
+            find, what, on_bad=voice.bad_records, engine=engine_id, meeting=_meeting(start)
+        )
     except EngineUnavailable as exc:
         start.problem = str(exc)
         return None, None

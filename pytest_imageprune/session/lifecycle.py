@@ -199,6 +199,9 @@ class PruneSession:
         trouble = self.coordinator.heartbeat_trouble if self.coordinator is not None else None
         if trouble is not None:
             self.voice.heartbeat(trouble)
+        unmet = self.coordinator.unmet if self.coordinator is not None else None
+        if unmet is not None:
+            self.voice.unmet(unmet)
         if self.report is not None:
             self.report.duration_s = time.monotonic() - began
             if Status(self.report.status).ran:
@@ -239,8 +242,8 @@ class PruneSession:
             self._settle_own(done=False)  # whoever prunes next does it
             return
         if not acquired:
-            path = coordinator.lock.path
-            self._fail(Status.LOCKED, path)
+            holder = coordinator.meeting.holder if coordinator.meeting is not None else None
+            self._fail(Status.LOCKED, holder or coordinator.lock.path)
             self._settle_own(done=False)  # whoever prunes next does it
             return
         try:

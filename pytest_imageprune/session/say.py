@@ -67,6 +67,16 @@ class Voice:
             " leaves then (or if it dies) no later session finishes"
         )
 
+    def unmet(self, why: str) -> None:
+        """The engine's meeting place could not be used: the sessions elsewhere on the
+        engine are unseen, so everything in scope was kept."""
+        self.warn(
+            f"could not meet the other sessions in the engine ({why}): sessions elsewhere"
+            " on it (jobs in other containers, other hosts) cannot be seen, so every image"
+            " and object in this session's scope was kept; allow volumes on the engine's"
+            " API (docs/sessions.md)"
+        )
+
     def bad_records(self, bad: Sequence[BadRecord]) -> None:
         for item in bad:
             if item.name not in self._bad_said:

@@ -1,0 +1,570 @@
+"""Where sessions that share only the engine meet: labelled volumes in the engine itself.
+
+CI jobs in containers on one host's socket, or hosts reaching one engine over tcp or ssh,
+share no ``/tmp``: the registry's files (``registry``) never show them each other. The
+engine is the one thing they share, so every session also keeps its part there, in empty
+local volumes labelled ``api.MEETING_LABEL=<session ID>`` (``docker volume ls --filter
+label=io.github.pytest-imageprune.session`` shows them), each with a role
+(``ROLE``):
+
+- ``pytest-imageprune-<id>-record-<n>``: the session's record (``records.SessionRecord``,
+  compressed into one label, ``RECORD``), with its start on the engine's clock
+  (``STARTED``), its state, and once deferred its end (``FINISHED``). A record is never
+  changed: a new one, ``n + 1``, replaces it, and the highest ``n`` is the record.
+- ``pytest-imageprune-<id>-lease-<n>``: the session's lease, renewed every ``beat_s``
+  seconds by a new one (the old one then removed): the engine stamps each volume's
+  ``CreatedAt`` on its own clock, so a lease is judged on the engine's clock alone (the
+  ``Date`` of its answer is now), whatever the hosts' clocks say. A lease unrenewed for
+  longer than it says (``LEASE``, ``lease_s``; a minute unless
+  ``PYTEST_IMAGEPRUNE_ENGINE_LEASE`` says less, for tests) is a dead session's.
+- ``pytest-imageprune-<id>-lock``: the session's claim on the engine's one prune at a
+  time (``claim``): made, then the claims listed; another live session's claim there
+  means another prunes (the claim is taken back). Two sessions claiming at once may
+  both see the other: both then step back, and try again after a short random pause.
+
+A session's own record in the files (``registry``), where it has one, speaks for it to
+the sessions that share the files: the ``.alive`` lock tells its death at once, where a
+lease tells it only once the lease runs out. So a session judges by the engine only the
+sessions it cannot see in its files (``Coordinator._others``).
+
+Nothing is left once the last session is gone: a session that finishes removes its own
+volumes, a deferred one leaves its record (and no lease) for whoever sweeps it, and the
+sweeper removes what it swept. No prune of the plugin's takes these volumes
+(``kinds.things``), and ``docker volume prune`` leaves them (they are named); ``docker
+volume prune --all`` or ``docker volume rm`` while sessions run removes their meeting
+place: until their next lease (``beat_s``) they do not protect each other.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import random
+import re
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pytest_imageprune.coordination.records import (
+    CLOCK_SKEW_NS,
+    DEAD,
+    DEFERRED,
+    FINISHING,
+    RUNNING,
+    UNSEEN_ID,
+    BadRecord,
+    SessionRecord,
+)
+from pytest_imageprune.engine.api import MEETING_LABEL, Conflict, EngineError, Gone, Meets
+from pytest_imageprune.errors import ImagePruneError
+from pytest_imageprune.model.filters import engine_time
+from pytest_imageprune.model.gotime import NANOS
+
+PREFIX = "pytest-imageprune"
+ROLE = "io.github.pytest-imageprune.role"
+RECORD = "io.github.pytest-imageprune.record"
+STARTED = "io.github.pytest-imageprune.started"
+FINISHED = "io.github.pytest-imageprune.finished"
+STATE = "io.github.pytest-imageprune.state"
+LEASE = "io.github.pytest-imageprune.lease"
+HOST = "io.github.pytest-imageprune.host"
+PID = "io.github.pytest-imageprune.pid"
+#: Sessions meet only with sessions of their room: the engine's one (no label), unless
+#: ``PYTEST_IMAGEPRUNE_ENGINE_ROOM`` names another. The plugin's own test suite gives each
+#: test one, so that the tests' sessions on one engine do not wait for each other; never
+#: set it for real sessions: those of two rooms do not protect each other.
+ROOM = "io.github.pytest-imageprune.room"
+
+#: How long a lease holds, and the bounds a reader puts on what a lease says of itself.
+LEASE_S = 60.0
+LEASE_BOUNDS_S = (3.0, 3600.0)
+#: How many times a lease is renewed within its length.
+BEATS_PER_LEASE = 12
+#: A session's start on the engine's clock is taken this much before the engine's first
+#: answer to it (whole seconds, and the baseline's listing came a moment before).
+START_MARGIN_NS = 2 * NANOS
+#: A record compressed beyond this (some 200,000 images' baseline) is not kept in the
+#: engine: the session is then a live one with an unknown baseline to the others.
+RECORD_LIMIT = 4 << 20
+#: How many times a claim met by another's at the same moment is tried again.
+CLAIM_TRIES = 3
+
+_ID = re.compile(r"[0-9a-f]{32}")
+_NAME = re.compile(rf"{PREFIX}-([0-9a-f]{{32}})-(record|lease|lock)(?:-([0-9]{{1,9}}))?")
+
+
+class Refused(ImagePruneError):
+    """The engine will not hold the meeting place (a proxy that forbids volumes, a
+    read-only API): why, in its own words."""
+
+
+def lease_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """The lease this session announces: ``PYTEST_IMAGEPRUNE_ENGINE_LEASE`` seconds if set
+    (within ``LEASE_BOUNDS_S``; for tests), else ``LEASE_S``."""
+    value = (environ if environ is not None else os.environ).get("PYTEST_IMAGEPRUNE_ENGINE_LEASE")
+    try:
+        wanted = float(value) if value else LEASE_S
+    except ValueError:
+        wanted = LEASE_S
+    low, high = LEASE_BOUNDS_S
+    return min(max(wanted, low), high)
+
+
+@dataclass
+class Group:
+    """One session's volumes, as one listing found them."""
+
+    id: str
+    records: dict[int, Mapping[str, Any]] = field(default_factory=dict)
+    leases: dict[int, Mapping[str, Any]] = field(default_factory=dict)
+    lock: Mapping[str, Any] | None = None
+
+    def names(self) -> list[str]:
+        names = [_name(self.id, "record", n) for n in self.records]
+        names += [_name(self.id, "lease", n) for n in self.leases]
+        if self.lock is not None:
+            names.append(_name(self.id, "lock"))
+        return names
+
+    def last_sign_ns(self) -> int | None:
+        """The newest of its volumes' ``CreatedAt``: when it was last known alive (whole
+        seconds: it may have been up to a second later)."""
+        times = [_created(v) for v in (*self.records.values(), *self.leases.values())]
+        if self.lock is not None:
+            times.append(_created(self.lock))
+        known = [t for t in times if t is not None]
+        return max(known) if known else None
+
+    def lease_s(self) -> float:
+        low, high = LEASE_BOUNDS_S
+        newest = self.leases[max(self.leases)] if self.leases else None
+        try:
+            said = float(_labels(newest).get(LEASE, LEASE_S)) if newest else LEASE_S
+        except ValueError:
+            said = LEASE_S
+        return min(max(said, low), high)
+
+    def holds(self, now_ns: int | None) -> bool:
+        """Whether its lease still holds at ``now_ns`` (the engine's clock, whole seconds):
+        unrenewed for no longer than it says, with a second each way for the rounding.
+        Without the engine's clock, it holds."""
+        last = self.last_sign_ns()
+        if now_ns is None or last is None:
+            return True
+        return now_ns - last <= int(self.lease_s() * NANOS) + 2 * NANOS
+
+    def describe(self) -> str:
+        """Who the session is, as its newest record says (``records.SessionRecord.describe``)."""
+        labels = _labels(self.records[max(self.records)]) if self.records else {}
+        pid, host = labels.get(PID, ""), labels.get(HOST, "")
+        who = f"pid {pid} on {host}" if pid.isdigit() and host else f"session {self.id[:12]}"
+        return f"{who}, seen in the engine"
+
+    def finishing(self) -> bool:
+        return bool(self.leases) and _labels(self.leases[max(self.leases)]).get(STATE) == FINISHING
+
+
+@dataclass
+class Seen:
+    """The meeting place as one listing found it: the engine's clock then, and each
+    session's volumes."""
+
+    now_ns: int | None
+    groups: dict[str, Group]
+
+
+class EngineMeeting:
+    """One session's part in the engine's meeting place.
+
+    ``engine`` is a connection of its own (the lease is renewed from a thread of its own
+    while the session's prune uses the session's); every request goes through ``_ask``,
+    one at a time. Every method may raise the engine's errors (``ImagePruneError``,
+    ``Refused`` when it refuses to make a volume), except ``close``.
+    """
+
+    def __init__(
+        self, engine: Meets, *, lease_s: float | None = None, room: str | None = None
+    ) -> None:
+        self.engine = engine
+        if room is None:
+            room = os.environ.get("PYTEST_IMAGEPRUNE_ENGINE_ROOM", "")
+        self.room = room[:128]
+        self.lease_s = lease_from_env() if lease_s is None else lease_s
+        self.beat_s = self.lease_s / BEATS_PER_LEASE
+        self.own: str | None = None
+        self._host = ""
+        self._pid = 0
+        self._started_ns: int | None = None
+        self._generation = -1
+        self._lease = -1
+        self._state = RUNNING
+        self._guard = threading.Lock()
+        self._renewing = threading.Lock()
+        self._stop = threading.Event()
+        self._beater: threading.Thread | None = None
+        #: The engine's clock at its last answer.
+        self.now_ns: int | None = None
+        #: The sessions the last look found here, by ID (what a sweep removes).
+        self._seen: dict[str, Group] = {}
+        self.beat_failures = 0
+        self.beat_error = ""
+        self._claim: str | None = None
+        #: Who held the engine's claim when this session's was refused.
+        self.holder: str | None = None
+
+    # -- start -----------------------------------------------------------------------------
+    def join(self, record: SessionRecord) -> None:
+        """Take a lease, then write the record; then renew the lease while the session
+        runs. ``Refused`` when the engine will not make the volumes."""
+        self.own = record.id
+        self._host, self._pid = record.host, record.pid
+        self._renew()
+        now = self.now_ns if self.now_ns is not None else time.time_ns()
+        self._started_ns = now - START_MARGIN_NS
+        self._generation = 0
+        self._write(record, RUNNING, ident=record.id, generation=0, started_ns=self._started_ns)
+        self._beater = threading.Thread(target=self._beat, name="imageprune-lease", daemon=True)
+        self._beater.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.beat_s):
+            try:
+                self._renew()
+            except Exception as exc:  # counted; the next one may go through
+                self.beat_failures += 1
+                self.beat_error = f"{type(exc).__name__}: {exc}"
+
+    def _renew(self) -> None:
+        """A new lease, then the old one removed: there is always one. One at a time (the
+        thread's, and "finishing")."""
+        own = self._owned()
+        with self._renewing:
+            previous, self._lease = self._lease, self._lease + 1
+            self._make(
+                _name(own, "lease", self._lease),
+                {ROLE: "lease", STATE: self._state, LEASE: f"{self.lease_s:g}"},
+            )
+            if previous >= 0:
+                self._drop(_name(own, "lease", previous))
+
+    def finishing(self) -> None:
+        """Say "finishing" at once: a prune's holder waits for it to settle."""
+        if self.own is None:
+            return
+        self._state = FINISHING
+        self._renew()
+
+    def stop(self) -> None:
+        """No more leases from the thread (the next ones, if any, are the caller's)."""
+        self._stop.set()
+        beater, self._beater = self._beater, None
+        if beater is not None:
+            beater.join(30)
+
+    # -- the others ------------------------------------------------------------------------
+    def look(self) -> Seen:
+        volumes, now = self._ask(self.engine.meeting_volumes)
+        groups: dict[str, Group] = {}
+        for volume in volumes:
+            match = _NAME.fullmatch(str(volume.get("Name") or ""))
+            labels = _labels(volume)
+            if match is None or labels.get(MEETING_LABEL) != match.group(1):
+                continue  # not one of ours, whatever its label says
+            if labels.get(ROOM, "") != self.room:
+                continue
+            ident, role, number = match.groups()
+            group = groups.setdefault(ident, Group(ident))
+            if role == "record" and number is not None:
+                group.records[int(number)] = volume
+            elif role == "lease" and number is not None:
+                group.leases[int(number)] = volume
+            elif role == "lock" and number is None:
+                group.lock = volume
+        self._seen = groups
+        return Seen(now, groups)
+
+    def others(
+        self, skip: frozenset[str] = frozenset()
+    ) -> Iterator[tuple[SessionRecord, str] | BadRecord]:
+        """Each session here but this one and those in ``skip`` (seen in the files), with
+        its state, as ``registry.Registry.others`` gives them; or why its record is bad.
+        Volumes no session holds any more (a lease run out, no record) are removed."""
+        seen = self.look()
+        for ident, group in seen.groups.items():
+            if ident == self.own or ident in skip:
+                continue
+            yield from self._judge(group, seen.now_ns)
+
+    def _judge(
+        self, group: Group, now_ns: int | None
+    ) -> Iterator[tuple[SessionRecord, str] | BadRecord]:
+        holds = group.holds(now_ns)
+        if not group.records:
+            if holds:  # writing its record now, or it was removed under it
+                yield SessionRecord.unknown(group.id), RUNNING
+            else:
+                self._remove(group.names())
+            return
+        volume = group.records[max(group.records)]
+        try:
+            record = self._read(group, volume, now_ns)
+        except ValueError as exc:
+            name = str(volume.get("Name"))
+            if holds:
+                yield BadRecord(name, str(exc), live=True)
+                yield SessionRecord.unknown(group.id), RUNNING
+            else:
+                self._remove(group.names())
+                yield BadRecord(name, str(exc), removed=True)
+            return
+        if record.state == DEFERRED:
+            yield record, DEFERRED
+        elif holds:
+            yield replace(record, state=FINISHING if group.finishing() else RUNNING), RUNNING
+        else:
+            # Dead: it lived at its last sign, and at most a renewal (and the rounding of
+            # whole seconds) after it.
+            last = group.last_sign_ns() or record.started_ns
+            beat = last + NANOS + int(self.beat_s_of(group) * NANOS)
+            yield replace(record, heartbeat_ns=max(record.started_ns, beat)), DEAD
+
+    def beat_s_of(self, group: Group) -> float:
+        return group.lease_s() / BEATS_PER_LEASE
+
+    def _read(self, group: Group, volume: Mapping[str, Any], now_ns: int | None) -> SessionRecord:
+        """The record a volume holds, its times on the engine's clock (those it wrote are
+        its host's): its start, and its end once deferred. ``ValueError`` names what is
+        wrong."""
+        labels = _labels(volume)
+        text = labels.get(RECORD)
+        if not isinstance(text, str) or len(text) > RECORD_LIMIT * 2:
+            raise ValueError("it holds no record")
+        try:
+            packed = base64.b64decode(text, validate=True)
+            data = json.loads(zlib.decompress(packed))
+        except (ValueError, zlib.error) as exc:
+            raise ValueError(f"its record does not decode: {exc}") from None
+        record = SessionRecord.from_json(data, name=group.id)
+        latest = (now_ns if now_ns is not None else time.time_ns()) + CLOCK_SKEW_NS
+        started = _time_label(labels, STARTED, latest)
+        if started is None:
+            raise ValueError(f"{STARTED} is not a time")
+        finished = _time_label(labels, FINISHED, latest)
+        state = labels.get(STATE)
+        if state == DEFERRED and finished is None:
+            raise ValueError(f"{FINISHED} is not a time")
+        return replace(
+            record,
+            started_ns=started,
+            heartbeat_ns=started,
+            finished_ns=finished if state == DEFERRED else None,
+            state=DEFERRED if state == DEFERRED else RUNNING,
+            clock=None,  # its times are the engine's, as its images' are
+            engine="",  # this engine's: the volumes are its own
+        )
+
+    # -- one prune at a time ---------------------------------------------------------------
+    def claim(self, claimant: str, gone: frozenset[str] = frozenset()) -> bool:
+        """Claim the engine's one prune at a time for ``claimant`` (a session ID): False
+        when another live session holds a claim. A claim whose session is gone is removed:
+        one whose lease ran out, or one of ``gone`` (sessions the files show ended: a
+        claim left by a session that lost the engine while it held it)."""
+        name = _name(claimant, "lock")
+        self.holder = None
+        for attempt in range(CLAIM_TRIES):
+            self._make(name, {ROLE: "lock"})
+            self._claim = name
+            seen = self.look()
+            held = False
+            for ident, group in seen.groups.items():
+                if ident == claimant or group.lock is None:
+                    continue
+                if ident not in gone and group.holds(seen.now_ns):
+                    held = True
+                    self.holder = group.describe()
+                else:
+                    self._remove([_name(ident, "lock")])
+            if not held:
+                return True
+            self.unclaim()
+            if attempt + 1 < CLAIM_TRIES:
+                time.sleep(random.uniform(0.02, 0.1))  # both may have seen the other
+        return False
+
+    def unclaim(self) -> None:
+        name, self._claim = self._claim, None
+        if name is not None:
+            self._remove([name])
+
+    # -- the end ---------------------------------------------------------------------------
+    def settle(
+        self,
+        record: SessionRecord,
+        *,
+        done: bool,
+        present: frozenset[str] | None = None,
+        end_ns: int | None = None,
+    ) -> None:
+        """After pruning for ``record`` (this session's, or one swept): remove its volumes
+        when done, else leave it deferred: a record that says what was in its scope at
+        its end (``present``), and when that was on the engine's clock (``end_ns``, now
+        if None), and no lease."""
+        own = record.id == self.own
+        if own:
+            self.stop()
+            # Its own volumes as the engine lists them: whatever a renewal cut short left.
+            seen = self.look().groups.get(record.id)
+            old = sorted({*self._names_of(record.id, None), *(seen.names() if seen else ())})
+            group = None
+        else:
+            group = self._seen.get(record.id)
+            old = self._names_of(record.id, group)
+        if done:
+            self._remove(old)
+            return
+        finished = record.finished_ns if not own else None
+        if finished is None:
+            finished = end_ns
+        if finished is None:
+            _, now = self._ask(self.engine.meeting_volumes)  # the engine's clock, now
+            finished = (now if now is not None else time.time_ns()) + NANOS
+        if present is None:
+            present = record.present
+        deferred = replace(record, state=DEFERRED, present=present)
+        if own:
+            self._generation += 1
+            generation, started = self._generation, self._started_ns or 0
+        else:
+            generation = max(group.records, default=-1) + 1 if group is not None else 0
+            started = record.started_ns
+        self._write(
+            deferred,
+            DEFERRED,
+            ident=record.id,
+            generation=generation,
+            started_ns=started,
+            finished_ns=finished,
+        )
+        newest = _name(record.id, "record", generation)
+        self._remove([n for n in old if n != newest])
+        if own:
+            self._lease = -1
+
+    def forget(self, record_id: str) -> None:
+        """Remove every volume of a session the files settled (its copy here is stale)."""
+        group = self._seen.get(record_id)
+        if group is not None:
+            self._remove(group.names())
+
+    def close(self) -> None:
+        """Stop renewing the lease; the volumes stay as they are (a session that never
+        settled is seen dead once its lease runs out, and swept). Never raises."""
+        with contextlib.suppress(Exception):
+            self.stop()
+        with contextlib.suppress(Exception):
+            self.unclaim()
+        close = getattr(self.engine, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                close()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _names_of(self, ident: str, group: Group | None) -> list[str]:
+        if group is not None:
+            return group.names()
+        names = [_name(ident, "record", n) for n in range(max(self._generation, 0) + 1)]
+        if self._lease >= 0:
+            names += [_name(ident, "lease", n) for n in (self._lease - 1, self._lease) if n >= 0]
+        return [*names, _name(ident, "lock")]
+
+    def _write(
+        self,
+        record: SessionRecord,
+        state: str,
+        *,
+        ident: str,
+        generation: int,
+        started_ns: int,
+        finished_ns: int | None = None,
+    ) -> None:
+        """Record ``record`` as ``ident``'s record number ``generation``."""
+        data = json.dumps(record.to_json()).encode()
+        packed = base64.b64encode(zlib.compress(data, 6)).decode("ascii")
+        labels = {ROLE: "record", STATE: state, HOST: record.host[:255], PID: str(record.pid)}
+        if len(packed) <= RECORD_LIMIT:
+            labels[RECORD] = packed
+        labels[STARTED] = str(started_ns)
+        if finished_ns is not None:
+            labels[FINISHED] = str(finished_ns)
+        self._make(_name(ident, "record", generation), labels, ident=ident)
+
+    def _make(self, name: str, labels: Mapping[str, str], *, ident: str | None = None) -> None:
+        ident = ident if ident is not None else self._owned_or(name)
+        full = {MEETING_LABEL: ident, **labels}
+        if self.room:
+            full[ROOM] = self.room
+        try:
+            made, _ = self._ask(self.engine.make_volume, name, full)
+        except (EngineError, Conflict, Gone) as exc:
+            raise Refused(f"{name}: {exc}") from exc
+        if _labels(made).get(MEETING_LABEL) != ident:
+            raise Refused(f"{name}: a volume of that name is someone else's")
+
+    def _drop(self, name: str) -> None:
+        with contextlib.suppress(Gone):
+            self._ask(self.engine.drop_volume, name)
+
+    def _remove(self, names: list[str]) -> None:
+        """Remove volumes; one already gone, or in use (someone mounted it), stays said
+        nowhere: it is no one's loss."""
+        for name in names:
+            with contextlib.suppress(Gone, Conflict, EngineError):
+                self._drop(name)
+
+    def _ask(self, call: Callable[..., Any], *args: Any) -> Any:
+        with self._guard:
+            answer = call(*args)
+        if isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[1], int):
+            self.now_ns = answer[1]
+        return answer
+
+    def _owned(self) -> str:
+        if self.own is None:
+            raise RuntimeError("the session has not joined")
+        return self.own
+
+    def _owned_or(self, name: str) -> str:
+        match = _NAME.fullmatch(name)
+        return match.group(1) if match else self._owned()
+
+
+def unseen() -> SessionRecord:
+    """The live session that stands for every session elsewhere on the engine, when its
+    meeting place cannot be used: its baseline unknown, it keeps everything in scope."""
+    return SessionRecord.unknown(UNSEEN_ID)
+
+
+def _name(ident: str, role: str, number: int | None = None) -> str:
+    return f"{PREFIX}-{ident}-{role}" + ("" if number is None else f"-{number}")
+
+
+def _labels(volume: Mapping[str, Any] | None) -> Mapping[str, str]:
+    labels = volume.get("Labels") if volume is not None else None
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def _created(volume: Mapping[str, Any]) -> int | None:
+    return engine_time(volume.get("CreatedAt"))
+
+
+def _time_label(labels: Mapping[str, str], key: str, latest: int) -> int | None:
+    value = labels.get(key)
+    if not isinstance(value, str) or not value.isdigit() or len(value) > 19:
+        return None
+    number = int(value)
+    return number if 0 < number <= latest else None
