@@ -140,6 +140,9 @@ class FreshTmp:
             "PYTHONPATH": str(ROOT),
             "HOME": "/tmp",
         }
+        room = os.environ.get("PYTEST_IMAGEPRUNE_ENGINE_ROOM")
+        if room:  # the test's own room in the engine's meeting place (conftest.engine_room)
+            base["PYTEST_IMAGEPRUNE_ENGINE_ROOM"] = room
         variables = [f"{k}={v}" for k, v in {**base, **(env or {})}.items()]
         as_user: list[str] = []
         if user:

@@ -50,13 +50,12 @@ def _namespaces_can_be_had() -> None:
 
 def _moved(value: str) -> str:
     """A path, a ``unix://`` address or a list of paths as the namespace sees them."""
+    if value.startswith("unix://"):
+        return "unix://" + _moved(value.removeprefix("unix://"))
     parts = []
     for part in value.split(os.pathsep):
-        scheme = "unix://" if part.startswith("unix://") else ""
-        path = part.removeprefix(scheme)
-        if path == "/tmp" or path.startswith("/tmp/"):
-            path = OLD_TMP + path.removeprefix("/tmp")
-        parts.append(scheme + path)
+        under = part == "/tmp" or part.startswith("/tmp/")
+        parts.append(OLD_TMP + part.removeprefix("/tmp") if under else part)
     return os.pathsep.join(parts)
 
 

@@ -11,20 +11,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_imageprune.coordination.evidence import protect_live
+from pytest_imageprune.coordination.evidence import Arrival, protect_live
 from pytest_imageprune.coordination.in_engine import (
     FINISHED,
+    LEASE,
     RECORD,
     ROLE,
     ROOM,
     STATE,
     EngineMeeting,
     Refused,
+    lease_from_env,
 )
 from pytest_imageprune.coordination.place import place_of_lock
 from pytest_imageprune.coordination.protocol import Coordinator
@@ -475,3 +478,116 @@ def test_a_session_the_engine_will_not_let_meet_keeps_its_images_and_says_so(
     assert "every image and object in this session's scope was kept" in line
     # Nothing is left owed: every later session would keep it all the same.
     assert list((tmp_path / "l.sessions").glob("*.json")) == []
+
+
+def test_a_record_on_the_engines_clock_asks_the_log_by_the_engines_now() -> None:
+    """A sweeping host whose clock is a minute behind the engine's: the dead session's end
+    (engine's clock) looks later than this host's now. Judged by this host's clock, the log
+    was not asked ("nothing can have come after yet"), and an image loaded after the death,
+    whose Created lies in the lifetime, was deleted; judged by the engine's now, the log is
+    asked up to it, and shows the load."""
+    host_now = time.time_ns()
+    engine_now = host_now + 60 * NANOS
+    record = replace(
+        _record(),
+        started_ns=engine_now - 100 * NANOS,
+        heartbeat_ns=engine_now - 20 * NANOS,
+        clock=None,
+        engine_clock=True,
+    )
+    loaded = "sha256:" + "e" * 64
+    asked: list[tuple[int, int]] = []
+
+    def events(since: int, until: int) -> list[Mapping[str, Any]]:
+        asked.append((since, until))
+        load = {"Type": "image", "Action": "load", "Actor": {"ID": loaded}}
+        return [{**load, "timeNano": record.death_ns + 5 * NANOS}]
+
+    def inspect(image_id: str) -> Mapping[str, Any]:
+        created = time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime((engine_now - 50 * NANOS) // NANOS)
+        )
+        return {"Id": image_id, "Created": created}
+
+    arrival = Arrival(inspect, None, events, None, lambda: engine_now)
+    kept = arrival.doubt(Image(id=loaded, created_s=0), record)
+    assert kept is not None
+    assert "after that session ended" in str(kept)
+    assert asked == [(record.death_ns, engine_now)]
+    # Without the engine's now, the log cannot be asked rightly: doubt, never a guess.
+    blind = Arrival(inspect, None, events, None, None)
+    assert blind.doubt(Image(id=loaded, created_s=0), record) is not None
+
+
+def test_a_lease_that_is_no_number_is_the_default_and_blinds_nothing() -> None:
+    """A hostile probe: a lease volume labelled ``lease=nan`` made every session's look
+    fail (``int(nan)``), so each kept everything, said to allow volumes, and left its own
+    volumes behind; ``PYTEST_IMAGEPRUNE_ENGINE_LEASE=nan`` made the renewals spin."""
+    assert lease_from_env({"PYTEST_IMAGEPRUNE_ENGINE_LEASE": "nan"}) == 300
+    assert lease_from_env({"PYTEST_IMAGEPRUNE_ENGINE_LEASE": "inf"}) == 300
+    assert lease_from_env({"PYTEST_IMAGEPRUNE_ENGINE_LEASE": "1"}) == 3
+    engine = FakeVolumes()
+    other = "a" * 32
+    engine.volumes[f"pytest-imageprune-{other}-lease-0"] = {
+        "Name": f"pytest-imageprune-{other}-lease-0",
+        "Labels": {MEETING_LABEL: other, ROOM: "r", ROLE: "lease", LEASE: "nan"},
+        "CreatedAt": "2027-01-15T08:00:00Z",
+    }
+    mine = _meeting(engine)
+    record = _record()
+    mine.join(record)
+    mine.stop()
+    ((seen, state),) = _others(mine)  # type: ignore[misc]
+    assert (seen.id, state) == (other, RUNNING)  # a live session: its lease, the default's
+    engine.now_s += 400
+    assert _others(mine) == []  # run out: removed
+    mine.settle(record, done=True)
+    assert engine.volumes == {}
+
+
+def test_a_session_keeps_its_claim_while_it_sweeps_after_its_own_prune() -> None:
+    """A hostile probe: a session's own settling removed its claim before it swept the
+    others' work, and another session elsewhere swept the same dead record meanwhile."""
+    engine = FakeVolumes()
+    mine, theirs = _meeting(engine), _meeting(engine)
+    one, two = _record(), _record()
+    mine.join(one)
+    theirs.join(two)
+    try:
+        assert mine.claim(one.id)
+        mine.settle(one, done=True)  # its own prune done; it now sweeps the others'
+        # Its record is gone; its claim, and the lease that keeps the claim, stay.
+        left = engine.ours(one.id)
+        assert f"pytest-imageprune-{one.id}-lock" in left
+        assert not any("-record-" in n for n in left)
+        assert not theirs.claim(two.id)
+        engine.now_s += 30  # a claim unrenewed for three renewals holds no longer
+        assert theirs.claim(two.id)
+        theirs.unclaim()
+        engine.now_s -= 30
+        mine._renew()
+        mine.unclaim()
+        assert engine.ours(one.id) == []
+        assert theirs.claim(two.id)
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def test_a_lease_left_unrenewed_past_its_length_is_told() -> None:
+    """A session stopped (SIGSTOP, a paused container) or starved (one call holding the
+    GIL) longer than its lease may be taken for dead elsewhere: it cannot undo that, but
+    it says so."""
+    engine = FakeVolumes()
+    meeting = _meeting(engine, lease_s=3)
+    meeting.join(_record())
+    try:
+        with engine.guard:  # the engine does not answer its renewals for 3.5 s
+            time.sleep(3.5)
+        deadline = time.monotonic() + 10
+        while not meeting.lapsed_s:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        meeting.stop()
+    assert meeting.lapsed_s > 3

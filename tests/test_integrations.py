@@ -167,6 +167,7 @@ def test_tox_run_parallel_with_the_ini_recipe(pytester: pytest.Pytester, ns: Nam
                 IMAGEPRUNE_TEST_HOST
                 IMAGEPRUNE_TEST_NS
                 IMAGEPRUNE_TEST_OUT
+                PYTEST_IMAGEPRUNE_ENGINE_ROOM
                 PYTHONPATH
             commands = pytest -p no:cacheprovider {{posargs}}
 

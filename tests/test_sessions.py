@@ -737,3 +737,26 @@ def test_a_session_that_starts_while_the_images_are_listed_is_seen(tmp_path: Pat
     assert any("while another live session runs" in line for line in a.lines), a.lines
     b.finish()  # the last one out takes it
     assert "a-built" not in engine.refs, b.lines
+
+
+def test_a_dry_run_that_died_is_never_pruned_for(tmp_path: Path) -> None:
+    """A hostile probe of issue 20's meeting place: a dry-run session killed mid-run was
+    swept as a real one, and the next session deleted what the dry run had built, which the
+    dry run promised never to touch. Now its record says it is a dry run: no one deletes
+    for it; its record goes."""
+    lock = tmp_path / "prune.lock"
+    engine = FakeEngine(Snapshot.of([]))
+    dry = PruneSession(parse_filters(["label=s=a"]), lock_path=lock, engine=engine, dry_run=True)
+    dry.start()
+    now = time.time_ns()
+    engine.add(Image("built", labels={"s": "a"}, created_s=now // NANOS, created_ns=now))
+    coordinator = dry.coordinator
+    assert coordinator is not None
+    coordinator.stop_heartbeat()
+    coordinator.close()  # SIGKILL: its record stays, its locks go
+
+    later = PruneSession(parse_filters(["label=s=a"]), lock_path=lock, engine=engine)
+    later.start()
+    later.finish()
+    assert set(engine.refs) == {"built"}, later.lines
+    assert list((tmp_path / "prune.lock.sessions").glob("*.json")) == []

@@ -96,8 +96,12 @@ class Arrival:
         snapshot: Snapshot | None = None,
         events: Callable[[int, int], Sequence[Mapping[str, Any]] | None] | None = None,
         started: Callable[[], int | None] | None = None,
+        engine_now: Callable[[], int | None] | None = None,
     ) -> None:
         self._inspect = inspect
+        #: Now on the engine's clock, at the latest (``DockerEngine.clock_ns``): what a
+        #: record on the engine's clock (``SessionRecord.engine_clock``) is judged by.
+        self._engine_now = engine_now
         self._snapshot = snapshot
         self._events = events
         #: When the engine's process started, if it can be told (its log begins there).
@@ -184,8 +188,17 @@ class Arrival:
             return Witness(frozenset(), partial=False)  # an engine with no log: as before
         now = time.time_ns()
         # Now on the clock the record's end reads (``SessionRecord.seen_at``), which no
-        # step moves; the wall clock for an older version's record or another boot's.
+        # step moves; the wall clock for an older version's record or another boot's; the
+        # engine's for one read from the engine (this host's may be behind it or ahead).
         steady = record.clock.now_ns() if record.clock is not None else None
+        if record.engine_clock:
+            try:
+                steady = self._engine_now() if self._engine_now is not None else None
+            except Exception:
+                steady = None
+            if steady is None:  # the engine's now unknown: the log cannot be asked rightly
+                return Witness(frozenset(), partial=True)
+            now = steady
         if steady is None:
             steady = now
         if record.end_ns >= steady:

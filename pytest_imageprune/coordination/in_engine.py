@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import os
 import random
 import re
@@ -80,10 +81,16 @@ PID = "io.github.pytest-imageprune.pid"
 #: set it for real sessions: those of two rooms do not protect each other.
 ROOM = "io.github.pytest-imageprune.room"
 
+#: Where a bad record found here is said to be.
+WHERE = "the engine's meeting place"
 #: How long a lease holds, and the bounds a reader puts on what a lease says of itself.
-LEASE_S = 60.0
+#: Long: a session whose renewals stop while it lives (its container paused, its host
+#: suspended, one call holding the GIL) is taken for dead once its lease runs out, and
+#: swept; while a dead one's lease holds, the others only keep more for a while.
+LEASE_S = 300.0
 LEASE_BOUNDS_S = (3.0, 3600.0)
-#: How many times a lease is renewed within its length.
+#: How often a lease is renewed: every 5 seconds, or 12 times within a shorter one.
+BEAT_S = 5.0
 BEATS_PER_LEASE = 12
 #: A session's start on the engine's clock is taken this much before the engine's first
 #: answer to it (whole seconds, and the baseline's listing came a moment before).
@@ -107,12 +114,25 @@ def lease_from_env(environ: Mapping[str, str] | None = None) -> float:
     """The lease this session announces: ``PYTEST_IMAGEPRUNE_ENGINE_LEASE`` seconds if set
     (within ``LEASE_BOUNDS_S``; for tests), else ``LEASE_S``."""
     value = (environ if environ is not None else os.environ).get("PYTEST_IMAGEPRUNE_ENGINE_LEASE")
+    return _bounded(value, LEASE_S)
+
+
+def _bounded(value: object, default: float) -> float:
+    """A lease's length in seconds, within ``LEASE_BOUNDS_S``; ``default`` for one that is
+    no finite number."""
     try:
-        wanted = float(value) if value else LEASE_S
+        wanted = float(value) if isinstance(value, (str, int, float)) and value != "" else default
     except ValueError:
-        wanted = LEASE_S
+        wanted = default
+    if not math.isfinite(wanted):
+        wanted = default
     low, high = LEASE_BOUNDS_S
     return min(max(wanted, low), high)
+
+
+def beat_of(lease_s: float) -> float:
+    """How often a lease of ``lease_s`` seconds is renewed."""
+    return min(BEAT_S, lease_s / BEATS_PER_LEASE)
 
 
 @dataclass
@@ -141,13 +161,8 @@ class Group:
         return max(known) if known else None
 
     def lease_s(self) -> float:
-        low, high = LEASE_BOUNDS_S
         newest = self.leases[max(self.leases)] if self.leases else None
-        try:
-            said = float(_labels(newest).get(LEASE, LEASE_S)) if newest else LEASE_S
-        except ValueError:
-            said = LEASE_S
-        return min(max(said, low), high)
+        return _bounded(_labels(newest).get(LEASE), LEASE_S)
 
     def holds(self, now_ns: int | None) -> bool:
         """Whether its lease still holds at ``now_ns`` (the engine's clock, whole seconds):
@@ -164,6 +179,23 @@ class Group:
         pid, host = labels.get(PID, ""), labels.get(HOST, "")
         who = f"pid {pid} on {host}" if pid.isdigit() and host else f"session {self.id[:12]}"
         return f"{who}, seen in the engine"
+
+    def claims(self, now_ns: int | None) -> bool:
+        """Whether its claim still holds: renewed (its newest lease, or the claim itself)
+        within three renewals and the rounding. Shorter than its lease: a claim left by a
+        session stopped or gone delays the others' prunes only briefly, and two prunes at
+        once lose nothing (each keeps what the live sessions may need), they only do some
+        work twice."""
+        if self.lock is None:
+            return False
+        times = [_created(self.lock)]
+        if self.leases:
+            times.append(_created(self.leases[max(self.leases)]))
+        known = [t for t in times if t is not None]
+        if now_ns is None or not known:
+            return True
+        window = 3 * beat_of(self.lease_s()) + 2
+        return now_ns - max(known) <= int(window * NANOS)
 
     def finishing(self) -> bool:
         return bool(self.leases) and _labels(self.leases[max(self.leases)]).get(STATE) == FINISHING
@@ -195,7 +227,7 @@ class EngineMeeting:
             room = os.environ.get("PYTEST_IMAGEPRUNE_ENGINE_ROOM", "")
         self.room = room[:128]
         self.lease_s = lease_from_env() if lease_s is None else lease_s
-        self.beat_s = self.lease_s / BEATS_PER_LEASE
+        self.beat_s = beat_of(self.lease_s)
         self.own: str | None = None
         self._host = ""
         self._pid = 0
@@ -213,7 +245,12 @@ class EngineMeeting:
         self._seen: dict[str, Group] = {}
         self.beat_failures = 0
         self.beat_error = ""
+        #: The longest time the lease went unrenewed past its length (the process stopped,
+        #: or one call holding the GIL): sessions elsewhere may have taken it for dead.
+        self.lapsed_s = 0.0
         self._claim: str | None = None
+        #: Its own record is settled (``settle``): a lease left is only for its claim.
+        self._settled = False
         #: Who held the engine's claim when this session's was refused.
         self.holder: str | None = None
 
@@ -232,12 +269,18 @@ class EngineMeeting:
         self._beater.start()
 
     def _beat(self) -> None:
+        last = time.monotonic()
         while not self._stop.wait(self.beat_s):
             try:
                 self._renew()
             except Exception as exc:  # counted; the next one may go through
                 self.beat_failures += 1
                 self.beat_error = f"{type(exc).__name__}: {exc}"
+                continue
+            now = time.monotonic()
+            if now - last > self.lease_s:  # stopped, or starved, longer than its lease
+                self.lapsed_s = max(self.lapsed_s, now - last)
+            last = now
 
     def _renew(self) -> None:
         """A new lease, then the old one removed: there is always one. One at a time (the
@@ -298,7 +341,13 @@ class EngineMeeting:
         for ident, group in seen.groups.items():
             if ident == self.own or ident in skip:
                 continue
-            yield from self._judge(group, seen.now_ns)
+            try:
+                judged = list(self._judge(group, seen.now_ns))
+            except Exception as exc:  # one session's volumes never blind the look at all
+                name = f"the volumes of session {ident[:12]}"
+                judged = [BadRecord(name, f"{type(exc).__name__}: {exc}", live=True, where=WHERE)]
+                judged.append((SessionRecord.unknown(ident), RUNNING))
+            yield from judged
 
     def _judge(
         self, group: Group, now_ns: int | None
@@ -316,11 +365,11 @@ class EngineMeeting:
         except ValueError as exc:
             name = str(volume.get("Name"))
             if holds:
-                yield BadRecord(name, str(exc), live=True)
+                yield BadRecord(name, str(exc), live=True, where=WHERE)
                 yield SessionRecord.unknown(group.id), RUNNING
             else:
                 self._remove(group.names())
-                yield BadRecord(name, str(exc), removed=True)
+                yield BadRecord(name, str(exc), removed=True, where=WHERE)
             return
         if record.state == DEFERRED:
             yield record, DEFERRED
@@ -334,7 +383,7 @@ class EngineMeeting:
             yield replace(record, heartbeat_ns=max(record.started_ns, beat)), DEAD
 
     def beat_s_of(self, group: Group) -> float:
-        return group.lease_s() / BEATS_PER_LEASE
+        return beat_of(group.lease_s())
 
     def _read(self, group: Group, volume: Mapping[str, Any], now_ns: int | None) -> SessionRecord:
         """The record a volume holds, its times on the engine's clock (those it wrote are
@@ -365,6 +414,7 @@ class EngineMeeting:
             finished_ns=finished if state == DEFERRED else None,
             state=DEFERRED if state == DEFERRED else RUNNING,
             clock=None,  # its times are the engine's, as its images' are
+            engine_clock=True,
             engine="",  # this engine's: the volumes are its own
         )
 
@@ -384,7 +434,7 @@ class EngineMeeting:
             for ident, group in seen.groups.items():
                 if ident == claimant or group.lock is None:
                     continue
-                if ident not in gone and group.holds(seen.now_ns):
+                if ident not in gone and group.claims(seen.now_ns):
                     held = True
                     self.holder = group.describe()
                 else:
@@ -400,6 +450,9 @@ class EngineMeeting:
         name, self._claim = self._claim, None
         if name is not None:
             self._remove([name])
+        if self._settled and self.own is not None:  # its lease outlived its record for this
+            self.stop()
+            self._remove([_name(self.own, "lease", n) for n in (self._lease - 1, self._lease)])
 
     # -- the end ---------------------------------------------------------------------------
     def settle(
@@ -415,11 +468,16 @@ class EngineMeeting:
         its end (``present``), and when that was on the engine's clock (``end_ns``, now
         if None), and no lease."""
         own = record.id == self.own
+        claimed = own and self._claim is not None
         if own:
-            self.stop()
+            self._settled = True
+            if not claimed:
+                self.stop()
             # Its own volumes as the engine lists them: whatever a renewal cut short left.
             seen = self.look().groups.get(record.id)
             old = sorted({*self._names_of(record.id, None), *(seen.names() if seen else ())})
+            if claimed:  # still pruning (sweeping others): claimed, and renewed, till unclaim
+                old = [n for n in old if not (n.endswith("-lock") or "-lease-" in n)]
             group = None
         else:
             group = self._seen.get(record.id)
@@ -452,7 +510,7 @@ class EngineMeeting:
         )
         newest = _name(record.id, "record", generation)
         self._remove([n for n in old if n != newest])
-        if own:
+        if own and not claimed:
             self._lease = -1
 
     def forget(self, record_id: str) -> None:

@@ -314,6 +314,7 @@ class Coordinator:
         # The files speak for the sessions they show: a claim of one that has ended there
         # (it lost the engine holding the claim) holds nothing.
         local = self._run(self.registry.directory, lambda: self.registry.classify(claimant))
+        self._tell_bad(local.bad)  # said now: a bad record is removed as it is found
         gone = self.registry.seen - {r.id for r in local.live}
         try:
             claimed = self.meeting.claim(claimant, gone)

@@ -98,6 +98,11 @@ class SessionRecord:
     #: read, which no step of the wall clock moves (``clock``); None: an older version's
     #: record, or a host with no boot clock: the wall clock, as before.
     clock: Clock | None = None
+    #: A dry run's: it deletes nothing, so no one deletes for it, even once it died.
+    dry_run: bool = False
+    #: Its times are the engine's (a record read from the engine's meeting place,
+    #: ``in_engine``), not this host's: a sweep asks the engine what time it is.
+    engine_clock: bool = False
 
     @classmethod
     def new(
@@ -111,6 +116,7 @@ class SessionRecord:
         images: bool = True,
         kind_filters: Mapping[str, dict[str, list[str]]] | None = None,
         engine: str = "",
+        dry_run: bool = False,
     ) -> SessionRecord:
         """A running session's record: it started at ``now_ns`` (its baseline's time, on the
         wall clock); its clock is read now."""
@@ -132,6 +138,7 @@ class SessionRecord:
             kind_filters=kind_filters,
             engine=engine,
             clock=clock,
+            dry_run=dry_run,
         )
 
     def of_engine(self, engine: str) -> bool:
@@ -218,6 +225,7 @@ class SessionRecord:
             "images": self.images,
             "kind_filters": None if self.kind_filters is None else dict(self.kind_filters),
             "engine": self.engine,
+            "dry_run": self.dry_run,
             "clock": None
             if self.clock is None
             else {"boot": self.clock.boot, "offset_ns": self.clock.offset_ns},
@@ -290,6 +298,7 @@ class SessionRecord:
             kind_filters=_kind_filters(data.get("kind_filters")),
             engine=_text(data, "engine", ENGINE_KEY_LIMIT) if "engine" in data else "",
             clock=clock,
+            dry_run=_flag(data, "dry_run", False),
         )
 
 
@@ -384,8 +393,8 @@ def _kind_filters(data: object) -> Mapping[str, dict[str, list[str]]] | None:
     return out
 
 
-def _flag(data: Mapping[str, Any], key: str) -> bool:
-    value = data.get(key, True)
+def _flag(data: Mapping[str, Any], key: str, default: bool = True) -> bool:
+    value = data.get(key, default)
     if not isinstance(value, bool):
         raise ValueError(f"{key} is not true or false")
     return value
@@ -400,13 +409,15 @@ class BadRecord:
     removed: bool = False
     #: Its session runs (its ``.alive`` lock is held): what it may have made is kept.
     live: bool = False
+    #: Where it was found: the registry's files, or the engine's meeting place.
+    where: str = "the session registry"
 
     def describe(self) -> str:
         if self.live:
             return (
-                f"skipped {self.name} in the session registry: {self.reason}; its session"
+                f"skipped {self.name} in {self.where}: {self.reason}; its session"
                 " is running, so what it may have made is kept"
             )
-        return f"skipped {self.name} in the session registry: {self.reason}" + (
+        return f"skipped {self.name} in {self.where}: {self.reason}" + (
             " (removed)" if self.removed else ""
         )

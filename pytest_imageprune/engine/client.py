@@ -280,6 +280,12 @@ class DockerEngine:
         """``DELETE /volumes/{name}``; ``Gone`` when there is none."""
         self.exchange("DELETE", f"/volumes/{_quote(name)}")
 
+    def clock_ns(self) -> int | None:
+        """Now on the engine's clock, at the latest: the ``Date`` of its answer to
+        ``GET /version`` (whole seconds), plus a second; None without one."""
+        _, now = self.exchange("GET", "/version")
+        return None if now is None else now + NANOS
+
     def exchange(self, method: str, path: str, body: object = None) -> tuple[Any, int | None]:
         """A request with a JSON ``body``: its answer, and the engine's clock from the
         answer's ``Date`` (whole seconds, ns; None without one)."""

@@ -41,6 +41,7 @@ def register(
         images=fields["images"],
         kind_filters=fields["kind_filters"],
         engine=start.engine_id or "",
+        dry_run=bool(fields.get("dry_run", False)),
     )
     coordinator, unsafe = meet(start, lock_path, voice)
     if coordinator is None:

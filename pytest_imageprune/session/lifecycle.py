@@ -173,6 +173,7 @@ class PruneSession:
             "scope": self.scope,
             "images": self.images,
             "kind_filters": {name: f.to_docker() for name, f in self.kinds.items()} or None,
+            "dry_run": self.dry_run,
         }
 
     # -- finish ----------------------------------------------------------------------------
@@ -202,6 +203,9 @@ class PruneSession:
         unmet = self.coordinator.unmet if self.coordinator is not None else None
         if unmet is not None:
             self.voice.unmet(unmet)
+        meeting = self.coordinator.meeting if self.coordinator is not None else None
+        if meeting is not None and meeting.lapsed_s:
+            self.voice.lapsed(meeting.lapsed_s, meeting.lease_s)
         if self.report is not None:
             self.report.duration_s = time.monotonic() - began
             if Status(self.report.status).ran:

@@ -158,6 +158,7 @@ class Pipeline:
                 snapshot,
                 getattr(engine, "events", None),
                 getattr(engine, "started_ns", None),
+                getattr(engine, "clock_ns", None),
             )
             keep = within_lifetime(window, keep, arrival)
         try:

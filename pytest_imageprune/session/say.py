@@ -77,6 +77,15 @@ class Voice:
             " API (docs/sessions.md)"
         )
 
+    def lapsed(self, lapsed_s: float, lease_s: float) -> None:
+        """The session's lease in the engine went unrenewed longer than it holds."""
+        self.warn(
+            f"this session's lease in the engine went {lapsed_s:.0f} s unrenewed (it holds"
+            f" {lease_s:.0f} s: the process was stopped, or one call held the GIL): sessions"
+            " elsewhere on the engine may have taken it for dead meanwhile, and pruned what"
+            " it had made"
+        )
+
     def bad_records(self, bad: Sequence[BadRecord]) -> None:
         for item in bad:
             if item.name not in self._bad_said:

@@ -60,6 +60,9 @@ class Sweeper:
         """Finish ``record``'s prune (``state``: "died" or "deferred") over its lifetime,
         keeping what ``keep_live`` keeps. False when sweeping should stop here (Ctrl-C, the
         engine lost, a failure)."""
+        if record.dry_run:  # it promised to delete nothing: no one deletes for it
+            self.coordinator.swept(record, done=True)
+            return True
         try:
             target = Target.of_record(record)
         except FilterError:  # nothing this version can do for it
