@@ -79,15 +79,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             default=None,
             dest=kind.ini,
             metavar="FILTER",
-            help=f"Prune at session end the {kind.help} this session made, keeping those"
-            " that do not match FILTER. Repeatable; bare, with no filter",
+            help=kind.help,
         )
-        parser.addini(
-            kind.ini,
-            f"Filters for the {kind.name.replace('_', ' ')} prune, one a line; any line enables it",
-            type="linelist",
-            default=[],
-        )
+        parser.addini(kind.ini, kind.ini_help, type="linelist", default=[])
     parser.addini("prune_images", INI_FILTER_HELP, type="linelist", default=[])
     parser.addini("prune_images_scope", SCOPE_HELP, default="session")
     parser.addini("prune_images_dry_run", DRY_RUN_HELP, type="bool", default=False)
