@@ -197,7 +197,12 @@ class ImagePrunePlugin:
             + (f" matching {', '.join(_spell_kind(filters))}" if filters.raw else "")
             for name, filters in settings.kinds.items()
         ]
-        if not settings.images:
+        if settings.dry_run_alone:
+            line = (
+                "imageprune: at session end, a dry run of a bare --prune-images (what"
+                f" --prune-images-dry-run alone previews): {scope} matching dangling=true"
+            )
+        elif not settings.images:
             scope = "what this session produces" if settings.scope == "session" else "all"
             line = f"imageprune: at session end, prune {scope}: {'; '.join(kinds)}{dry}"
         else:

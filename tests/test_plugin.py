@@ -55,6 +55,63 @@ def test_command_line_filters(
     assert settings.scope == "session"
 
 
+@pytest.mark.parametrize(
+    ("args", "ini"),
+    [
+        pytest.param(["--prune-images-dry-run"], "", id="option"),
+        pytest.param([], "prune_images_dry_run = true", id="ini"),
+        pytest.param(["--prune-images-dry-run", "--prune-images-scope=all"], "", id="scope-all"),
+    ],
+)
+def test_a_dry_run_alone_previews_a_bare_prune_images(
+    pytester: pytest.Pytester, args: list[str], ini: str
+) -> None:
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    settings = load_settings(pytester.parseconfig(*args))
+    assert settings is not None
+    assert (settings.images, settings.dry_run, settings.dry_run_alone) == (True, True, True)
+    assert dict(settings.filters.raw) == {}  # Docker's default: dangling images only
+    assert settings.kinds == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "images"),
+    [
+        pytest.param(["--prune-images=label=ci"], True, id="images"),
+        pytest.param(["--prune-containers"], False, id="another-kind"),
+    ],
+)
+def test_a_dry_run_with_something_enabled_previews_that(
+    pytester: pytest.Pytester, args: list[str], images: bool
+) -> None:
+    settings = load_settings(pytester.parseconfig(*args, "--prune-images-dry-run"))
+    assert settings is not None
+    assert (settings.images, settings.dry_run, settings.dry_run_alone) == (images, True, False)
+
+
+def test_no_prune_images_wins_over_a_dry_run(pytester: pytest.Pytester) -> None:
+    config = pytester.parseconfig("--prune-images-dry-run", "--no-prune-images")
+    assert load_settings(config) is None
+
+
+def test_a_dry_run_alone_says_so_before_any_test_and_after(
+    pytester: pytest.Pytester, no_engine: str
+) -> None:
+    """It once printed nothing at all: a user previewing a prune saw nothing to prune."""
+    pytester.makepyfile("def test_ok(): print('the test ran')")
+    result = pytester.runpytest_subprocess("--prune-images-dry-run", "-s")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            "imageprune: at session end, a dry run of a bare --prune-images (what"
+            " --prune-images-dry-run alone previews): images this session produces matching"
+            f" dangling=true; engine {no_engine}*",
+            "*the test ran*",
+            f"imageprune: WARNING Docker engine at {no_engine} is unreachable*",
+        ]
+    )
+
+
 def test_ini_enables_and_the_command_line_wins(pytester: pytest.Pytester) -> None:
     pytester.makeini(
         """

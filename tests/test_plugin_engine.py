@@ -398,6 +398,28 @@ def test_dry_run_says_what_it_would_delete_and_deletes_nothing(
     assert {r["Deleted"] for r in data["ImagesDeleted"] if "Deleted" in r} == set(ns.built("a"))
 
 
+def test_a_dry_run_alone_previews_the_dangling_images_and_deletes_nothing(
+    pytester: pytest.Pytester, ns: Namespace
+) -> None:
+    """No label scopes it: on a shared engine, images another client built meanwhile may be
+    listed too, so the namespace's are checked, not the whole list."""
+    write_tests(pytester, 'def test_build():\n    make("a")\n')
+    report = pytester.path / "report.json"
+    result = run(pytester, "--prune-images-dry-run", f"--prune-images-report={report}")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        [
+            "imageprune: at session end, a dry run of a bare --prune-images*",
+            "imageprune: would delete * image*, would untag*",
+        ]
+    )
+    dangling = ns.built("a")[-1]  # the head, untagged: dangling
+    assert all(ns.exists(i) for i in ns.built("a"))
+    data = json.loads(report.read_text())
+    assert (data["dry_run"], data["filters"]) == (True, {})
+    assert dangling in data["deleted_ids"]
+
+
 def test_the_steps_of_a_tagged_build_are_dangling_except_on_the_classic_store(
     pytester: pytest.Pytester, ns: Namespace
 ) -> None:
