@@ -219,6 +219,11 @@ class ImagePrunePlugin:
         # The store is asked first, in the baseline's thread: a few milliseconds. (Whether
         # the listing worked is known later: the summary says.)
         store = state.known_store(timeout=_HEADER_WAIT_S)
+        unreachable = state.started.unreachable
+        if store is None and unreachable is not None:
+            from pytest_imageprune.session.say import unreachable_at_start
+
+            return [f"{line}: {unreachable_at_start(unreachable, scope=settings.scope)}"]
         if store is not None:
             line += f" ({store.describe()})"
             if not store.supported:

@@ -338,6 +338,69 @@ def test_an_unreachable_engine_keeps_the_verdict(
     assert data["ImagesDeleted"] == []
 
 
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        pytest.param("def test_ok(): print('the test ran')", pytest.ExitCode.OK, id="pass"),
+        pytest.param(
+            "def test_bad():\n    print('the test ran')\n    assert False",
+            pytest.ExitCode.TESTS_FAILED,
+            id="fail",
+        ),
+    ],
+)
+def test_an_unreachable_engine_is_said_in_the_header_with_what_to_check(
+    pytester: pytest.Pytester, no_engine: str, body: str, status: int
+) -> None:
+    """Before any test runs, not only at the end; the verdict stays the tests'."""
+    pytester.makepyfile(body)
+    result = pytester.runpytest_subprocess("--prune-images=label=ci", "-s")
+    assert result.ret == status
+    result.stdout.fnmatch_lines(
+        [
+            "imageprune: at session end, prune images this session produces matching label=ci;"
+            f" engine {no_engine} (DOCKER_HOST): not reachable (*No such file or directory);"
+            " check that the Docker daemon runs and that this is its socket (`docker info`"
+            " asks the same engine): nothing will be pruned",
+            "*the test ran*",
+            f"imageprune: WARNING Docker engine at {no_engine} is unreachable*; nothing pruned",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "cause", "scope", "said"),
+    [
+        pytest.param(
+            "unix:///var/run/docker.sock",
+            PermissionError(13, "Permission denied"),
+            "session",
+            "not reachable (denied); check that this user may use the engine's socket (its"
+            " group, often docker) (`docker info` asks the same engine): nothing will be pruned",
+            id="socket-denied",
+        ),
+        pytest.param(
+            "tcp://build-host:2376",
+            ConnectionRefusedError(111, "Connection refused"),
+            "all",
+            "not reachable (denied); check that the engine runs and answers at this address,"
+            " and its TLS or ssh settings (`docker info` asks the same engine): it is asked"
+            " again at session end",
+            id="tcp-scope-all",
+        ),
+    ],
+)
+def test_what_an_unreachable_engine_says_to_check(
+    endpoint: str, cause: OSError, scope: str, said: str
+) -> None:
+    from pytest_imageprune.errors import EngineUnavailable
+    from pytest_imageprune.session.say import unreachable_at_start
+
+    exc = EngineUnavailable(endpoint, "denied")
+    exc.__cause__ = cause  # as ``raise ... from`` sets it
+    assert unreachable_at_start(exc, scope=scope) == said
+
+
 @pytest.mark.parametrize("flag", ["--collect-only", "--setup-plan"])
 def test_nothing_runs_nothing_is_pruned(
     pytester: pytest.Pytester, no_engine: str, flag: str

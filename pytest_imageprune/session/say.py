@@ -17,6 +17,7 @@ from pytest_imageprune.model.outcome import Status, is_doubt, is_live
 if TYPE_CHECKING:
     from pytest_imageprune.coordination.protocol import HeartbeatTrouble
     from pytest_imageprune.coordination.records import BadRecord, SessionRecord
+    from pytest_imageprune.errors import EngineUnavailable
     from pytest_imageprune.kinds.report import KindReport
     from pytest_imageprune.model.report import PruneReport
 
@@ -31,6 +32,20 @@ _NOTHING = {
     Status.NO_REGISTRY: "nothing deleted",
     Status.LOCKED: "nothing deleted",
 }
+
+
+def unreachable_at_start(exc: EngineUnavailable, *, scope: str) -> str:
+    """The header's words for an engine that did not answer at session start: why, what to
+    check, and what becomes of the prune (said before any test runs, not only at the end)."""
+    if isinstance(exc.__cause__, PermissionError):
+        check = "check that this user may use the engine's socket (its group, often docker)"
+    elif exc.endpoint.startswith("unix://"):
+        check = "check that the Docker daemon runs and that this is its socket"
+    else:
+        check = "check that the engine runs and answers at this address, and its TLS or ssh"
+        check += " settings"
+    then = "nothing will be pruned" if scope == "session" else "it is asked again at session end"
+    return f"not reachable ({exc.reason}); {check} (`docker info` asks the same engine): {then}"
 
 
 class Voice:
