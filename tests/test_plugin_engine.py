@@ -274,16 +274,26 @@ def test_label_not_and_until_keep_what_they_say(pytester: pytest.Pytester, ns: N
     result.stdout.fnmatch_lines(["*kept * created after until*"])
 
 
+@pytest.mark.parametrize("mode", ["dangling=true", "dangling=false"])
 def test_a_rebuilt_tag_orphans_its_old_image_which_goes(
-    pytester: pytest.Pytester, ns: Namespace
+    pytester: pytest.Pytester, ns: Namespace, mode: str
 ) -> None:
+    """As the README says: the old image goes either way; the new one, tagged, stays with
+    the tag in dangling mode, and goes with it under dangling=false."""
     tag = f"{ns.name}-app:latest"
     old = ns.build("v1", tag=tag)
     write_tests(pytester, f'def test_rebuild():\n    make("v2", tag="{tag}", content=b"v2")\n')
-    result = run(pytester, ns.scope)
+    result = run(pytester, ns.scope, f"--prune-images={mode}")
     assert result.ret == 0
     assert not ns.exists(old[-1])
-    assert ns.exists(ns.built("v2")[-1])
+    new = ns.built("v2")[-1]
+    tags = {normalize_reference(t) for i in ns.client.images() for t in i["RepoTags"] or ()}
+    if mode == "dangling=true":
+        assert ns.exists(new)
+        assert normalize_reference(tag) in tags
+    else:
+        assert not ns.exists(new)
+        assert normalize_reference(tag) not in tags
 
 
 def test_an_image_in_use_is_skipped_and_reported(pytester: pytest.Pytester, ns: Namespace) -> None:
