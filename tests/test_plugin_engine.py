@@ -328,7 +328,12 @@ def test_a_held_lock_deletes_nothing_and_does_not_wait(
         write_tests(pytester, 'def test_build():\n    make("kept")\n')
         result = run(pytester, ns.scope, f"--prune-images-lock={lock}")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["*a prune operation is already running*nothing deleted*"])
+    result.stdout.fnmatch_lines(
+        [
+            "imageprune: a prune operation is already running (* a process outside the session"
+            f" registry, is pruning; lock {lock}); nothing deleted yet, and nothing is lost: *"
+        ]
+    )
     assert ns.exists(ns.built("kept")[-1])
     # Released, the same lock lets the next session prune what it builds, and what the
     # first session could not.
@@ -337,7 +342,9 @@ def test_a_held_lock_deletes_nothing_and_does_not_wait(
     assert result.ret == 0
     assert not ns.exists(ns.built("again")[-1])
     assert not ns.exists(ns.built("kept")[-1])
-    result.stdout.fnmatch_lines(["*finished the prune of a session that deferred*deleted * image*"])
+    result.stdout.fnmatch_lines(
+        ["*pruned what the session of pid * left for the next prune: deleted * image*"]
+    )
 
 
 def test_under_xdist_the_controller_prunes_once_after_every_worker(

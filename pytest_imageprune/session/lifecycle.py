@@ -22,7 +22,7 @@ from pytest_imageprune.errors import EngineUnavailable, RegistryStuck
 from pytest_imageprune.model.filters import Filters
 from pytest_imageprune.model.outcome import Outcome, Status
 from pytest_imageprune.model.report import PruneReport
-from pytest_imageprune.session.say import Voice
+from pytest_imageprune.session.say import LockHeld, Voice
 from pytest_imageprune.session.start import Start
 
 # The coordination, the lock, the registry and the pipeline (filelock among them) are
@@ -239,8 +239,7 @@ class PruneSession:
             self._settle_own(done=False)  # whoever prunes next does it
             return
         if not acquired:
-            path = coordinator.lock.path
-            self._fail(Status.LOCKED, path)
+            self._fail(Status.LOCKED, _lock_held(coordinator))
             self._settle_own(done=False)  # whoever prunes next does it
             return
         try:
@@ -360,6 +359,21 @@ class PruneSession:
             status=status,
             errors=[{"error": message}],
         )
+
+
+def _lock_held(coordinator: Coordinator) -> LockHeld:
+    """The lock held, and by whom: the other live sessions past their tests (one holds it,
+    unless the holder has no record)."""
+    from pytest_imageprune.coordination.records import RUNNING
+
+    try:
+        live = coordinator.live()
+    except RegistryStuck:
+        raise
+    except Exception:  # who holds it helps the words; it never fails the session
+        live = []
+    holders = tuple(r for r in live if r.state != RUNNING or r.pid == 0)
+    return LockHeld(coordinator.lock.path, holders, deferred=coordinator.record is not None)
 
 
 def _load_the_rest() -> None:
