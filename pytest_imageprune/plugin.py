@@ -79,15 +79,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             default=None,
             dest=kind.ini,
             metavar="FILTER",
-            help=f"Prune at session end the {kind.help} this session made, keeping those"
-            " that do not match FILTER. Repeatable; bare, with no filter",
+            help=kind.help,
         )
-        parser.addini(
-            kind.ini,
-            f"Filters for the {kind.name.replace('_', ' ')} prune, one a line; any line enables it",
-            type="linelist",
-            default=[],
-        )
+        parser.addini(kind.ini, kind.ini_help, type="linelist", default=[])
     parser.addini("prune_images", INI_FILTER_HELP, type="linelist", default=[])
     parser.addini("prune_images_scope", SCOPE_HELP, default="session")
     parser.addini("prune_images_dry_run", DRY_RUN_HELP, type="bool", default=False)
@@ -203,7 +197,12 @@ class ImagePrunePlugin:
             + (f" matching {', '.join(_spell_kind(filters))}" if filters.raw else "")
             for name, filters in settings.kinds.items()
         ]
-        if not settings.images:
+        if settings.dry_run_alone:
+            line = (
+                "imageprune: at session end, a dry run of a bare --prune-images (what"
+                f" --prune-images-dry-run alone previews): {scope} matching dangling=true"
+            )
+        elif not settings.images:
             scope = "what this session produces" if settings.scope == "session" else "all"
             line = f"imageprune: at session end, prune {scope}: {'; '.join(kinds)}{dry}"
         else:
@@ -220,6 +219,11 @@ class ImagePrunePlugin:
         # The store is asked first, in the baseline's thread: a few milliseconds. (Whether
         # the listing worked is known later: the summary says.)
         store = state.known_store(timeout=_HEADER_WAIT_S)
+        unreachable = state.started.unreachable
+        if store is None and unreachable is not None:
+            from pytest_imageprune.session.say import unreachable_at_start
+
+            return [f"{line}: {unreachable_at_start(unreachable, scope=settings.scope)}"]
         if store is not None:
             line += f" ({store.describe()})"
             if not store.supported:

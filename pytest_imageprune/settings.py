@@ -25,27 +25,31 @@ if TYPE_CHECKING:
 
 
 FILTER_HELP = (
-    "Prune the images this session built at its end, keeping those that do not match "
-    "FILTER, a Docker filter (dangling=BOOL, label=KEY[=VALUE], label!=KEY[=VALUE], "
-    "until=TIME). Repeatable; bare, it prunes dangling images only, as docker image prune"
+    "Prune, at session end, the images this session produced that match FILTER, a Docker"
+    " filter: dangling=BOOL, label=KEY[=VALUE], label!=KEY[=VALUE] or until=TIME. Give it"
+    " once per filter; bare, it takes the dangling images only, as docker image prune does."
 )
 INI_FILTER_HELP = (
-    "Docker filters, one a line (dangling=BOOL, label=KEY[=VALUE], label!=KEY[=VALUE], "
-    "until=TIME); any line enables pruning at session end"
+    "Filters for --prune-images, one a line: dangling=BOOL, label=KEY[=VALUE],"
+    " label!=KEY[=VALUE] or until=TIME. Any line enables the prune of images at session end."
 )
-NO_HELP = "Do not prune, even when the ini file enables it"
+NO_HELP = "Do not prune, even when the ini file enables it."
 SCOPE_HELP = (
-    "Which images are candidates: session (default), only those the session produced; "
-    "all, every image, as docker image prune"
+    "Choose the candidates: session, the default, takes only what this session produced;"
+    " all takes every image, as docker image prune does. The other kinds follow it, but a"
+    " volume there at session start is never a candidate."
 )
-DRY_RUN_HELP = "Decide and report what would be pruned, delete nothing"
-REPORT_HELP = "Write the prune report as JSON to this path"
+DRY_RUN_HELP = (
+    "Decide and report what would be pruned, and delete nothing. With nothing else enabled,"
+    " it previews a bare --prune-images: the dangling images this session produced."
+)
+REPORT_HELP = "Write the prune report as JSON to this path."
 #: Where the default lock lives, as --help and the README say it (``lock.shared_folders``).
 DEFAULT_LOCK = "/tmp/pytest-imageprune-<digest>/prune.lock"
 LOCK_HELP = (
-    f"The cross-process lock file (default: {DEFAULT_LOCK}, one per engine, in a folder only"
-    " the engine's users can find or write into; for a tcp or ssh engine, a private folder"
-    " under ~/.cache)"
+    "Use this file as the cross-process prune lock. By default it is"
+    f" {DEFAULT_LOCK}, one per engine, in a folder only the engine's users can find or"
+    " write into; for a tcp or ssh engine, it is in a private folder under ~/.cache."
 )
 
 
@@ -143,6 +147,8 @@ class Settings:
     images: bool = True
     #: The other kinds enabled, with their filters, by name (``kinds.table.KINDS``).
     kinds: Mapping[str, KindFilters] = field(default_factory=dict)
+    #: Enabled by a dry run alone: it previews a bare ``--prune-images``.
+    dry_run_alone: bool = False
 
 
 def load_settings(
@@ -162,6 +168,8 @@ def load_settings(
     kinds = _kinds(config, option)
     cli: list[str] | None = option("prune_images")
     ini: list[str] = config.getini("prune_images")
+    dry_run = bool(option("prune_images_dry_run") or config.getini("prune_images_dry_run"))
+    alone = False
     if cli is not None:
         values, source, ini_name = [v for v in cli if v], "the command line (--prune-images)", None
     elif ini:
@@ -169,6 +177,9 @@ def load_settings(
         values, source = ini, f"prune_images in {ini_name}"
     elif kinds:
         values, source, ini_name = None, "", None
+    elif dry_run:  # a preview of nothing would print nothing: preview a bare --prune-images
+        values, source, ini_name = [], "a dry run alone (as a bare --prune-images)", None
+        alone = True
     else:
         return None
     try:
@@ -182,7 +193,8 @@ def load_settings(
         filters=filters,
         source=source,
         scope=_scope(config, option),
-        dry_run=bool(option("prune_images_dry_run") or config.getini("prune_images_dry_run")),
+        dry_run=dry_run,
+        dry_run_alone=alone,
         report_path=_path(config, option, "prune_images_report"),
         lock_path=_path(config, option, "prune_images_lock"),
     )

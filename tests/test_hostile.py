@@ -247,7 +247,7 @@ def test_finding_1_no_outsider_can_make_a_session_delete_more(
     assert label.exists(before), out  # tagged, from before the session: never the session's
     assert not label.exists(project.built("own")), out
     assert f"WARNING {squatted} is not safe to use (owned by {users.outsider}" in out, out
-    assert "finished the prune" not in out
+    assert "pruned what" not in out
     assert "already running" not in out
     for path, files in planted.items():
         assert _snapshot(ns.path(path)) == files, f"{path} was touched"
@@ -480,7 +480,7 @@ def test_finding_6_bad_records_and_fifos_stop_and_hang_nothing(
     assert done.returncode == 0, out
     assert not label.exists(root.built("own")), out
     assert not label.exists(bob.built("dead")), out
-    assert "finished the prune of a session that died" in out, out
+    assert "left when it died before its prune" in out, out
     assert out.count("in the session registry") == 3, out
     assert "could not write the report" in out, out
     assert "(a FIFO)" in out, out
@@ -569,7 +569,7 @@ def test_finding_9_a_sweep_never_takes_what_arrived_after_the_death(
     done = root.run(label.scope, "--prune-images=dangling=false", "--prune-images-report=r.json")
     out = _out(done)
     assert done.returncode == 0, out
-    assert "finished the prune of a session that died" in out, out
+    assert "left when it died before its prune" in out, out
     assert not label.exists(root.built("orphan")), out
     assert label.exists(late), out
     assert all(label.exists(i) for i in loaded), out
@@ -681,7 +681,7 @@ def test_a_dead_session_whose_child_lives_on_is_swept(ns: FreshTmp, label: Names
     out = _out(done)
     assert done.returncode == 0, out
     assert "another live session" not in out, out
-    assert "finished the prune of a session that died" in out, out
+    assert "left when it died before its prune" in out, out
     assert not label.exists(root.built("orphan")), out
     assert not label.exists(root.built("own")), out
 

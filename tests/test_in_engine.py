@@ -221,7 +221,7 @@ def test_one_prune_at_a_time_on_the_engine_and_a_dead_holders_claim_goes() -> No
     try:
         assert first.claim(one.id)
         assert not second.claim(two.id)  # held: tried again twice, still held
-        assert second.holder == f"pid {one.pid} on {one.host}, seen in the engine"
+        assert second.holder == f"pid {one.pid} on {one.host} (seen in the engine)"
         assert not any(n.endswith(f"{two.id}-lock") for n in engine.volumes)
         first.unclaim()
         assert second.claim(two.id)

@@ -55,6 +55,63 @@ def test_command_line_filters(
     assert settings.scope == "session"
 
 
+@pytest.mark.parametrize(
+    ("args", "ini"),
+    [
+        pytest.param(["--prune-images-dry-run"], "", id="option"),
+        pytest.param([], "prune_images_dry_run = true", id="ini"),
+        pytest.param(["--prune-images-dry-run", "--prune-images-scope=all"], "", id="scope-all"),
+    ],
+)
+def test_a_dry_run_alone_previews_a_bare_prune_images(
+    pytester: pytest.Pytester, args: list[str], ini: str
+) -> None:
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    settings = load_settings(pytester.parseconfig(*args))
+    assert settings is not None
+    assert (settings.images, settings.dry_run, settings.dry_run_alone) == (True, True, True)
+    assert dict(settings.filters.raw) == {}  # Docker's default: dangling images only
+    assert settings.kinds == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "images"),
+    [
+        pytest.param(["--prune-images=label=ci"], True, id="images"),
+        pytest.param(["--prune-containers"], False, id="another-kind"),
+    ],
+)
+def test_a_dry_run_with_something_enabled_previews_that(
+    pytester: pytest.Pytester, args: list[str], images: bool
+) -> None:
+    settings = load_settings(pytester.parseconfig(*args, "--prune-images-dry-run"))
+    assert settings is not None
+    assert (settings.images, settings.dry_run, settings.dry_run_alone) == (images, True, False)
+
+
+def test_no_prune_images_wins_over_a_dry_run(pytester: pytest.Pytester) -> None:
+    config = pytester.parseconfig("--prune-images-dry-run", "--no-prune-images")
+    assert load_settings(config) is None
+
+
+def test_a_dry_run_alone_says_so_before_any_test_and_after(
+    pytester: pytest.Pytester, no_engine: str
+) -> None:
+    """It once printed nothing at all: a user previewing a prune saw nothing to prune."""
+    pytester.makepyfile("def test_ok(): print('the test ran')")
+    result = pytester.runpytest_subprocess("--prune-images-dry-run", "-s")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            "imageprune: at session end, a dry run of a bare --prune-images (what"
+            " --prune-images-dry-run alone previews): images this session produces matching"
+            f" dangling=true; engine {no_engine}*",
+            "*the test ran*",
+            f"imageprune: WARNING Docker engine at {no_engine} is unreachable*",
+        ]
+    )
+
+
 def test_ini_enables_and_the_command_line_wins(pytester: pytest.Pytester) -> None:
     pytester.makeini(
         """
@@ -279,6 +336,69 @@ def test_an_unreachable_engine_keeps_the_verdict(
     data = json.loads(report.read_text())
     assert data["status"] in {"engine-unreachable", "no-baseline"}
     assert data["ImagesDeleted"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        pytest.param("def test_ok(): print('the test ran')", pytest.ExitCode.OK, id="pass"),
+        pytest.param(
+            "def test_bad():\n    print('the test ran')\n    assert False",
+            pytest.ExitCode.TESTS_FAILED,
+            id="fail",
+        ),
+    ],
+)
+def test_an_unreachable_engine_is_said_in_the_header_with_what_to_check(
+    pytester: pytest.Pytester, no_engine: str, body: str, status: int
+) -> None:
+    """Before any test runs, not only at the end; the verdict stays the tests'."""
+    pytester.makepyfile(body)
+    result = pytester.runpytest_subprocess("--prune-images=label=ci", "-s")
+    assert result.ret == status
+    result.stdout.fnmatch_lines(
+        [
+            "imageprune: at session end, prune images this session produces matching label=ci;"
+            f" engine {no_engine} (DOCKER_HOST): not reachable (*No such file or directory);"
+            " check that the Docker daemon runs and that this is its socket (`docker info`"
+            " asks the same engine): nothing will be pruned",
+            "*the test ran*",
+            f"imageprune: WARNING Docker engine at {no_engine} is unreachable*; nothing pruned",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "cause", "scope", "said"),
+    [
+        pytest.param(
+            "unix:///var/run/docker.sock",
+            PermissionError(13, "Permission denied"),
+            "session",
+            "not reachable (denied); check that this user may use the engine's socket (its"
+            " group, often docker) (`docker info` asks the same engine): nothing will be pruned",
+            id="socket-denied",
+        ),
+        pytest.param(
+            "tcp://build-host:2376",
+            ConnectionRefusedError(111, "Connection refused"),
+            "all",
+            "not reachable (denied); check that the engine runs and answers at this address,"
+            " and its TLS or ssh settings (`docker info` asks the same engine): it is asked"
+            " again at session end",
+            id="tcp-scope-all",
+        ),
+    ],
+)
+def test_what_an_unreachable_engine_says_to_check(
+    endpoint: str, cause: OSError, scope: str, said: str
+) -> None:
+    from pytest_imageprune.errors import EngineUnavailable
+    from pytest_imageprune.session.say import unreachable_at_start
+
+    exc = EngineUnavailable(endpoint, "denied")
+    exc.__cause__ = cause  # as ``raise ... from`` sets it
+    assert unreachable_at_start(exc, scope=scope) == said
 
 
 @pytest.mark.parametrize("flag", ["--collect-only", "--setup-plan"])

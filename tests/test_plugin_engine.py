@@ -274,16 +274,26 @@ def test_label_not_and_until_keep_what_they_say(pytester: pytest.Pytester, ns: N
     result.stdout.fnmatch_lines(["*kept * created after until*"])
 
 
+@pytest.mark.parametrize("mode", ["dangling=true", "dangling=false"])
 def test_a_rebuilt_tag_orphans_its_old_image_which_goes(
-    pytester: pytest.Pytester, ns: Namespace
+    pytester: pytest.Pytester, ns: Namespace, mode: str
 ) -> None:
+    """As the README says: the old image goes either way; the new one, tagged, stays with
+    the tag in dangling mode, and goes with it under dangling=false."""
     tag = f"{ns.name}-app:latest"
     old = ns.build("v1", tag=tag)
     write_tests(pytester, f'def test_rebuild():\n    make("v2", tag="{tag}", content=b"v2")\n')
-    result = run(pytester, ns.scope)
+    result = run(pytester, ns.scope, f"--prune-images={mode}")
     assert result.ret == 0
     assert not ns.exists(old[-1])
-    assert ns.exists(ns.built("v2")[-1])
+    new = ns.built("v2")[-1]
+    tags = {normalize_reference(t) for i in ns.client.images() for t in i["RepoTags"] or ()}
+    if mode == "dangling=true":
+        assert ns.exists(new)
+        assert normalize_reference(tag) in tags
+    else:
+        assert not ns.exists(new)
+        assert normalize_reference(tag) not in tags
 
 
 def test_an_image_in_use_is_skipped_and_reported(pytester: pytest.Pytester, ns: Namespace) -> None:
@@ -318,7 +328,12 @@ def test_a_held_lock_deletes_nothing_and_does_not_wait(
         write_tests(pytester, 'def test_build():\n    make("kept")\n')
         result = run(pytester, ns.scope, f"--prune-images-lock={lock}")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["*a prune operation is already running*nothing deleted*"])
+    result.stdout.fnmatch_lines(
+        [
+            "imageprune: a prune operation is already running (* a process outside the session"
+            f" registry, is pruning; lock {lock}); nothing deleted yet, and nothing is lost: *"
+        ]
+    )
     assert ns.exists(ns.built("kept")[-1])
     # Released, the same lock lets the next session prune what it builds, and what the
     # first session could not.
@@ -327,7 +342,9 @@ def test_a_held_lock_deletes_nothing_and_does_not_wait(
     assert result.ret == 0
     assert not ns.exists(ns.built("again")[-1])
     assert not ns.exists(ns.built("kept")[-1])
-    result.stdout.fnmatch_lines(["*finished the prune of a session that deferred*deleted * image*"])
+    result.stdout.fnmatch_lines(
+        ["*pruned what the session of pid * left for the next prune: deleted * image*"]
+    )
 
 
 def test_under_xdist_the_controller_prunes_once_after_every_worker(
@@ -396,6 +413,28 @@ def test_dry_run_says_what_it_would_delete_and_deletes_nothing(
     data = json.loads(report.read_text())
     assert data["dry_run"] is True
     assert {r["Deleted"] for r in data["ImagesDeleted"] if "Deleted" in r} == set(ns.built("a"))
+
+
+def test_a_dry_run_alone_previews_the_dangling_images_and_deletes_nothing(
+    pytester: pytest.Pytester, ns: Namespace
+) -> None:
+    """No label scopes it: on a shared engine, images another client built meanwhile may be
+    listed too, so the namespace's are checked, not the whole list."""
+    write_tests(pytester, 'def test_build():\n    make("a")\n')
+    report = pytester.path / "report.json"
+    result = run(pytester, "--prune-images-dry-run", f"--prune-images-report={report}")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        [
+            "imageprune: at session end, a dry run of a bare --prune-images*",
+            "imageprune: would delete * image*, would untag*",
+        ]
+    )
+    dangling = ns.built("a")[-1]  # the head, untagged: dangling
+    assert all(ns.exists(i) for i in ns.built("a"))
+    data = json.loads(report.read_text())
+    assert (data["dry_run"], data["filters"]) == (True, {})
+    assert dangling in data["deleted_ids"]
 
 
 def test_the_steps_of_a_tagged_build_are_dangling_except_on_the_classic_store(

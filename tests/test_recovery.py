@@ -150,7 +150,9 @@ def test_a_session_killed_with_sigkill_is_swept_by_the_next(
     report = pytester.path / "report.json"
     result = run(pytester, ns.scope, f"--prune-images-report={report}")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["*finished the prune of a session that died (pid *deleted*"])
+    result.stdout.fnmatch_lines(
+        ["*pruned what the session of pid * left when it died before its prune: deleted*"]
+    )
     assert not ns.exists(ns.built("orphan")[-1])
     assert all(ns.exists(i) for i in before)
     (swept,) = json.loads(report.read_text())["sessions"]
@@ -242,7 +244,7 @@ def test_the_engine_dying_mid_prune_keeps_the_verdict_and_the_next_session_finis
     pytester.makepyfile(test_next="def test_next():\n    pass\n")
     code, out = _finish(_session(pytester, scope, lock, "test_next.py"))
     assert code == 0, out
-    assert "finished the prune of a session that deferred" in out, out
+    assert "left for the next prune" in out, out
     client = connect(dying_engine.socket)
     try:
         assert client.images(all=True, filters={"label": f"itest={label}"}) == []
@@ -377,12 +379,12 @@ def test_a_session_killed_on_one_engine_is_never_swept_on_another(
         code, out = _finish(_session(pytester, scope, lock, "test_next.py"))
         assert code == 0, out
         assert client_one.inspect_image(z)["Id"] == z, out  # type: ignore[no-untyped-call]
-        assert "session that died" not in out, out
+        assert "left when it died" not in out, out
 
         monkeypatch.setenv("DOCKER_HOST", two.socket)
         code, out = _finish(_session(pytester, scope, lock, "test_next.py"))
         assert code == 0, out
-        assert "finished the prune of a session that died" in out, out
+        assert "left when it died before its prune" in out, out
         with pytest.raises(docker.errors.NotFound):
             client_two.inspect_image(orphan)  # type: ignore[no-untyped-call]
         assert client_one.inspect_image(z)["Id"] == z  # type: ignore[no-untyped-call]

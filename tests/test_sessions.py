@@ -432,7 +432,7 @@ def test_sessions_finishing_together_leave_nothing(tmp_path: Path) -> None:
     assert b.report is not None
     assert b.report.status == "locked"
     assert set(engine.refs) == set(), (a.lines, b.lines)
-    assert any(line.startswith("imageprune: finished ") for line in a.lines), a.lines
+    assert any(line.startswith("imageprune: pruned what ") for line in a.lines), a.lines
 
 
 def test_a_session_deferring_while_the_holder_sweeps_is_swept_too(
@@ -456,6 +456,58 @@ def test_a_session_deferring_while_the_holder_sweeps_is_swept_too(
     assert y.report.status == "locked"
     assert calls == [1]
     assert set(engine.refs) == set(), (x.lines, y.lines)
+
+
+def test_a_held_lock_says_who_prunes_and_that_nothing_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Y finds the lock held by X, which is pruning: Y names X, says its own prune is left
+    for X, and X does it."""
+    from pytest_imageprune.session.pipeline import Pipeline
+
+    engine, (x, y) = _two_sessions_that_built(tmp_path)
+    prune_for = Pipeline.prune_for
+
+    def y_finishes_first(self: Pipeline, *args: Any) -> None:
+        if y.report is None:
+            y.finish()  # X holds the lock, its own prune about to begin
+        prune_for(self, *args)
+
+    monkeypatch.setattr(Pipeline, "prune_for", y_finishes_first)
+    x.finish()
+    assert x.record is not None
+    started = time.strftime("%H:%M:%S", time.localtime(x.record.started_ns / 1e9))
+    assert y.lines == [
+        f"imageprune: a prune operation is already running (the session of pid {os.getpid()}"
+        f" on {x.record.host} (started {started}) is pruning; lock {tmp_path / 'l'}); nothing"
+        " deleted yet, and nothing is lost: the session pruning now (or the next one on this"
+        " engine) does this session's prune too, with its filters"
+    ]
+    assert set(engine.refs) == set(), x.lines  # and so it did
+
+
+def test_a_lock_held_outside_the_registry_is_said_so_and_the_next_session_finishes(
+    tmp_path: Path,
+) -> None:
+    from filelock import FileLock
+
+    engine, (first, second) = _two_sessions_that_built(tmp_path)
+    outsider = FileLock(str(tmp_path / "l"), is_singleton=False)
+    outsider.acquire(timeout=0)
+    try:
+        second.finish()  # the first still runs: it would keep what both built anyway
+    finally:
+        outsider.release()
+    said = [line for line in second.lines if "already running" in line]
+    assert said == [
+        "imageprune: a prune operation is already running (a session done with its own"
+        " prune and doing others', or a process outside the session registry, is pruning;"
+        f" lock {tmp_path / 'l'}); nothing deleted yet, and nothing is lost: the session"
+        " pruning now (or the next one on this engine) does this session's prune too, with"
+        " its filters"
+    ], second.lines
+    first.finish()
+    assert set(engine.refs) == set(), first.lines
 
 
 @pytest.mark.parametrize("path", ["own prune", "sweep"])
@@ -691,7 +743,7 @@ def test_a_record_of_another_engine_is_never_acted_on(tmp_path: Path) -> None:
     on_one = session(one)
     on_one.finish()
     assert set(one.refs) == {"z"}, on_one.lines  # the dead session was engine 2's
-    assert not any("finished the prune" in line for line in on_one.lines), on_one.lines
+    assert not any("pruned what" in line for line in on_one.lines), on_one.lines
 
     live_on_two = session(two)
     on_one = session(one)
@@ -702,7 +754,7 @@ def test_a_record_of_another_engine_is_never_acted_on(tmp_path: Path) -> None:
     assert not any("live session" in line for line in on_one.lines), on_one.lines
     live_on_two.finish()  # engine 2's last one out sweeps the dead session there
     assert set(two.refs) == set(), live_on_two.lines
-    assert any("session that died" in line for line in live_on_two.lines), live_on_two.lines
+    assert any("left when it died" in line for line in live_on_two.lines), live_on_two.lines
 
 
 def test_a_session_that_starts_while_the_images_are_listed_is_seen(tmp_path: Path) -> None:

@@ -178,7 +178,7 @@ class Group:
         labels = _labels(self.records[max(self.records)]) if self.records else {}
         pid, host = labels.get(PID, ""), labels.get(HOST, "")
         who = f"pid {pid} on {host}" if pid.isdigit() and host else f"session {self.id[:12]}"
-        return f"{who}, seen in the engine"
+        return f"{who} (seen in the engine)"
 
     def claims(self, now_ns: int | None) -> bool:
         """Whether its claim still holds: renewed (its newest lease, or the claim itself)

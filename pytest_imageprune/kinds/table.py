@@ -35,8 +35,11 @@ class Kind:
     #: One of it, and many, said to a person.
     one: str
     many: str
-    #: What ``--help`` says it prunes.
-    help: str
+    #: What ``--help`` says it prunes ("stopped containers"), its filters as ``--help``
+    #: lists them, and what a bare option takes.
+    what: str
+    filters_help: str
+    bare: str = "them all"
     #: Said when it is skipped because the engine holds it: "running", "in use".
     busy: str = "in use"
     #: One that existed at session start is never a candidate, whatever the scope (a
@@ -57,6 +60,26 @@ class Kind:
         """Whether its candidates are only the objects absent from the lists at start: in
         session scope, and for a kind that never takes what was there, in any."""
         return scope == "session" or self.never_from_start
+
+    @property
+    def help(self) -> str:
+        """Its option's ``--help``: whole sentences."""
+        text = (
+            f"Prune, at session end, the {self.what} this session made that match FILTER, one"
+            f" of {self.command}'s filters: {self.filters_help}. Give it once per filter;"
+            f" bare, it takes {self.bare}."
+        )
+        if self.never_from_start:
+            text += f" It never takes one of the {self.many} there at session start."
+        return text
+
+    @property
+    def ini_help(self) -> str:
+        """Its ini key's help: whole sentences, as its option's."""
+        return (
+            f"Filters for {self.option}, one a line. Any line enables the prune of the"
+            f" {self.what} this session made, as {self.option} does."
+        )
 
     @property
     def title(self) -> str:
@@ -84,8 +107,8 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             space=True,
             one="container",
             many="containers",
-            help="stopped containers, with docker container prune's filters (until=TIME,"
-            " label=KEY[=VALUE], label!=KEY[=VALUE])",
+            what="stopped containers",
+            filters_help="until=TIME, label=KEY[=VALUE] or label!=KEY[=VALUE]",
             busy="running",
         ),
         NETWORKS: Kind(
@@ -96,8 +119,8 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             space=False,
             one="network",
             many="networks",
-            help="unused networks, with docker network prune's filters (until=TIME,"
-            " label=KEY[=VALUE], label!=KEY[=VALUE])",
+            what="unused networks",
+            filters_help="until=TIME, label=KEY[=VALUE] or label!=KEY[=VALUE]",
         ),
         VOLUMES: Kind(
             VOLUMES,
@@ -107,8 +130,9 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             space=True,
             one="volume",
             many="volumes",
-            help="unused volumes, with docker volume prune's filters (label=KEY[=VALUE],"
-            " label!=KEY[=VALUE], all=BOOL); never one that existed at session start",
+            what="unused volumes",
+            filters_help="label=KEY[=VALUE], label!=KEY[=VALUE] or all=BOOL",
+            bare="the anonymous ones only",
             never_from_start=True,
         ),
         BUILD_CACHE: Kind(
@@ -119,8 +143,9 @@ KINDS: Mapping[str, Kind] = MappingProxyType(
             space=True,
             one="build-cache record",
             many="build-cache records",
-            help="unused build-cache records, with docker builder prune's filters"
-            " (until=TIME, all=BOOL, type=TYPE, description=TEXT)",
+            what="unused build-cache records",
+            filters_help="until=TIME, all=BOOL, type=TYPE or description=TEXT",
+            bare="all but the internal, frontend and shared ones",
         ),
     }
 )

@@ -22,7 +22,7 @@ from pytest_imageprune.errors import EngineUnavailable, RegistryStuck
 from pytest_imageprune.model.filters import Filters
 from pytest_imageprune.model.outcome import Outcome, Status
 from pytest_imageprune.model.report import PruneReport
-from pytest_imageprune.session.say import Voice
+from pytest_imageprune.session.say import LockHeld, Voice
 from pytest_imageprune.session.start import Start
 
 # The coordination, the lock, the registry and the pipeline (filelock among them) are
@@ -246,8 +246,7 @@ class PruneSession:
             self._settle_own(done=False)  # whoever prunes next does it
             return
         if not acquired:
-            holder = coordinator.meeting.holder if coordinator.meeting is not None else None
-            self._fail(Status.LOCKED, holder or coordinator.lock.path)
+            self._fail(Status.LOCKED, _lock_held(coordinator))
             self._settle_own(done=False)  # whoever prunes next does it
             return
         try:
@@ -367,6 +366,28 @@ class PruneSession:
             status=status,
             errors=[{"error": message}],
         )
+
+
+def _lock_held(coordinator: Coordinator) -> LockHeld:
+    """The lock held, and by whom: the other live sessions past their tests (one holds it,
+    unless the holder has no record)."""
+    from pytest_imageprune.coordination.records import RUNNING
+
+    try:
+        live = coordinator.live()
+    except RegistryStuck:
+        raise
+    except Exception:  # who holds it helps the words; it never fails the session
+        live = []
+    holders = tuple(r for r in live if r.state != RUNNING or r.pid == 0)
+    meeting = coordinator.meeting
+    claimant = meeting.holder if meeting is not None else None  # the engine's claim holder
+    return LockHeld(
+        coordinator.lock.path,
+        holders,
+        deferred=coordinator.record is not None,
+        claimant=claimant,
+    )
 
 
 def _load_the_rest() -> None:

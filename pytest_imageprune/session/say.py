@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_imageprune.model import report as reporting
@@ -17,6 +19,7 @@ from pytest_imageprune.model.outcome import Status, is_doubt, is_live
 if TYPE_CHECKING:
     from pytest_imageprune.coordination.protocol import HeartbeatTrouble
     from pytest_imageprune.coordination.records import BadRecord, SessionRecord
+    from pytest_imageprune.errors import EngineUnavailable
     from pytest_imageprune.kinds.report import KindReport
     from pytest_imageprune.model.report import PruneReport
 
@@ -31,6 +34,72 @@ _NOTHING = {
     Status.NO_REGISTRY: "nothing deleted",
     Status.LOCKED: "nothing deleted",
 }
+
+
+@dataclass(frozen=True)
+class LockHeld:
+    """The prune lock was held by another process when this session came to prune."""
+
+    path: Path | str
+    #: The other live sessions past their tests (finishing, or sweeping after their own
+    #: prune): the holder is one of them, unless it has no record in the registry.
+    holders: tuple[SessionRecord, ...] = ()
+    #: Whether this session's record stays, deferred, for whoever prunes next.
+    deferred: bool = True
+    #: Who holds the engine's claim (``in_engine.EngineMeeting.holder``), if it was that
+    #: claim that was held: a session elsewhere on the engine.
+    claimant: str | None = None
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def said(self) -> str:
+        """Who prunes, and what becomes of this session's own prune."""
+        if self.claimant is not None:
+            who = f"the session of {self.claimant} is pruning"
+        elif len(self.holders) == 1:
+            who = f"the session of {_session(self.holders[0])} is pruning"
+        elif self.holders:
+            listed = ", ".join(_session(h) for h in self.holders)
+            who = f"one of the sessions of {listed} is pruning"
+        else:
+            who = (
+                "a session done with its own prune and doing others', or a process outside"
+                " the session registry, is pruning"
+            )
+        if self.deferred:
+            then = (
+                "nothing deleted yet, and nothing is lost: the session pruning now (or the"
+                " next one on this engine) does this session's prune too, with its filters"
+            )
+        else:
+            then = (
+                "nothing deleted; this session has no record in the session registry, so no"
+                " later session finishes its prune: what it made stays until a prune takes it"
+            )
+        return f"{ALREADY_RUNNING} ({who}; lock {self.path}); {then}"
+
+
+def _session(record: SessionRecord) -> str:
+    """A session's process for a person, and when it started if known."""
+    if not record.started_ns:
+        return record.describe()
+    when = time.strftime("%H:%M:%S", time.localtime(record.started_ns / 1e9))
+    return f"{record.describe()} (started {when})"
+
+
+def unreachable_at_start(exc: EngineUnavailable, *, scope: str) -> str:
+    """The header's words for an engine that did not answer at session start: why, what to
+    check, and what becomes of the prune (said before any test runs, not only at the end)."""
+    if isinstance(exc.__cause__, PermissionError):
+        check = "check that this user may use the engine's socket (its group, often docker)"
+    elif exc.endpoint.startswith("unix://"):
+        check = "check that the Docker daemon runs and that this is its socket"
+    else:
+        check = "check that the engine runs and answers at this address, and its TLS or ssh"
+        check += " settings"
+    then = "nothing will be pruned" if scope == "session" else "it is asked again at session end"
+    return f"not reachable ({exc.reason}); {check} (`docker info` asks the same engine): {then}"
 
 
 class Voice:
@@ -148,16 +217,23 @@ class Voice:
                 " arrived after it ended, or when is unknown"
             )
         self.kinds(kinds, f"the prune of {record.describe()}")
+        # What happened, in plain words: the work was handed over as the protocol means it
+        # to be, so none of these reads as a failure (under ``tox -p`` one environment
+        # prunes what another left).
         if record.id == own_id:
-            who = "this session's own deferred prune"
+            done = "pruned what this session had kept for another live session, which has ended"
         else:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started_ns / 1e9))
-            who = f"the prune of a session that {state} ({record.describe()}, started {when})"
+            whose = f"the session of {record.describe()} (started {when})"
+            if state == "died":
+                done = f"pruned what {whose} left when it died before its prune"
+            else:
+                done = f"pruned what {whose} left for the next prune"
         if report.deleted_ids or report.untagged:  # a line about nothing says nothing
-            self.say(f"finished {who}: {reporting.summary_line(report)}")
+            self.say(f"{done}: {reporting.summary_line(report)}")
         for kind in kinds:
             if kind.deleted:
-                self.say(f"finished {who}: {kind.spec.many}: {kind.summary_line()}")
+                self.say(f"{done}: {kind.spec.many}: {kind.summary_line()}")
         return doubted
 
     def sweep_failed(self, record: SessionRecord, exc: BaseException) -> None:
@@ -168,7 +244,10 @@ class Voice:
         """Say why the prune could not run (or went no further, if it ``ran``); the words
         the report's errors keep."""
         if status == Status.LOCKED:  # another session prunes: not a warning
-            message = f"{ALREADY_RUNNING} ({why}); {_NOTHING[status]}"
+            if isinstance(why, LockHeld):
+                message = why.said()
+            else:
+                message = f"{ALREADY_RUNNING} ({why}); {_NOTHING[status]}"
         elif status == Status.FAILED:
             message = f"WARNING prune failed: {why}"
         else:

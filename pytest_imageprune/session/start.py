@@ -50,6 +50,8 @@ class Start:
     engine_id: str | None = None
     #: Why nothing can be pruned (the engine was unreachable at start), if so.
     problem: str | None = None
+    #: The engine did not answer at start: the header says so, with what to check.
+    unreachable: EngineUnavailable | None = None
     #: Said at the end: the kinds that could not be listed, with why.
     unlisted: list[tuple[str, BaseException]] = field(default_factory=list)
     #: Layers read ahead while the tests ran (scope "all"), by root image ID.
@@ -134,10 +136,8 @@ class Start:
         try:
             self.endpoint = engine.endpoint
             if isinstance(engine, DockerEngine):
-                try:
-                    self.store = engine.store
-                finally:
-                    self._store_known.set()
+                self.store = engine.store
+                self._store_known.set()
                 if not self.store.supported:  # nothing will be deleted: no need to list
                     self.problem = f"{self.store.describe()}: {self.store.reason}"
                     engine.close()
@@ -151,12 +151,14 @@ class Start:
             engine_id = getattr(engine, "engine_id", "")
             self.engine_id = engine_id if isinstance(engine_id, str) else ""
         except EngineUnavailable as exc:
-            self.problem = str(exc)
+            self.problem, self.unreachable = str(exc), exc
         except Exception as exc:  # an engine error, a malformed answer: never the verdict
             self.problem = f"Docker engine at {self.endpoint} failed: {type(exc).__name__}: {exc}"
         else:
             with contextlib.suppress(Exception):  # a help: the prune reads what is missing
                 self._read_ahead(snapshot)
+        finally:  # a failure too, once said above: the header waits for it and says it
+            self._store_known.set()
         if self._stop_reading.is_set():  # abandoned meanwhile: no one else will use it
             engine.close()
 
