@@ -24,7 +24,7 @@ import pytest
 
 from pytest_imageprune.coordination.in_engine import ROOM
 from tests.test_plugin_engine import Namespace, ns
-from tests.test_recovery import WAIT_FOR, _wait_for
+from tests.test_recovery import WAIT_FOR, _finish, _wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -79,11 +79,6 @@ def _job(pytester: pytest.Pytester, *args: str, **env: str) -> subprocess.Popen[
     )
 
 
-def _end(process: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str]:
-    out, _ = process.communicate(timeout=timeout)
-    return process.returncode, out
-
-
 def _meeting_volumes(client: docker.APIClient, room: str) -> list[str]:
     volumes = client.volumes(filters={"label": f"{ROOM}={room}"}) or {}
     return [v["Name"] for v in volumes.get("Volumes") or []]
@@ -118,7 +113,7 @@ def test_jobs_that_share_only_the_engine_protect_each_other_and_the_last_one_out
     _wait_for(pytester.path / "short-started", process=short)
     long = _job(pytester, "test_long.py", ns.scope)
     _wait_for(pytester.path / "long-built", process=long)
-    code, out = _end(short)
+    code, out = _finish(short)
     assert code == 0, out
 
     # The long job's image came after the short one started: in the short one's scope. It
@@ -130,7 +125,7 @@ def test_jobs_that_share_only_the_engine_protect_each_other_and_the_last_one_out
     assert _meeting_volumes(ns.client, engine_room), "the short job's deferred record"
 
     (pytester.path / "long-go").touch()
-    code, out = _end(long)
+    code, out = _finish(long)
     assert code == 0, out
     # The last one out took what both made, the short one's deferred work included.
     assert not ns.exists(long_image), out
@@ -157,18 +152,18 @@ def test_a_job_killed_in_its_namespace_is_swept_from_another(
     )
     # A short lease (3 s, renewed every 0.25 s), so that its death is told soon.
     killed = _job(pytester, "test_killed.py", ns.scope, PYTEST_IMAGEPRUNE_ENGINE_LEASE="3")
-    code, out = _end(killed)
+    code, out = _finish(killed)
     assert code == -signal.SIGKILL, out
     orphan = ns.built("orphan")[-1]
     assert ns.exists(orphan)
 
     # While its lease could still hold, it is a live session: nothing of it goes.
-    code, out = _end(_job(pytester, "test_later.py", ns.scope))
+    code, out = _finish(_job(pytester, "test_later.py", ns.scope))
     assert code == 0, out
     assert ns.exists(orphan), out
 
     time.sleep(6)  # its lease (3 s, and the rounding of whole seconds) has run out
-    code, out = _end(_job(pytester, "test_later.py", ns.scope))
+    code, out = _finish(_job(pytester, "test_later.py", ns.scope))
     assert code == 0, out
     assert "left when it died before its prune" in out
     assert not ns.exists(orphan), out
@@ -191,6 +186,6 @@ def test_the_meeting_place_is_labelled_for_a_user_to_see(
         assert all(n.startswith("pytest-imageprune-") for n in names)
     finally:
         (pytester.path / "go").touch()
-        code, out = _end(job)
+        code, out = _finish(job)
     assert code == 0, out
     assert _meeting_volumes(ns.client, engine_room) == []

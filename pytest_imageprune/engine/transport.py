@@ -214,14 +214,7 @@ class UnixHTTP:
             raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
         except OSError as exc:
             raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
-        if response.status >= 400:
-            raise status_error(response.status, response.body)
-        try:
-            if stream:
-                return values(response.body.decode())
-            return json.loads(response.body) if response.body else None
-        except ValueError as exc:
-            raise EngineError(f"{response.status}: {method} {url}: not JSON: {exc}") from exc
+        return _answer(response, method, url, stream=stream)
 
     def exchange(self, method: str, url: str, body: bytes = b"") -> tuple[Any, dict[str, str]]:
         """One request with a JSON ``body``: the answer's JSON, and its headers (the
@@ -237,12 +230,7 @@ class UnixHTTP:
             raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
         except OSError as exc:
             raise EngineUnavailable(self.endpoint, str(exc) or type(exc).__name__) from exc
-        if response.status >= 400:
-            raise status_error(response.status, response.body)
-        try:
-            answer = json.loads(response.body) if response.body else None
-        except ValueError as exc:
-            raise EngineError(f"{response.status}: {method} {url}: not JSON: {exc}") from exc
+        answer = _answer(response, method, url)
         return answer, response.headers
 
     def close(self) -> None:
@@ -262,3 +250,15 @@ def values(text: str) -> list[Any]:
             return values
         value, at = decoder.raw_decode(text, at)
         values.append(value)
+
+
+def _answer(response: Response, method: str, url: str, *, stream: bool = False) -> Any:
+    """The JSON of an answer (each value of a stream of them), or the engine's error."""
+    if response.status >= 400:
+        raise status_error(response.status, response.body)
+    try:
+        if stream:
+            return values(response.body.decode())
+        return json.loads(response.body) if response.body else None
+    except ValueError as exc:
+        raise EngineError(f"{response.status}: {method} {url}: not JSON: {exc}") from exc
