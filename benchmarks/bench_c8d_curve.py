@@ -31,10 +31,9 @@ import docker
 from common import load
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.support import private_c8d_dockerd  # noqa: E402
-
-from pytest_imageprune.engine.client import DockerEngine  # noqa: E402
-from pytest_imageprune.images.prune import prune_images  # noqa: E402
+from pytest_imageprune.engine.client import DockerEngine
+from pytest_imageprune.images.prune import prune_images
+from tests.support import private_c8d_dockerd
 
 LABEL = "bench-c8d"
 
@@ -75,13 +74,12 @@ def measure(socket: str, count: int, samples: int) -> dict[str, float]:
                 )
 
             figures[f"plugin c={level}"] = _ms(plugin)
-            assert report is not None and len(report.deleted_ids) == count, report
+            assert report is not None
+            assert len(report.deleted_ids) == count, report
     finally:
         engine.close()
     load(api, count, {LABEL: "x"})
-    figures["daemon"] = _ms(
-        lambda: api.prune_images(filters={"label": LABEL, "dangling": False})
-    )
+    figures["daemon"] = _ms(lambda: api.prune_images(filters={"label": LABEL, "dangling": False}))
     assert not _ids(api)
     api.close()
     return figures
@@ -97,10 +95,13 @@ def main() -> None:
         with private_c8d_dockerd() as daemon:
             figures = measure(daemon.socket, count, args.samples)
         rows.append((count, figures))
-        print(f"{count} images: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()),
-              flush=True)
-    print("\nimages | list | inspect | history | one DELETE | plugin c=1 | plugin c=8 | daemon"
-          " | c=1/daemon | c=8/daemon | c=8 per image | daemon per image   (ms)")
+        print(
+            f"{count} images: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()), flush=True
+        )
+    print(
+        "\nimages | list | inspect | history | one DELETE | plugin c=1 | plugin c=8 | daemon"
+        " | c=1/daemon | c=8/daemon | c=8 per image | daemon per image   (ms)"
+    )
     for count, f in rows:
         print(
             f"{count:6d} | {f['list']:7.1f} | {f['inspect']:6.1f} | {f['history']:6.1f}"
