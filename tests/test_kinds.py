@@ -22,7 +22,7 @@ from pytest_imageprune.kinds.things import ANONYMOUS, Thing, listing
 from pytest_imageprune.model.filters import parse_until
 from pytest_imageprune.model.gotime import NANOS
 from pytest_imageprune.model.images import Baseline
-from pytest_imageprune.model.outcome import Kept, is_live
+from pytest_imageprune.model.outcome import is_live
 from pytest_imageprune.model.report import PruneReport
 from pytest_imageprune.settings import load_settings
 from tests.fakes import FakeEngine
@@ -512,7 +512,9 @@ def test_the_build_cache_prune_names_exactly_the_sessions_records() -> None:
     assert report.candidates == ["new1", "new2"]
     assert report.deleted == ["new1", "new2"]
     assert report.space_reclaimed == 15
-    assert report.kept == {"old": "created before this session started", "busy": "in use"}
+    assert report.kept == {"old": "created before this session started"}
+    # In use: passed by as the daemon's prune does, and said as skipped everywhere alike.
+    assert report.skipped == [{"Id": "busy", "reason": "in use"}]
     # Only the IDs: until, type and description were applied here (Docker 20.10 takes no
     # date in until; a description, with its spaces, cannot pass the engine's syntax). What
     # goes on the wire: test_http.test_the_build_cache_prune_sends_one_anchored_id_regex.
@@ -587,8 +589,11 @@ def test_a_kind_reports_summary_line() -> None:
     assert containers.summary_line() == (
         "deleted 1 container, skipped 1 running, 0 errors, reclaimed 1kB"
     )
-    # Those kept running count as skipped, as the daemon's prune passes them by.
-    containers.kept = {"c3": Kept("running", busy=True), "c4": "labels do not match"}
+    # Those passed by running are skipped, as the daemon's prune passes them by; one kept
+    # for its labels is not; each is said once, however often the JSON lists it.
+    containers.skipped.append({"Id": "c3", "reason": "running"})
+    containers.skipped.append({"Id": "c3", "reason": "running"})
+    containers.kept = {"c4": "labels do not match"}
     assert containers.summary_line() == (
         "deleted 1 container, skipped 2 running, 0 errors, reclaimed 1kB"
     )
@@ -1056,7 +1061,9 @@ def test_a_podman_network_is_deleted_by_name_and_kept_while_a_container_names_it
         dry_run=False,
     )
     assert report.deleted == ["free"]
-    assert report.kept == {"n1": "in use"}
+    assert report.kept == {}
+    assert report.skipped == [{"Id": "n1", "reason": "in use"}]
+    assert "skipped network held: in use" in report.detail_lines()
     assert "remove networks free" in engine.asked
 
 
@@ -1077,3 +1084,4 @@ def test_a_sweep_reads_a_time_in_whole_seconds_as_its_latest_instant(span: int, 
         ended_ns=ended,
     )
     assert ([t.id for t in ids] == ["v"]) is goes, kept
+

@@ -22,7 +22,7 @@ from pytest_imageprune.kinds.table import BUILD_CACHE, CONTAINERS, KINDS, NETWOR
 from pytest_imageprune.kinds.things import Thing, listing
 from pytest_imageprune.model.filters import engine_time
 from pytest_imageprune.model.gotime import NANOS
-from pytest_imageprune.model.outcome import Status
+from pytest_imageprune.model.outcome import Status, is_busy
 
 #: Record IDs per build-cache prune (one ``id`` regex each, so the URL stays short).
 CACHE_BATCH = 100
@@ -120,7 +120,12 @@ def _prune(
         anonymous_only=kind == VOLUMES and not filters.all,
         ended_ns=None if ended is None else ended(),
     )
+    # What the engine holds (running, in use) is passed by, as the daemon's prune does, and
+    # reported as the images a container holds are: skipped, in the summary and the JSON.
+    busy = [i for i, why in report.kept.items() if is_busy(why)]
+    report.skipped.extend({"Id": i, "reason": str(report.kept.pop(i))} for i in busy)
     report.candidates = [t.id for t in candidates]
+    report.names = {t.id: t.name for t in things if t.name != t.id}
     if kind == BUILD_CACHE:
         _prune_cache(engine, filters, candidates, report)
     else:
