@@ -2,13 +2,17 @@
 
 Every figure of the summary lines is one fact in every output: the summary line, the
 lines after it (the hint about images that containers hold), ``-v``'s lines and the JSON
-report, all read from one run.
+report, all read from one run. And a dry run names what the real run then deletes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ import docker
 import pytest
 
 import tests.test_kinds_engine as kinds_engine
+from tests.conftest import ROOMS
 from tests.support import build
 from tests.test_kinds_engine import ALL_KINDS, DOCKER_ENGINES, Space, make_twins, run, write
 
@@ -196,3 +201,125 @@ def _kind_agrees(kind: str, said: tuple[str, list[str]], entry: dict[str, Any]) 
     assert gone, (kind, line)
     assert held, (kind, line)
     assert entry["kept"], (kind, line)
+
+
+# -- a dry run predicts the real run ---------------------------------------------------------
+
+#: A session's test that waits while the state is made (``WHO`` names the session).
+WAITER = """
+def test_wait():
+    made(f"ready-{os.environ['WHO']}", 1)
+    wait_for(f"go-{os.environ['WHO']}")
+"""
+
+
+def _start(pytester: pytest.Pytester, room: str, who: str, *args: str) -> subprocess.Popen[str]:
+    """A session of its own (its lock, its registry, its room in the engine), that waits
+    in its test for ``go-<who>``: the two sessions never see each other."""
+    folder = pytester.path / who
+    folder.mkdir()
+    ROOMS.add(f"{room}-{who}")
+    env = {**os.environ, "WHO": who, "PYTEST_IMAGEPRUNE_ENGINE_ROOM": f"{room}-{who}"}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "test_session.py",
+            f"--prune-images-lock={folder / 'prune.lock'}",
+            *args,
+        ],
+        cwd=pytester.path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _ready(out: Path, who: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 120
+    while not (out / f"ready-{who}.json").exists():
+        if process.poll() is not None:
+            pytest.fail(f"session {who} ended early:\n{process.communicate()[0]}")
+        assert time.monotonic() < deadline, f"session {who} never started its test"
+        time.sleep(0.05)
+
+
+def _finish(out: Path, who: str, process: subprocess.Popen[str]) -> str:
+    (out / f"go-{who}").touch()
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    return output
+
+
+@pytest.mark.parametrize("engine_under_test", DOCKER_ENGINES, indirect=True)
+def test_a_dry_run_names_what_the_real_run_then_deletes_every_kind_on(
+    pytester: pytest.Pytester, space: Space, pause_program: Path, engine_room: str
+) -> None:
+    """One state, made while two sessions run (so that its volumes are new to both): one
+    a dry run, one real, every kind on. The dry run names exactly what the real run then
+    deletes, kind by kind, containers first, and skips what it skips: what only the
+    containers it deletes hold (an image, a volume) is free, and a network a running
+    container is on (the engine refuses it) is never would-delete."""
+    pause = kinds_engine._pause_image(space, pause_program)
+    write(pytester, WAITER)
+    dry_report, real_report = pytester.path / "dry.json", pytester.path / "real.json"
+    dry = _start(
+        pytester, engine_room, "dry", "--prune-images-dry-run", *options(space, dry_report)
+    )
+    real = _start(pytester, engine_room, "real", *options(space, real_report))
+    try:
+        _ready(space.out, "dry", dry)
+        _ready(space.out, "real", real)
+        roles = make_state(space.client, space.name, pause)
+        said_dry = _finish(space.out, "dry", dry)
+        said_real = _finish(space.out, "real", real)
+    finally:
+        for process in (dry, real):
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        for container in space.client.containers(filters={"label": f"kt={space.name}"}):
+            space.client.remove_container(container["Id"], force=True)  # the running one
+    predicted, did = json.loads(dry_report.read_text()), json.loads(real_report.read_text())
+    assert predicted["dry_run"] is True
+    assert did["dry_run"] is False
+    assert predicted["deleted_ids"] == did["deleted_ids"], (said_dry, said_real)
+    assert _skipped(predicted) == _skipped(did), (said_dry, said_real)
+    for kind, key in DELETED_KEY.items():
+        # Containers in the engine's order; networks and volumes in whatever order it lists
+        # them (a Go map's: it changes from one listing to the next).
+        order = (lambda names: names) if kind == "containers" else sorted
+        assert order(predicted[kind][key]) == order(did[kind][key]), (kind, said_dry, said_real)
+        assert _skipped(predicted[kind]) == _skipped(did[kind]), (kind, said_dry, said_real)
+    assert predicted["build_cache"]["CachesDeleted"] == did["build_cache"]["CachesDeleted"] == []
+    # The state holds what makes a naive dry run wrong: an image and a volume only a
+    # container the run deletes holds, and a network the engine refuses.
+    assert roles["ride-image"] in predicted["deleted_ids"]
+    assert roles["freed"] in predicted["volumes"]["VolumesDeleted"]
+    assert roles["used"] not in predicted["networks"]["NetworksDeleted"]
+    assert roles["stopped"] in predicted["containers"]["ContainersDeleted"]
+    # Every summary figure alike, in the dry run's tense (the bytes aside: an estimate).
+    assert _figures(said_dry) == _figures(said_real)
+
+
+def _skipped(entry: dict[str, Any]) -> set[str]:
+    return {s["Id"] for s in entry["skipped"]}
+
+
+def _figures(output: str) -> list[str]:
+    """The summary lines and the hint, without the bytes and the time."""
+    lines = [
+        re.sub(r", (would )?reclaim(ed)? [^,]*|, in [0-9.]+s", "", line)
+        for line in output.split(" imageprune ", 1)[1].splitlines()[1:]
+        if line.startswith("imageprune: ") and not line.startswith("imageprune: WARNING")
+    ]
+    return [
+        line.replace("would skip", "skipped")
+        .replace("would untag", "untagged")
+        .replace("would delete", "deleted")
+        for line in lines
+    ]
