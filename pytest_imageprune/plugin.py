@@ -260,24 +260,19 @@ class ImagePrunePlugin:
         return f"protected: {answer}" if isinstance(answer, str) else "protected by a hook"
 
     def _finish(self) -> None:
-        from pytest_imageprune.model.outcome import RAN
-        from pytest_imageprune.model.report import detail_lines
-
         state = self.session
+        state.voice.verbose = self.config.get_verbosity() > 0  # as the command line ended up
         state.finish()  # never raises
         self._progress.clear()
         report = state.report
         if report is None:
             return
-        if self.config.get_verbosity() > 0 and report.status in RAN:
-            state.lines[1:1] = [f"  {line}" for line in detail_lines(report)]
         sessions = [
             {
                 "id": s.record.id,
                 "pid": s.record.pid,
                 "state": s.state,
                 **s.report.to_dict(),
-                "kept": [{"Id": i, "reason": why} for i, why in sorted(s.doubted.items())],
                 **{k.kind: k.to_dict() for k in s.kinds},
             }
             for s in state.swept

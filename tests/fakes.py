@@ -233,6 +233,13 @@ class FakeEngine(SimulatedEngine):
             return {"Id": container_id}
         raise Gone(f"No such container: {container_id}")
 
+    def network(self, network_id: str) -> Mapping[str, Any]:
+        self._ask(f"network {network_id}")
+        for item in self.listed["networks"]:
+            if network_id in (item.get("Id"), item.get("Name")):
+                return item
+        raise Gone(f"No such network: {network_id}")
+
     def remove(self, kind: ObjectKind, target: str) -> None:
         self._ask(f"remove {kind} {target}")
         if target in self.refusals:
@@ -241,6 +248,8 @@ class FakeEngine(SimulatedEngine):
         for item in listed:
             if target in (item.get("Id"), item.get("ID"), item.get("Name")):
                 listed.remove(item)
+                if kind == "containers":  # it uses its image no more
+                    self.containers = [c for c in self.containers if c.id != item.get("Id")]
                 return
         raise Gone(f"No such {kind.rstrip('s')}: {target}")
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_imageprune.coordination.records import SessionRecord
+from pytest_imageprune.engine.api import Conflict
 from pytest_imageprune.errors import FilterError
 from pytest_imageprune.github import step_summary
 from pytest_imageprune.kinds.filters import KindFilters, parse_kind_filters
@@ -19,11 +21,12 @@ from pytest_imageprune.kinds.report import KindReport
 from pytest_imageprune.kinds.select import START_SLACK_NS, Live, select
 from pytest_imageprune.kinds.table import BUILD_CACHE, CONTAINERS, KINDS, NETWORKS, VOLUMES
 from pytest_imageprune.kinds.things import ANONYMOUS, Thing, listing
-from pytest_imageprune.model.filters import parse_until
+from pytest_imageprune.model.filters import parse_filters, parse_until
 from pytest_imageprune.model.gotime import NANOS
-from pytest_imageprune.model.images import Baseline
-from pytest_imageprune.model.outcome import Kept, is_live
+from pytest_imageprune.model.images import Baseline, Container, Image, Snapshot
+from pytest_imageprune.model.outcome import is_live
 from pytest_imageprune.model.report import PruneReport
+from pytest_imageprune.session.lifecycle import PruneSession
 from pytest_imageprune.settings import load_settings
 from tests.fakes import FakeEngine
 
@@ -512,7 +515,9 @@ def test_the_build_cache_prune_names_exactly_the_sessions_records() -> None:
     assert report.candidates == ["new1", "new2"]
     assert report.deleted == ["new1", "new2"]
     assert report.space_reclaimed == 15
-    assert report.kept == {"old": "created before this session started", "busy": "in use"}
+    assert report.kept == {"old": "created before this session started"}
+    # In use: passed by as the daemon's prune does, and said as skipped everywhere alike.
+    assert report.skipped == [{"Id": "busy", "reason": "in use"}]
     # Only the IDs: until, type and description were applied here (Docker 20.10 takes no
     # date in until; a description, with its spaces, cannot pass the engine's syntax). What
     # goes on the wire: test_http.test_the_build_cache_prune_sends_one_anchored_id_regex.
@@ -587,8 +592,11 @@ def test_a_kind_reports_summary_line() -> None:
     assert containers.summary_line() == (
         "deleted 1 container, skipped 1 running, 0 errors, reclaimed 1kB"
     )
-    # Those kept running count as skipped, as the daemon's prune passes them by.
-    containers.kept = {"c3": Kept("running", busy=True), "c4": "labels do not match"}
+    # Those passed by running are skipped, as the daemon's prune passes them by; one kept
+    # for its labels is not; each is said once, however often the JSON lists it.
+    containers.skipped.append({"Id": "c3", "reason": "running"})
+    containers.skipped.append({"Id": "c3", "reason": "running"})
+    containers.kept = {"c4": "labels do not match"}
     assert containers.summary_line() == (
         "deleted 1 container, skipped 2 running, 0 errors, reclaimed 1kB"
     )
@@ -1056,7 +1064,9 @@ def test_a_podman_network_is_deleted_by_name_and_kept_while_a_container_names_it
         dry_run=False,
     )
     assert report.deleted == ["free"]
-    assert report.kept == {"n1": "in use"}
+    assert report.kept == {}
+    assert report.skipped == [{"Id": "n1", "reason": "in use"}]
+    assert "skipped network held: in use" in report.detail_lines()
     assert "remove networks free" in engine.asked
 
 
@@ -1077,3 +1087,133 @@ def test_a_sweep_reads_a_time_in_whole_seconds_as_its_latest_instant(span: int, 
         ended_ns=ended,
     )
     assert ([t.id for t in ids] == ["v"]) is goes, kept
+
+
+# -- a dry run predicts the real run -------------------------------------------------------
+
+
+def _dry(engine: FakeEngine, kind: str, gone: frozenset[str] = frozenset()) -> KindReport:
+    return prune_kind(
+        engine,
+        KindFilters(kind, all=True) if kind == VOLUMES else KindFilters(kind),
+        baseline=frozenset(),
+        started_ns=0,
+        live=list,
+        dry_run=True,
+        gone=gone,
+    )
+
+
+def test_a_dry_run_never_names_a_network_the_engine_refuses() -> None:
+    """The list of networks shows no endpoints; Docker's prune passes by a network with any
+    (a stale one too: no container has it any more) and its remove answers 403. A dry run
+    looks: one whose endpoints are all of containers the run deletes first goes."""
+    engine = FakeEngine(
+        networks=[
+            {"Name": "stale", "Id": "n1", "Containers": {"ep-0a1b": {"Name": "old_app"}}},
+            {"Name": "running", "Id": "n2", "Containers": {"c-run": {"Name": "web"}}},
+            {"Name": "freed", "Id": "n3", "Containers": {"c-stop": {"Name": "job"}}},
+            {"Name": "free", "Id": "n4", "Containers": {}},
+        ],
+    )
+    report = _dry(engine, NETWORKS, gone=frozenset({"c-stop"}))
+    assert report.deleted == ["freed", "free"]
+    assert report.skipped == [
+        {"Id": "n1", "reason": "has active endpoints (old_app)"},
+        {"Id": "n2", "reason": "has active endpoints (web)"},
+    ]
+    assert "would skip 2 in use" in report.summary_line()
+    assert engine.listed["networks"][0]["Name"] == "stale"  # nothing removed
+
+
+def test_a_dry_run_counts_as_free_what_only_containers_it_deletes_hold() -> None:
+    """Volumes (and Podman's networks) that only the would-be-deleted containers use go in
+    the real run, which deletes those containers first: the dry run names them."""
+    containers = [
+        {"Id": "c-stop", "State": "exited", "Mounts": [{"Type": "volume", "Name": "freed"}]},
+        {"Id": "c-keep", "State": "exited", "Mounts": [{"Type": "volume", "Name": "held"}]},
+    ]
+    volumes = [{"Name": "freed", "Driver": "local"}, {"Name": "held", "Driver": "local"}]
+    engine = FakeEngine(volumes=volumes, containers=containers)
+    assert _dry(engine, VOLUMES).deleted == []
+    report = _dry(engine, VOLUMES, gone=frozenset({"c-stop"}))
+    assert report.deleted == ["freed"]
+    assert [s["Id"] for s in report.skipped] == ["held"]
+    podman = FakeEngine(
+        networks=[{"Name": "n", "Id": "n1"}],
+        containers=[{"Id": "c-stop", "NetworkSettings": {"Networks": {"n": {}}}}],
+        podman=True,
+    )
+    assert _dry(podman, NETWORKS).deleted == []
+    assert _dry(podman, NETWORKS, gone=frozenset({"c-stop"})).deleted == ["n"]
+
+
+def test_a_dry_run_names_what_the_real_run_deletes_every_kind_on(tmp_path: Path) -> None:
+    """One state, twice: a dry run with every kind on names exactly what the real run then
+    deletes, containers first; what only those containers hold (an image, a volume) is not
+    `would skip ... in use`, and no hint tells the user to remove containers the plugin
+    removes. A network with a stale endpoint is refused by the engine in both."""
+
+    def state() -> FakeEngine:
+        return FakeEngine(
+            Snapshot.of([Image("sha256:app", None, ("app:1",), labels={"s": "a"}, size=5)]),
+            refusals={"n1": Conflict("403: network stale has active endpoints", in_use=True)},
+        )
+
+    def made(engine: FakeEngine) -> None:
+        engine.containers = [Container("c-stop", "sha256:app", running=False)]
+        engine.listed["containers"] = [
+            {
+                "Id": "c-stop",
+                "State": "exited",
+                "Labels": {"s": "a"},
+                "Image": "sha256:app",
+                "Mounts": [{"Type": "volume", "Name": "vol"}],
+            }
+        ]
+        engine.listed["volumes"] = [{"Name": "vol", "Driver": "local", "Labels": {"s": "a"}}]
+        engine.listed["networks"] = [
+            {"Name": "stale", "Id": "n1", "Labels": {"s": "a"}, "Containers": {"ep-1": {}}},
+            {"Name": "free", "Id": "n2", "Labels": {"s": "a"}},
+        ]
+
+    def session(dry_run: bool) -> PruneSession:
+        engine = state()
+        filters = ["label=s=a"]
+        kinds = {
+            k: parse_kind_filters(k, [*filters, "all=true"] if k == VOLUMES else filters)
+            for k in (CONTAINERS, NETWORKS, VOLUMES)
+        }
+        run = PruneSession(
+            parse_filters([*filters, "dangling=false"]),
+            scope="all",
+            dry_run=dry_run,
+            lock_path=tmp_path / f"{dry_run}.lock",
+            engine=engine,
+            kinds=kinds,
+        )
+        run.start()
+        made(engine)
+        run.finish()
+        return run
+
+    dry, real = session(True), session(False)
+    assert dry.report is not None
+    assert real.report is not None
+    assert dry.report.deleted_ids == real.report.deleted_ids == ["sha256:app"]
+    lists = {
+        run.dry_run: {k.kind: (k.deleted, [s["Id"] for s in k.skipped]) for k in run.kind_reports}
+        for run in (dry, real)
+    }
+    assert (
+        lists[True]
+        == lists[False]
+        == {
+            CONTAINERS: (["c-stop"], []),
+            NETWORKS: (["free"], ["n1"]),
+            VOLUMES: (["vol"], []),
+        }
+    )
+    assert dry.report.skipped == real.report.skipped == []
+    assert "would skip 0 in use" in dry.lines[0]
+    assert not [line for line in dry.lines if "teardown" in line]

@@ -85,9 +85,10 @@ class Engine(Protocol):
 
 class Objects(Protocol):
     """What pruning the other kinds needs of an engine (``kinds``): their lists as the
-    engine answers them, one container's inspect, removals one by one, the build cache's
-    prune, and a few facts. ``DockerEngine`` speaks it over HTTP; the tests fake it with
-    lists of objects. Errors: ``Gone``, ``Conflict``, ``EngineError``, ``EngineUnavailable``.
+    engine answers them, one container's or network's inspect, removals one by one, the
+    build cache's prune, and a few facts. ``DockerEngine`` speaks it over HTTP; the tests
+    fake it with lists of objects. Errors: ``Gone``, ``Conflict``, ``EngineError``,
+    ``EngineUnavailable``.
     """
 
     endpoint: str
@@ -116,6 +117,10 @@ class Objects(Protocol):
 
     def container(self, container_id: str, *, size: bool = False) -> Mapping[str, Any]:
         """One container's inspect; with ``size``, its ``SizeRw`` too."""
+        ...
+
+    def network(self, network_id: str) -> Mapping[str, Any]:
+        """One network's inspect (its ``Containers``: the endpoints on it)."""
         ...
 
     def remove(self, kind: ObjectKind, target: str) -> None:

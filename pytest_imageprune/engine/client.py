@@ -239,6 +239,10 @@ class DockerEngine:
         )
         return answer
 
+    def network(self, network_id: str) -> Mapping[str, Any]:
+        answer: Mapping[str, Any] = self.request("GET", f"/networks/{_quote(network_id)}")
+        return answer
+
     def remove(self, kind: ObjectKind, target: str) -> None:
         try:
             self.request("DELETE", f"/{kind}/{_quote(target)}")

@@ -161,6 +161,11 @@ def _merge(report: PruneReport, snapshot: Snapshot, outcomes: list[Outcome], run
     named = {i: o.kept for i, o in zip(run.candidates, outcomes, strict=True) if o.kept}
     if named:
         report.kept = {**report.kept, **named}
+    untagged = {
+        image_id: tuple(r["Untagged"] for r in outcome.records if "Untagged" in r)
+        for image_id, outcome in zip(run.candidates, outcomes, strict=True)
+    }
+    report.untagged_from = {**report.untagged_from, **{i: r for i, r in untagged.items() if r}}
     for outcome in outcomes:  # in the serial order, whichever connection did the work
         report.images_deleted.extend(outcome.records)
         report.deleted_ids.extend(

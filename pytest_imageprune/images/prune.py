@@ -23,7 +23,14 @@ from pytest_imageprune.images import containerd
 from pytest_imageprune.images.containerd import Plan
 from pytest_imageprune.images.containerd_space import ContainerdSpace
 from pytest_imageprune.images.delete import DEFAULT_CONCURRENCY, Progress, delete_candidates
-from pytest_imageprune.images.select import KeepRule, Selection, refine, select
+from pytest_imageprune.images.select import (
+    KEPT_INTERMEDIATE,
+    KEPT_NOT_HEAD,
+    KeepRule,
+    Selection,
+    refine,
+    select,
+)
 from pytest_imageprune.model.filters import Filters, engine_time, parse_filters
 from pytest_imageprune.model.images import Baseline, Snapshot
 from pytest_imageprune.model.outcome import Kept, Status
@@ -176,6 +183,7 @@ def _prune(
         plans=plans if store.kind == CONTAINERD else None,
         space=space,
     )
+    _held_is_skipped(report, snapshot)
     _note_preexisting(report, baseline)
     return report
 
@@ -186,6 +194,39 @@ def _in_use_is_skipped(report: PruneReport) -> None:
     in_use = {i: why for i, why in report.kept.items() if isinstance(why, Kept) and why.busy}
     report.skipped.extend(Skipped(i, why, in_use=True) for i, why in in_use.items())
     report.kept = {i: why for i, why in report.kept.items() if i not in in_use}
+
+
+#: Reasons to keep an image that the prune itself may undo (the classic store's cascade).
+_STRUCTURAL = frozenset({KEPT_NOT_HEAD, KEPT_INTERMEDIATE})
+
+
+def _held_is_skipped(report: PruneReport, snapshot: Snapshot) -> None:
+    """An untagged parent kept for its children, which a container uses, stays once its
+    children went only because of that container (the cascade would have taken it): it is
+    skipped in use, as a candidate a container holds is, and said so everywhere alike.
+    Children that stay for the same reason count as gone: a build's chain of step images,
+    each held by its step's container, is held all along."""
+    deleted = set(report.deleted_ids)
+    held = {s.image for s in report.skipped if s.in_use}
+    waiting = {
+        i: why
+        for i, why in report.kept.items()
+        if why in _STRUCTURAL and i in report.users and i not in deleted and i in snapshot.images
+    }
+    moved = True
+    while moved:
+        moved = False
+        for image_id in sorted(waiting):
+            if snapshot.images[image_id].refs:
+                continue
+            if snapshot.children.get(image_id, frozenset()) <= deleted | held:
+                held.add(image_id)
+                users = ", ".join(c[:12] for c in report.users[image_id])
+                report.skipped.append(Skipped(image_id, f"used by container {users}", in_use=True))
+                del waiting[image_id]
+                moved = True
+    # One word an image: what the cascade took is deleted, not kept as well.
+    report.kept = {i: why for i, why in report.kept.items() if i not in held | deleted}
 
 
 def _users(snapshot: Snapshot) -> dict[str, tuple[str, ...]]:

@@ -22,7 +22,7 @@ from pytest_imageprune.kinds.table import BUILD_CACHE, CONTAINERS, KINDS, NETWOR
 from pytest_imageprune.kinds.things import Thing, listing
 from pytest_imageprune.model.filters import engine_time
 from pytest_imageprune.model.gotime import NANOS
-from pytest_imageprune.model.outcome import Status
+from pytest_imageprune.model.outcome import Status, is_busy
 
 #: Record IDs per build-cache prune (one ``id`` regex each, so the URL stays short).
 CACHE_BATCH = 100
@@ -37,9 +37,13 @@ def prune_kind(
     live: Callable[[], Sequence[Live]],
     dry_run: bool,
     ended: Callable[[], int | None] | None = None,
+    gone: frozenset[str] = frozenset(),
 ) -> KindReport:
     """Prune one kind on ``engine``; every error becomes the report's (``status`` says
     whether to go on: ``engine-lost`` and ``cancelled`` stop the session's prune).
+
+    ``gone`` are the containers a dry run would have deleted first: what only they hold is
+    free, as it is when the real run comes to it.
 
     ``live`` is asked after the listing: a session that made an object listed here wrote
     its record before it could make anything, so the registry read then shows it. So is
@@ -56,6 +60,7 @@ def prune_kind(
             started_ns=started_ns,
             live=live,
             ended=ended,
+            gone=gone,
         )
     except EngineUnavailable as exc:
         report.status = Status.ENGINE_LOST
@@ -80,6 +85,7 @@ def _prune(
     started_ns: int,
     live: Callable[[], Sequence[Live]],
     ended: Callable[[], int | None] | None,
+    gone: frozenset[str],
 ) -> None:
     filters, kind = report.filters, report.kind
     podman = engine.podman
@@ -103,7 +109,7 @@ def _prune(
         report.status = Status.NO_BASELINE
         report.errors.append({"error": "no baseline: a volume is data, none is deleted"})
         return
-    things = listing(engine, kind)
+    things = listing(engine, kind, gone)
     now = time.time_ns()
     offset = -time.timezone if time.localtime().tm_isdst <= 0 else -time.altzone
     until = filters.until_ns(now, offset)
@@ -120,11 +126,16 @@ def _prune(
         anonymous_only=kind == VOLUMES and not filters.all,
         ended_ns=None if ended is None else ended(),
     )
+    # What the engine holds (running, in use) is passed by, as the daemon's prune does, and
+    # reported as the images a container holds are: skipped, in the summary and the JSON.
+    busy = [i for i, why in report.kept.items() if is_busy(why)]
+    report.skipped.extend({"Id": i, "reason": str(report.kept.pop(i))} for i in busy)
     report.candidates = [t.id for t in candidates]
+    report.names = {t.id: t.name for t in things if t.name != t.id}
     if kind == BUILD_CACHE:
         _prune_cache(engine, filters, candidates, report)
     else:
-        _delete_each(engine, kind, candidates, report, podman=podman)
+        _delete_each(engine, kind, candidates, report, podman=podman, gone=gone)
 
 
 def _precise(engine: Objects, thing: Thing, until: int) -> Thing:
@@ -147,10 +158,18 @@ def _delete_each(
     report: KindReport,
     *,
     podman: bool = False,
+    gone: frozenset[str] = frozenset(),
 ) -> None:
     sizes = _volume_sizes(engine) if kind == VOLUMES and candidates else {}
     for thing in candidates:
         size = 0
+        if kind == NETWORKS and report.dry_run:
+            endpoints = _endpoints(engine, thing, gone)
+            if endpoints is None:
+                continue  # removed meanwhile
+            if endpoints:  # the engine refuses it, as the real run would hear
+                report.skipped.append({"Id": thing.id, "reason": endpoints})
+                continue
         if kind == CONTAINERS:
             try:
                 inspect = engine.container(thing.id, size=True)
@@ -180,6 +199,28 @@ def _delete_each(
             continue
         report.deleted.append(thing.name)
         report.space_reclaimed += max(size, 0)
+
+
+def _endpoints(engine: Objects, network: Thing, gone: frozenset[str]) -> str | None:
+    """Why the engine would refuse to remove ``network`` (its endpoints that stay: a running
+    container's, or a stale one no container has any more), "" if it would not, None if it
+    is gone. The list of networks has no endpoints; Docker's prune passes by a network with
+    any, and its remove refuses it: a dry run looks, so as never to name one would-delete."""
+    try:
+        inspect = engine.network(network.id)
+    except Gone:
+        return None
+    endpoints = inspect.get("Containers") if isinstance(inspect, Mapping) else None
+    if not isinstance(endpoints, Mapping):
+        return ""
+    staying = sorted(
+        str((ep.get("Name") if isinstance(ep, Mapping) else None) or key)
+        for key, ep in endpoints.items()
+        if key not in gone
+    )
+    if not staying:
+        return ""
+    return f"has active endpoints ({', '.join(staying)})"
 
 
 #: The kinds removed one by one, as the engine names them.

@@ -51,8 +51,9 @@ class Thing:
     size: int = 0
 
 
-def listing(engine: Objects, kind: str) -> list[Thing]:
-    """Every object of ``kind`` on the engine."""
+def listing(engine: Objects, kind: str, gone: frozenset[str] = frozenset()) -> list[Thing]:
+    """Every object of ``kind`` on the engine; the containers ``gone`` (a dry run's, which
+    the real run deletes first) hold nothing."""
     if kind == CONTAINERS:
         return [_container(item) for item in engine.objects("containers")]
     if kind == NETWORKS:
@@ -60,11 +61,12 @@ def listing(engine: Objects, kind: str) -> list[Thing]:
         named: set[str] = set()
         if engine.podman:  # Podman's prune keeps a network any container names, stopped too
             for container in engine.objects("containers"):
-                named |= set((container.get("NetworkSettings") or {}).get("Networks") or ())
+                if container.get("Id") not in gone:
+                    named |= set((container.get("NetworkSettings") or {}).get("Networks") or ())
         return [_network(item, named) for item in items]
     if kind == VOLUMES:
         volumes = engine.objects("volumes")
-        used = _used_volumes(engine)
+        used = _used_volumes(engine, gone)
         # Docker labels its anonymous volumes from API 1.42 on; before it, and on Podman,
         # the name the engine gave one (64 hex digits) is all that tells.
         labels_them = not engine.podman and at_least(engine.api_version, "1.42")
@@ -147,10 +149,12 @@ def _meeting(volume: Mapping[str, Any]) -> bool:
     return isinstance(labels, Mapping) and MEETING_LABEL in labels
 
 
-def _used_volumes(engine: Objects) -> set[str]:
-    """The volumes some container (stopped ones too) mounts."""
+def _used_volumes(engine: Objects, gone: frozenset[str]) -> set[str]:
+    """The volumes some container (stopped ones too) mounts, but for those ``gone``."""
     used: set[str] = set()
     for container in engine.objects("containers"):
+        if container.get("Id") in gone:
+            continue
         for mount in container.get("Mounts") or []:
             if mount.get("Type") == "volume" and mount.get("Name"):
                 used.add(str(mount["Name"]))

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_imageprune.images.select import KEPT_INTERMEDIATE, KEPT_NOT_HEAD
 from pytest_imageprune.model.outcome import Status
 
 if TYPE_CHECKING:
@@ -58,6 +57,8 @@ class PruneReport:
     preexisting: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: The containers (stopped ones too) that used each image when the prune started.
     users: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: The references the prune removed (``Untagged`` records), by the image they named.
+    untagged_from: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
@@ -73,14 +74,11 @@ class PruneReport:
 
     @property
     def held(self) -> list[str]:
-        """The images in scope that stay because containers use them, in ID order: skipped
-        in use, or kept for children that the prune took (but not, say, a tagged image,
-        which stays in any case)."""
-        deleted = set(self.deleted_ids)
-        held = {s.image for s in self.skipped if s.in_use}
-        held |= {i for i in self.candidates if i in self.users}
-        held |= {i for i, why in self.kept.items() if why in _STRUCTURAL and i in self.users}
-        return sorted(held - deleted)
+        """The images in scope that stay because containers use them (stopped ones too), in
+        ID order: the images skipped in use, as the summary, ``-v`` and the JSON say them
+        (an untagged parent the cascade would have taken but for its container is one,
+        ``images.prune``; a tagged image, which stays in any case, is not)."""
+        return sorted(_in_use(self))
 
     def to_docker(self) -> dict[str, Any]:
         """Exactly what ``POST /images/prune`` answers (``null`` when nothing was deleted)."""
@@ -103,6 +101,7 @@ class PruneReport:
             "endpoint": self.endpoint,
             "store": self.store.to_json() if self.store is not None else None,
             "skipped": [s.to_dict() for s in self.skipped],
+            "kept": [{"Id": i, "reason": why} for i, why in sorted(self.kept.items())],
             "errors": list(self.errors),
             "duration_s": round(self.duration_s, 6),
             **({"space_parts": dict(self.space_parts)} if self.space_parts is not None else {}),
@@ -121,8 +120,8 @@ class PruneReport:
 def summary_line(report: PruneReport) -> str:
     """One line: what went, what stayed, the bytes, the time (a dry run's all in one tense)."""
     deleted = len(report.deleted_ids)
-    in_use = len({s.image for s in report.skipped if s.in_use})
-    conflicts = len({s.image for s in report.skipped if not s.in_use})
+    in_use = len(_in_use(report))
+    conflicts = len({s.image for s in report.skipped} - _in_use(report))
     errors = len(report.errors)
     would = "would " if report.dry_run else ""
     parts = [
@@ -156,12 +155,27 @@ def held_hint(report: PruneReport) -> str | None:
 
 
 def detail_lines(report: PruneReport) -> list[str]:
-    """With ``-v``: one line per image in scope, and why it went or stayed; never two for one."""
+    """With ``-v``: one line per image in scope, and why it went or stayed; never two for
+    one. Each word is the summary's and the JSON's: a ``deleted`` line per ``deleted_ids``,
+    a ``skipped`` line per image ``skipped`` holds, a ``kept`` line per ``kept`` entry, and
+    every reference of an ``Untagged`` record named once, after ``untagged``."""
     lines = []
-    skipped = {s.image: s for s in report.skipped}
-    failed = {e["Id"]: e["error"] for e in report.errors if "Id" in e}
+    skipped: dict[str, Skipped] = {}
+    for entry in report.skipped:  # the in-use one, if any: as the summary counts it
+        if entry.image not in skipped or (entry.in_use and not skipped[entry.image].in_use):
+            skipped[entry.image] = entry
+    failed: dict[str, str] = {}
+    for error in report.errors:
+        if "Id" in error:
+            failed.setdefault(error["Id"], error["error"])
     deleted = set(report.deleted_ids)
     would = "would " if report.dry_run else ""
+
+    def said(verb: str, image_id: str, why: str) -> str:
+        refs = report.untagged_from.get(image_id, ())
+        untag = f"; {would}{'untag' if would else 'untagged'} {', '.join(refs)}" if refs else ""
+        return f"{verb} {_name(report, image_id)}: {why}{untag}"
+
     for image_id in report.deleted_ids:
         why = "matches the filters" if image_id in report.candidates else "parent cascade"
         if image_id not in report.candidates:
@@ -170,37 +184,35 @@ def detail_lines(report: PruneReport) -> list[str]:
             tags = report.preexisting[image_id]
             was = f"tagged {', '.join(tags)} then" if tags else "untagged then"
             why += f"; there before the session ({was})"
-        lines.append(f"{would}{'delete' if would else 'deleted'} {_name(report, image_id)}: {why}")
+        lines.append(said(f"{would}{'delete' if would else 'deleted'}", image_id, why))
+    skip = "would skip" if would else "skipped"
     for image_id in report.candidates:
         if image_id in deleted or image_id in report.kept:
             continue  # a candidate named after the listing: kept, said below
         if image_id in skipped:
-            verb = "would skip" if would else "skipped"
-            lines.append(f"{verb} {_name(report, image_id)}: {skipped[image_id].reason}")
+            lines.append(said(skip, image_id, skipped.pop(image_id).reason))
         elif image_id in failed:
-            lines.append(f"error {_name(report, image_id)}: {failed[image_id]}")
-        elif report.status == Status.COMPLETED:
+            lines.append(said("error", image_id, failed[image_id]))
+        elif image_id in report.untagged_from:
             verb = "would untag" if would else "untagged"
-            lines.append(
-                f"{verb} {_name(report, image_id)}: kept, it has children, is in use or"
-                " has other references"
-            )
+            lines.append(said(verb, image_id, "it stays, for its children or other references"))
+        elif report.status == Status.COMPLETED:
+            lines.append(said("gone", image_id, "another client deleted it first"))
         else:
-            lines.append(f"not reached {_name(report, image_id)}: prune {report.status}")
+            lines.append(said("not reached", image_id, f"prune {report.status}"))
+    for image_id, skipped_one in skipped.items():
+        if image_id not in deleted:  # held by a container though never a candidate
+            lines.append(said(skip, image_id, skipped_one.reason))
     for image_id, reason in sorted(report.kept.items()):
-        if image_id in deleted:
-            continue  # the cascade took it after all: said above
-        why = reason
-        if image_id in report.users and reason in _STRUCTURAL:
-            # It had children when selected; what holds it now is a container (the cascade
-            # would otherwise have taken it once they went).
-            why = f"used by container {', '.join(c[:12] for c in report.users[image_id])}"
-        lines.append(f"kept {_name(report, image_id)}: {why}")
+        if image_id not in deleted and image_id not in skipped:  # the cascade took it: above
+            lines.append(said("kept", image_id, reason))
     return lines
 
 
-#: Reasons to keep an image that the prune itself may undo (the classic store's cascade).
-_STRUCTURAL = frozenset({KEPT_NOT_HEAD, KEPT_INTERMEDIATE})
+def _in_use(report: PruneReport) -> set[str]:
+    """The images skipped because containers use them: the one set the summary's ``in
+    use``, ``held`` and the JSON's ``skipped`` entries with ``in_use`` all count."""
+    return {s.image for s in report.skipped if s.in_use}
 
 
 def _name(report: PruneReport, image_id: str) -> str:

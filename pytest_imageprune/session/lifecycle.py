@@ -289,7 +289,7 @@ class PruneSession:
         # so a later session finishes it with this session's own filters.
         self._settle_own(
             done=not outcome.owed,
-            present=frozenset((*self.report.candidates, *self.report.kept)),
+            present=frozenset((*self.report.candidates, *self.report.kept, *self.report.held)),
         )
         if coordinator is None or self.dry_run or self.report.status != Status.COMPLETED:
             return

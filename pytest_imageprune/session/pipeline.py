@@ -22,8 +22,15 @@ from pytest_imageprune.kinds.filters import KindFilters
 from pytest_imageprune.kinds.prune import prune_kind
 from pytest_imageprune.kinds.report import KindReport
 from pytest_imageprune.kinds.select import Live
-from pytest_imageprune.kinds.table import AFTER_IMAGES, BEFORE_IMAGES, BUILD_CACHE, KINDS
+from pytest_imageprune.kinds.table import (
+    AFTER_IMAGES,
+    BEFORE_IMAGES,
+    BUILD_CACHE,
+    CONTAINERS,
+    KINDS,
+)
 from pytest_imageprune.model.filters import Filters
+from pytest_imageprune.model.images import Snapshot
 from pytest_imageprune.model.outcome import Outcome, Status
 from pytest_imageprune.model.report import PruneReport
 
@@ -32,7 +39,7 @@ if TYPE_CHECKING:
     from pytest_imageprune.engine.api import Engine
     from pytest_imageprune.images.delete import Progress
     from pytest_imageprune.images.select import KeepRule
-    from pytest_imageprune.model.images import Baseline, Image, Snapshot
+    from pytest_imageprune.model.images import Baseline, Image
     from pytest_imageprune.session.say import Voice
 
 
@@ -134,7 +141,9 @@ class Pipeline:
         if stopped is not None:  # Ctrl-C, or the engine gone: no image, no cache
             done.report = self._empty(target, stopped)
             return done
-        done.report = self._images(target, keep_live) if target.images else self._empty(target)
+        done.report = (
+            self._images(target, keep_live, done.kinds) if target.images else self._empty(target)
+        )
         if done.report.status == Status.COMPLETED:
             self._kinds(target, AFTER_IMAGES, done.kinds)
             stopped = _stopped(done.kinds)
@@ -143,7 +152,13 @@ class Pipeline:
         return done
 
     # -- images ----------------------------------------------------------------------------
-    def _images(self, target: Target, keep_live: Callable[[], KeepRule]) -> PruneReport:
+    def _images(
+        self,
+        target: Target,
+        keep_live: Callable[[], KeepRule],
+        kinds: Sequence[KindReport] = (),
+    ) -> PruneReport:
+        """Prune ``target``'s images, after the ``kinds`` pruned before them."""
         engine, record = self.engine, target.record
         keep = _read_when_asked(keep_live)
         if self._protect is not None:
@@ -164,6 +179,14 @@ class Pipeline:
         try:
             if record is None and self._own_snapshot is not None:
                 snapshot = self._own_snapshot(engine)
+            gone = _would_go(kinds)
+            if gone:  # a dry run: the containers the real run deletes first hold nothing
+                snapshot = snapshot if snapshot is not None else engine.snapshot()
+                snapshot = Snapshot.of(
+                    snapshot.images.values(),
+                    (c for c in snapshot.containers if c.id not in gone),
+                    snapshot.taken_ns,
+                )
             report = prune_images(
                 target.filters,
                 engine=engine,
@@ -221,6 +244,7 @@ class Pipeline:
                 live=functools.partial(self._live_of, name),
                 dry_run=self.dry_run,
                 ended=target.ended_ns,
+                gone=_would_go(reports),
             )
             reports.append(report)
             if own:
@@ -242,6 +266,15 @@ class Pipeline:
         report.errors.append({"error": f"{why}: nothing deleted"})
         self.voice.kind_unlisted_at_end(report.spec.many, why)
         return report
+
+
+def _would_go(reports: Sequence[KindReport]) -> frozenset[str]:
+    """The containers a dry run would have deleted: the real run deletes them before the
+    networks, volumes and images, and what only they hold is free by then. (A real run
+    lists after its deletions: none are left to discount.)"""
+    return frozenset(
+        name for r in reports if r.kind == CONTAINERS and r.dry_run for name in r.deleted
+    )
 
 
 def _stopped(reports: Sequence[KindReport]) -> Status | None:

@@ -105,8 +105,10 @@ def unreachable_at_start(exc: EngineUnavailable, *, scope: str) -> str:
 class Voice:
     """The lines of one session, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, verbose: bool = False) -> None:
         self.lines: list[str] = []
+        #: ``-v``: under each summary line, one line per image or object it counts.
+        self.verbose = verbose
         #: The images already said to be kept for another live session: a sweep that keeps
         #: them again (this session's own deferral, say) says nothing new.
         self._said_live: set[str] = set()
@@ -268,11 +270,18 @@ class Voice:
         )
 
     def summary(self, report: PruneReport, kinds: Sequence[KindReport], *, images: bool) -> None:
-        """The summary lines of a prune that ran, first of all the lines."""
-        said = [f"{PREFIX}{r.spec.many}: {r.summary_line()}" for r in kinds]
+        """The summary lines of a prune that ran, first of all the lines; with ``verbose``,
+        under each, one line per image or object it counts, in its words."""
+        said = []
         if images:
-            said.insert(0, PREFIX + reporting.summary_line(report))
-            hint = reporting.held_hint(report)
-            if hint is not None:
-                said.append(PREFIX + hint)
+            said.append(PREFIX + reporting.summary_line(report))
+            if self.verbose:
+                said += [f"  {line}" for line in reporting.detail_lines(report)]
+        for kind in kinds:
+            said.append(f"{PREFIX}{kind.spec.many}: {kind.summary_line()}")
+            if self.verbose:
+                said += [f"  {line}" for line in kind.detail_lines()]
+        hint = reporting.held_hint(report) if images else None
+        if hint is not None:
+            said.append(PREFIX + hint)
         self.lines[0:0] = said
