@@ -13,6 +13,7 @@ not the blocks that hold them (see docs/report.md).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -27,6 +28,7 @@ from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.kinds.filters import KindFilters
 from pytest_imageprune.kinds.prune import prune_kind
 from pytest_imageprune.kinds.table import BUILD_CACHE
+from pytest_imageprune.model.report import human_size
 from tests.buildkit import buildkit_available, buildkit_build
 from tests.support import (
     PrivateDockerd,
@@ -163,3 +165,67 @@ def test_the_build_cache_counts_what_it_frees_and_no_byte_twice(
     assert abs(counted - left) <= slack, context
     if builder == "buildkit":
         assert cache.space_reclaimed >= sum(SIZES), context
+
+
+INNER = """
+import os
+
+from tests.buildkit import buildkit_build
+
+
+def test_builds():
+    for n, size in enumerate({sizes}):
+        files = {{"f.bin": os.urandom(size)}}
+        buildkit_build(os.environ["DOCKER_HOST"], f"inner{{n}}:1", files=files)
+"""
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["images", "images-and-cache"])
+def test_a_session_says_what_stays_in_the_build_cache(
+    pytester: pytest.Pytester,
+    private_c8d_engine: PrivateDockerd,
+    monkeypatch: pytest.MonkeyPatch,
+    cache: bool,
+) -> None:
+    """BuildKit on the containerd store, through a pytest session: the summary says what
+    stays in the build cache and what frees it, and the JSON report says the same."""
+    daemon = private_c8d_engine
+    if (why := buildkit_available(daemon.socket)) is not None:
+        pytest.fail(f"no BuildKit build on {daemon.socket}: {why}")
+    client = connect(daemon.socket)
+    _empty(client)
+    monkeypatch.setenv("DOCKER_HOST", daemon.socket)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+    monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
+    pytester.makepyfile(test_inner=INNER.format(sizes=SIZES))
+    report = pytester.path / "report.json"
+    try:
+        result = pytester.runpytest_subprocess(
+            "-p",
+            "no:cacheprovider",
+            "--prune-images=dangling=false",
+            f"--prune-images-lock={pytester.path / 'prune.lock'}",
+            f"--prune-images-report={report}",
+            *(["--prune-build-cache"] if cache else []),
+            timeout=300,
+        )
+    finally:
+        _empty(client)
+        client.close()
+    assert result.ret == 0, result.stdout.str()
+    data = json.loads(report.read_text())
+    held = data["held_by_build_cache"]
+    assert held >= sum(SIZES), data
+    size = human_size(held)
+    if cache:
+        result.stdout.fnmatch_lines(
+            [f"imageprune: {size} more stays in the build cache; the build cache line counts*"]
+        )
+        assert data["build_cache"]["SpaceReclaimed"] >= sum(SIZES) + held, data["build_cache"]
+    else:
+        result.stdout.fnmatch_lines(
+            [f"imageprune: {size} more stays in the build cache; --prune-build-cache frees it"]
+        )
+    # The images freed their snapshots only: no byte the build cache holds is theirs.
+    assert data["space_parts"]["content"] == 0, data
+    assert sum(SIZES) <= data["SpaceReclaimed"] <= sum(SIZES) + METADATA * len(SIZES), data
