@@ -160,8 +160,11 @@ def _prune(
     if store.kind == CONTAINERD:
         _in_use_is_skipped(report)
         deleting = [image_id for image_id, plan in plans.items() if plan.deletes]
-        # The build cache is the real engine's, in a dry run too (a read changes nothing).
-        space = ContainerdSpace(snapshot, deleting, cache=cast(BuildCache, engine))
+        # The build cache is the real engine's, in a dry run too (a read changes nothing);
+        # asked of its class, as ``objects_of`` does, so no property sends a request.
+        lists = callable(getattr(type(engine), "disk_usage", None))
+        cache = cast(BuildCache, engine) if lists else None
+        space = ContainerdSpace(snapshot, deleting, cache=cache)
         report.space_parts = space.parts
         if dry_run:  # the reads are real: a dry run counts the bytes as a real run would
             target = SimulatedContainerdEngine(snapshot, engine.endpoint, reader=engine)
