@@ -439,3 +439,22 @@ def test_a_build_cache_that_cannot_be_read_is_taken_to_hold_what_buildkit_built(
     report = prune_images([], engine=engine, now_ns=NOW, utc_offset_s=0)
     assert report.status == "completed"
     assert (report.space_reclaimed, report.held_by_build_cache) == (100, 1134)
+
+
+def test_the_build_cache_is_listed_on_the_connection_that_reads() -> None:
+    """The reads run on several connections at once, one a thread, the prune's own among
+    them: the build cache is asked on the reading thread's connection, never on another's
+    (two threads on one connection left a prune on Docker 26.1 waiting forever)."""
+    from pytest_imageprune.images.containerd_space import ContainerdSpace
+
+    snapshot = Snapshot.of([img("x", size=1234)])
+    options: dict[str, Any] = {
+        "inspect_extra": {"RootFS": {"Layers": ["sha256:" + "a" * 64]}},
+        "history": BUILDKIT_HISTORY,
+        "cache": [SHARED],
+    }
+    own, twin = FakeContainerdEngine(snapshot, **options), FakeContainerdEngine(snapshot, **options)
+    space = ContainerdSpace(snapshot, [digest("x")], cache=own)
+    space.fetch(twin, digest("x"))
+    assert "disk_usage build-cache" in twin.asked
+    assert not own.asked

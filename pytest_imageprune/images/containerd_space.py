@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pytest_imageprune.engine.api import Conflict, Engine, EngineError, Gone, Record
 from pytest_imageprune.images.delete import chain_ids
@@ -99,21 +99,28 @@ class ContainerdSpace:
             if buildkit:
                 self._buildkit.add(image_id)
         if buildkit:
-            self._read_cache()
+            self._read_cache(engine)
 
-    def _read_cache(self) -> None:
+    def _read_cache(self, engine: Engine) -> None:
         """Once, before the first deletion (the reads all come first): whether the build
         cache holds records that images share. Unreadable: it is taken to hold them, so that
         no byte is counted freed that may stay (and none is counted twice with the cache's
-        own prune)."""
+        own prune).
+
+        Asked on ``engine``, the connection this read runs on: another connection may have
+        a request in flight on another thread (one connection answering two threads at once
+        left a prune waiting for an answer that never came). A dry run's simulation lists no
+        build cache: then ``cache``, which it reads on this one thread."""
         with self._lock:
             if self._cache_holds is not None:
                 return
             self._cache_holds = True
+        lists = callable(getattr(type(engine), "disk_usage", None))
+        cache = cast(BuildCache, engine) if lists else self._cache
         holds = True
-        if self._cache is not None:
+        if cache is not None:
             try:
-                records = self._cache.disk_usage("build-cache").get("BuildCache") or ()
+                records = cache.disk_usage("build-cache").get("BuildCache") or ()
                 holds = any(bool(record.get("Shared")) for record in records)
             except (Gone, Conflict, EngineError, AttributeError, TypeError, ValueError):
                 holds = True
