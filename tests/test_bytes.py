@@ -5,7 +5,7 @@ builders (the classic builder, BuildKit through the docker CLI). Three images of
 and 768 KiB of random data each, pruned with ``dangling=false`` and no baseline (the
 plugin's ``--prune-images-scope=all``): the figure must be the bytes that left the data
 root, within the metadata each deleted image leaves or takes along (its config and
-manifest, the layer store's files, a snapshot's directories: a few KiB).
+manifest, the layer store's files, a snapshot's directories: 5 to 20 KiB).
 
 The bytes are apparent sizes (``du --apparent-size``): Docker counts file and blob sizes,
 not the blocks that hold them (see docs/report.md).
@@ -50,7 +50,7 @@ SIZES = (256 * KIB, 512 * KIB, 768 * KIB)
 #: 256 KiB or more.
 METADATA = 24 * KIB
 #: The same for a build-cache record the build cache's prune removes (BuildKit's
-#: metadata, a snapshot's directories). Measured: up to 8 KiB a record.
+#: metadata, a snapshot's directories). Measured: 7 to 8 KiB a record.
 RECORD_METADATA = 12 * KIB
 
 
