@@ -384,3 +384,77 @@ def test_an_image_without_history_is_counted_by_its_size_and_the_prune_goes_on()
     assert report.status == "completed"
     assert report.deleted_ids == [digest("x")]
     assert report.space_reclaimed == 1234
+
+
+BUILDKIT_HISTORY = [{"Size": 100, "Comment": "buildkit.dockerfile.v0"}]
+CLASSIC_HISTORY = [{"Size": 100, "Comment": ""}]
+SHARED = {"ID": "r1", "Type": "regular", "Size": 1234, "Shared": True}
+UNSHARED = {"ID": "r2", "Type": "regular", "Size": 1234, "Shared": False}
+
+
+class _CacheRefused(FakeContainerdEngine):
+    def disk_usage(self, what: str) -> Any:
+        from pytest_imageprune.engine.api import EngineError
+
+        raise EngineError("build cache: 500 Server Error")
+
+
+@pytest.mark.parametrize(
+    ("history", "cache", "held"),
+    [
+        pytest.param(BUILDKIT_HISTORY, [SHARED, UNSHARED], True, id="buildkit-cache-holds"),
+        pytest.param(BUILDKIT_HISTORY, [UNSHARED], False, id="buildkit-cache-shares-nothing"),
+        pytest.param(BUILDKIT_HISTORY, [], False, id="buildkit-cache-empty"),
+        pytest.param(CLASSIC_HISTORY, [SHARED], False, id="classic-builder"),
+    ],
+)
+@pytest.mark.parametrize("dry_run", [False, True], ids=["real", "dry-run"])
+def test_content_the_build_cache_holds_is_not_counted_freed(
+    history: list[dict[str, Any]], cache: list[dict[str, Any]], held: bool, dry_run: bool
+) -> None:
+    """Measured on Docker 26.1: deleting an image BuildKit built frees its snapshots only;
+    the build cache keeps its blobs (tests/test_bytes.py holds it against the disk)."""
+    engine = FakeContainerdEngine(
+        Snapshot.of([img("x", size=1234)]),
+        inspect_extra={"RootFS": {"Layers": ["sha256:" + "a" * 64]}},
+        history=history,
+        cache=cache,
+    )
+    report = prune_images([], engine=engine, now_ns=NOW, utc_offset_s=0, dry_run=dry_run)
+    assert report.deleted_ids == [digest("x")]
+    assert report.space_parts == {"content": 0 if held else 1134, "snapshots": 100}
+    assert report.space_reclaimed == (100 if held else 1234)
+    assert report.held_by_build_cache == (1134 if held else 0)
+    assert report.to_dict()["held_by_build_cache"] == report.held_by_build_cache
+    asked = [q for q in engine.asked if q.startswith("disk_usage")]
+    assert asked == (["disk_usage build-cache"] if history is BUILDKIT_HISTORY else [])
+
+
+def test_a_build_cache_that_cannot_be_read_is_taken_to_hold_what_buildkit_built() -> None:
+    engine = _CacheRefused(
+        Snapshot.of([img("x", size=1234)]),
+        inspect_extra={"RootFS": {"Layers": ["sha256:" + "a" * 64]}},
+        history=BUILDKIT_HISTORY,
+    )
+    report = prune_images([], engine=engine, now_ns=NOW, utc_offset_s=0)
+    assert report.status == "completed"
+    assert (report.space_reclaimed, report.held_by_build_cache) == (100, 1134)
+
+
+def test_the_build_cache_is_listed_on_the_connection_that_reads() -> None:
+    """The reads run on several connections at once, one a thread, the prune's own among
+    them: the build cache is asked on the reading thread's connection, never on another's
+    (two threads on one connection left a prune on Docker 26.1 waiting forever)."""
+    from pytest_imageprune.images.containerd_space import ContainerdSpace
+
+    snapshot = Snapshot.of([img("x", size=1234)])
+    options: dict[str, Any] = {
+        "inspect_extra": {"RootFS": {"Layers": ["sha256:" + "a" * 64]}},
+        "history": BUILDKIT_HISTORY,
+        "cache": [SHARED],
+    }
+    own, twin = FakeContainerdEngine(snapshot, **options), FakeContainerdEngine(snapshot, **options)
+    space = ContainerdSpace(snapshot, [digest("x")], cache=own)
+    space.fetch(twin, digest("x"))
+    assert "disk_usage build-cache" in twin.asked
+    assert not own.asked

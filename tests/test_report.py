@@ -17,7 +17,13 @@ from pytest_imageprune.kinds.filters import KindFilters
 from pytest_imageprune.kinds.report import KindReport
 from pytest_imageprune.kinds.table import KINDS
 from pytest_imageprune.model.images import Baseline, Container, Image, Snapshot
-from pytest_imageprune.model.report import PruneReport, detail_lines, held_hint, summary_line
+from pytest_imageprune.model.report import (
+    PruneReport,
+    cache_hint,
+    detail_lines,
+    held_hint,
+    summary_line,
+)
 
 NOW = 1_700_000_000 * 1_000_000_000
 
@@ -157,3 +163,19 @@ def test_a_tagged_image_a_container_uses_is_not_said_to_be_held() -> None:
     assert report.held == []
     assert held_hint(report) is None
     assert lines_about(report, "app") == ["kept app (app:1): tagged"]
+
+
+def test_what_the_build_cache_keeps_is_said_with_what_frees_it() -> None:
+    report = run(Snapshot.of([img("a", None)]), baseline=Baseline({}))
+    assert cache_hint(report) is None
+    report.held_by_build_cache = 1_578_235
+    assert cache_hint(report) == (
+        "1.578MB more stays in the build cache; --prune-build-cache frees it"
+    )
+    assert cache_hint(report, cache_pruned=True) == (
+        "1.578MB more stays in the build cache; the build cache line counts what its prune freed"
+    )
+    report.dry_run = True
+    assert cache_hint(report) == (
+        "1.578MB more would stay in the build cache; --prune-build-cache frees it"
+    )

@@ -2,18 +2,29 @@
 
 The daemon sums the content blobs no longer present and the snapshots (unpacked layers)
 that disappeared; the API shows neither directly, so this reads what it can (each image's
-layer chain, each layer's snapshot size) and counts from the images' sizes.
+layer chain, each layer's snapshot size, whether BuildKit built it and its build cache
+still holds what it built) and counts from the images' sizes.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, cast
 
-from pytest_imageprune.engine.api import Engine, EngineError, Gone, Record
+from pytest_imageprune.engine.api import Conflict, Engine, EngineError, Gone, Record
 from pytest_imageprune.images.delete import chain_ids
 from pytest_imageprune.model.images import Snapshot
+
+#: The ``Comment`` of a history step that BuildKit's Dockerfile frontend made (``docker
+#: build`` on Docker 23 and later).
+BUILDKIT_STEP = "buildkit.dockerfile.v0"
+
+
+class BuildCache(Protocol):
+    """Where the build cache is listed: ``GET /system/df?type=build-cache``."""
+
+    def disk_usage(self, what: str) -> Mapping[str, Any]: ...
 
 
 class ContainerdSpace:
@@ -26,13 +37,26 @@ class ContainerdSpace:
     list's ``Size``). A snapshot is freed when the last image holding it goes: exact. The
     content of an image is counted as what it adds to the image its chain extends (the
     longest prefix, ties by ID): exact for the layers, off by that image's manifest and
-    config (under a kilobyte each) where images share layers. Layers that only the build
-    cache still holds are counted as freed.
+    config (under a kilobyte each) where images share layers.
+
+    An image BuildKit built on this engine leaves its content behind while the build cache
+    holds it: the cache's records hold its layer blobs, its build history the manifest and
+    config. Only its snapshots leave the disk with it (measured on Docker 26.1: the image's
+    unpacked layers are its own, BuildKit's are others). The API names no blob, so this
+    goes by what it shows: a step of the image's history says BuildKit made it, and the
+    build cache, listed before the first deletion, holds records that images share (its
+    ``Shared``). That content is ``held``, not freed: the build cache's prune frees it,
+    and counts it.
     """
 
-    def __init__(self, snapshot: Snapshot, deleting: Iterable[str]) -> None:
+    def __init__(
+        self, snapshot: Snapshot, deleting: Iterable[str], cache: BuildCache | None = None
+    ) -> None:
         self.snapshot = snapshot
         self.deleting = frozenset(deleting)
+        self._cache = cache
+        self._buildkit: set[str] = set()
+        self._cache_holds: bool | None = None
         self._chain: dict[str, tuple[str, ...]] = {}
         self._usage: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -44,6 +68,8 @@ class ContainerdSpace:
         self._counted: set[str] = set()
         #: What was freed so far, by kind: ``content`` (blobs) and ``snapshots``.
         self.parts = {"content": 0, "snapshots": 0}
+        #: The content of deleted images that the build cache still holds: not freed.
+        self.held = 0
 
     def roots(self, candidates: Sequence[str]) -> list[str]:
         """Every image, the ones going first: which layers survive depends on them all."""
@@ -57,9 +83,11 @@ class ContainerdSpace:
         try:
             inspect = engine.inspect(image_id)
             layers = [str(layer) for layer in (inspect.get("RootFS") or {}).get("Layers") or ()]
-            sizes = None
+            sizes, buildkit = None, False
             if image_id in self.deleting:
-                sizes = snapshot_sizes(engine.history(image_id) or (), len(layers))
+                history = list(engine.history(image_id) or ())
+                sizes = snapshot_sizes(history, len(layers))
+                buildkit = any(step.get("Comment") == BUILDKIT_STEP for step in history)
         except (Gone, EngineError, AttributeError, TypeError, ValueError):
             return  # gone meanwhile, refused or malformed: it holds nothing we can see
         chain = tuple(chain_ids(layers))
@@ -68,6 +96,36 @@ class ContainerdSpace:
             if sizes is not None:
                 for chain_id, size in zip(chain, sizes, strict=True):
                     self._usage[chain_id] = size
+            if buildkit:
+                self._buildkit.add(image_id)
+        if buildkit:
+            self._read_cache(engine)
+
+    def _read_cache(self, engine: Engine) -> None:
+        """Once, before the first deletion (the reads all come first): whether the build
+        cache holds records that images share. Unreadable: it is taken to hold them, so that
+        no byte is counted freed that may stay (and none is counted twice with the cache's
+        own prune).
+
+        Asked on ``engine``, the connection this read runs on: another connection may have
+        a request in flight on another thread (one connection answering two threads at once
+        left a prune waiting for an answer that never came). A dry run's simulation lists no
+        build cache: then ``cache``, which it reads on this one thread."""
+        with self._lock:
+            if self._cache_holds is not None:
+                return
+            self._cache_holds = True
+        lists = callable(getattr(type(engine), "disk_usage", None))
+        cache = cast(BuildCache, engine) if lists else self._cache
+        holds = True
+        if cache is not None:
+            try:
+                records = cache.disk_usage("build-cache").get("BuildCache") or ()
+                holds = any(bool(record.get("Shared")) for record in records)
+            except (Gone, Conflict, EngineError, AttributeError, TypeError, ValueError):
+                holds = True
+        with self._lock:
+            self._cache_holds = holds
 
     def count(self, records: Sequence[Record]) -> int:
         """The bytes freed by the targets ``records`` say are deleted."""
@@ -121,8 +179,11 @@ class ContainerdSpace:
             if owner not in self._counted and not self._held(owner):
                 self._counted.add(owner)
                 own = self._own_content(owner)
-                self.parts["content"] += own
-                freed += own
+                if owner in self._buildkit and self._cache_holds:
+                    self.held += own  # the build cache keeps it: its prune frees it
+                else:
+                    self.parts["content"] += own
+                    freed += own
             owner = self._base.get(owner)
         return freed
 

@@ -13,7 +13,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pytest_imageprune.engine.api import Engine, Gone
 from pytest_imageprune.engine.client import DockerEngine
@@ -21,7 +21,7 @@ from pytest_imageprune.engine.simulate import SimulatedContainerdEngine, Simulat
 from pytest_imageprune.engine.store import CONTAINERD, store_of
 from pytest_imageprune.images import containerd
 from pytest_imageprune.images.containerd import Plan
-from pytest_imageprune.images.containerd_space import ContainerdSpace
+from pytest_imageprune.images.containerd_space import BuildCache, ContainerdSpace
 from pytest_imageprune.images.delete import DEFAULT_CONCURRENCY, Progress, delete_candidates
 from pytest_imageprune.images.select import (
     KEPT_INTERMEDIATE,
@@ -167,7 +167,11 @@ def _prune(
     if store.kind == CONTAINERD:
         _in_use_is_skipped(report)
         deleting = [image_id for image_id, plan in plans.items() if plan.deletes]
-        space = ContainerdSpace(snapshot, deleting)
+        # The build cache is the real engine's, in a dry run too (a read changes nothing);
+        # asked of its class, as ``objects_of`` does, so no property sends a request.
+        lists = callable(getattr(type(engine), "disk_usage", None))
+        cache = cast(BuildCache, engine) if lists else None
+        space = ContainerdSpace(snapshot, deleting, cache=cache)
         report.space_parts = space.parts
         if dry_run:  # the reads are real: a dry run counts the bytes as a real run would
             target = SimulatedContainerdEngine(snapshot, engine.endpoint, reader=engine)
@@ -184,6 +188,8 @@ def _prune(
         space=space,
     )
     _held_is_skipped(report, snapshot)
+    if space is not None:
+        report.held_by_build_cache = space.held
     _note_preexisting(report, baseline)
     return report
 

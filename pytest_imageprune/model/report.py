@@ -67,6 +67,9 @@ class PruneReport:
     #: ``SpaceReclaimed`` by kind where the store frees several (the containerd store:
     #: ``content`` blobs and ``snapshots``).
     space_parts: Mapping[str, int] | None = None
+    #: On the containerd store: the bytes of the deleted images' content that BuildKit's
+    #: build cache still holds, not in ``SpaceReclaimed`` (the cache's prune frees them).
+    held_by_build_cache: int = 0
 
     @property
     def untagged(self) -> list[str]:
@@ -104,7 +107,14 @@ class PruneReport:
             "kept": [{"Id": i, "reason": why} for i, why in sorted(self.kept.items())],
             "errors": list(self.errors),
             "duration_s": round(self.duration_s, 6),
-            **({"space_parts": dict(self.space_parts)} if self.space_parts is not None else {}),
+            **(
+                {
+                    "space_parts": dict(self.space_parts),
+                    "held_by_build_cache": self.held_by_build_cache,
+                }
+                if self.space_parts is not None
+                else {}
+            ),
         }
 
     def write_json(self, path: str | Path, **extra: Any) -> None:
@@ -152,6 +162,21 @@ def held_hint(report: PruneReport) -> str | None:
         " teardown (the Docker SDK's images.build keeps each build step's container"
         " unless rm=True; docker build removes them). -v names them"
     )
+
+
+def cache_hint(report: PruneReport, cache_pruned: bool = False) -> str | None:
+    """What BuildKit's build cache still holds of the deleted images, or None when nothing.
+    ``cache_pruned``: the build cache's own prune ran after, and counted what it freed."""
+    held = report.held_by_build_cache
+    if held <= 0:
+        return None
+    size = human_size(held)
+    verb = "would stay" if report.dry_run else "stays"
+    if cache_pruned:
+        freed = "would free" if report.dry_run else "freed"
+        counts = f"the build cache line counts what its prune {freed}"
+        return f"{size} more {verb} in the build cache; {counts}"
+    return f"{size} more {verb} in the build cache; --prune-build-cache frees it"
 
 
 def detail_lines(report: PruneReport) -> list[str]:

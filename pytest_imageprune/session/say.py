@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_imageprune.kinds.table import BUILD_CACHE
 from pytest_imageprune.model import report as reporting
 from pytest_imageprune.model.outcome import Status, is_doubt, is_live
 
@@ -281,7 +282,12 @@ class Voice:
             said.append(f"{PREFIX}{kind.spec.many}: {kind.summary_line()}")
             if self.verbose:
                 said += [f"  {line}" for line in kind.detail_lines()]
-        hint = reporting.held_hint(report) if images else None
-        if hint is not None:
-            said.append(PREFIX + hint)
+        if images:
+            hint = reporting.held_hint(report)
+            if hint is not None:
+                said.append(PREFIX + hint)
+            cache_pruned = any(r.kind == BUILD_CACHE for r in kinds)
+            cache = reporting.cache_hint(report, cache_pruned)
+            if cache is not None:
+                said.append(PREFIX + cache)
         self.lines[0:0] = said
