@@ -268,3 +268,62 @@ def test_the_containerd_total_is_what_deleting_every_image_frees(seed: int) -> N
     counted = ContainerdSpace.of(snapshot, chains, usage)
     freed = sum(counted.count([{"Deleted": i}]) for i in ids)
     assert ContainerdSpace.of(snapshot, chains, usage).total() == freed
+
+
+# -- at session end, on a fake engine ---------------------------------------------------------
+
+
+def _layered_engine() -> object:
+    from tests.fakes import FakeEngine
+
+    class Layered(FakeEngine):
+        """Each image one layer of its own, of its ``Size``."""
+
+        def inspect(self, image_id: str) -> dict[str, object]:
+            data = dict(super().inspect(image_id))
+            data["RootFS"] = {"Layers": ["sha256:d" + image_id.removeprefix("sha256:")[1:]]}
+            return data
+
+    images = [
+        Image(f"sha256:{n:064x}", tags=(f"app{n}:1",), created_s=1_700_000_000 + n, size=100)
+        for n in range(1, 4)
+    ]
+    return Layered(Snapshot.of(images))
+
+
+@pytest.mark.parametrize("started_meanwhile", [False, True])
+def test_a_session_that_starts_during_the_reads_keeps_what_the_budget_chose(
+    started_meanwhile: bool,
+) -> None:
+    """The live sessions are read again when the deletions ask: one that started after the
+    decision, whose baseline holds the chosen images, keeps them."""
+    from pytest_imageprune.budget.apply import apply_budget
+    from pytest_imageprune.budget.size import Budget
+
+    engine = _layered_engine()
+    reads: list[int] = []
+
+    def keep_live() -> object:
+        reads.append(1)
+        if started_meanwhile and len(reads) > 1:
+            return lambda image: Kept("in a live session's baseline (pid 9)", live=True)
+        return lambda image: None
+
+    report = apply_budget(
+        engine,  # type: ignore[arg-type]
+        Budget(150, "150B"),
+        dry_run=False,
+        keep_live=keep_live,  # type: ignore[arg-type]
+    )
+    assert report.decision is not None
+    assert [e.names for e in report.decision.evictions] == [("app1:1",), ("app2:1",)]
+    assert report.total_before == 300
+    if started_meanwhile:
+        assert engine.calls == []  # type: ignore[attr-defined]
+        assert report.evicted == []
+        assert report.shortfall == 150
+    else:
+        assert engine.calls == ["app1:1", "app2:1"]  # type: ignore[attr-defined]
+        assert [e.names for e in report.evicted] == [("app1:1",), ("app2:1",)]
+        assert report.total_after == 100
+        assert report.shortfall == 0

@@ -208,11 +208,17 @@ def _apply(
     if not decision.evictions:
         return
     chosen = {e.image for e in decision.evictions}
+    # The live sessions read again once the deletions ask: one that started during the
+    # reads, whose baseline holds what is about to go, is seen (rule 5).
+    again: list[KeepRule | None] = []
 
     def only_chosen(image: Image) -> str | None:
         if image.id not in chosen:
             return Kept(NOT_CHOSEN)
-        return keep(image) if keep is not None else None
+        if not again:
+            again.append(_either(keep_live(), protect))
+        rule = again[0]
+        return rule(image) if rule is not None else None
 
     report.prune = prune_images(
         parse_filters(["dangling=false"]),
