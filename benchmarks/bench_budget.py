@@ -13,9 +13,14 @@ accounting and on the containerd store's (``ContainerdSpace``), and prints the m
 the wall time (with the fastest round) and of this process's CPU time, which another load
 on the machine disturbs less.
 
-What is not timed here: the engine's list and the reads (one inspect per image, a history
-where a layer's size is not in the list), which cost what the engine takes to answer them
-(see docs/performance.md), and the deletions, which are the session's own prune's.
+With ``--engine``, it also times the reads on a real engine: a private dockerd this script
+starts (root and ``dockerd`` needed; ``tests.support``'s ``private_dockerd``, never the
+machine's), filled with ``--count`` untagged images loaded from an archive (dangling heads
+sharing one layer, as ``bench_prune.py`` loads them): the listing, ``budget.gather`` (one
+inspect per image on 8 connections, the event log) and a whole dry run of the budget
+(``apply_budget``: the reads, the decision and the simulated deletions).
+
+The deletions of a real run are the session's own prune's (``bench_prune.py``).
 """
 
 from __future__ import annotations
@@ -107,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--engine", action="store_true", help="also time the reads")
     args = parser.parse_args()
     patterns = [re.compile(r"^registry\.example/team3/"), re.compile(":keep$")]
     print(f"{args.count} images, {args.rounds} rounds; medians")
@@ -127,6 +133,45 @@ def main() -> None:
             f" {decision.total / 1e9:.1f} GB -> {decision.after / 1e9:.1f} GB"
             f" under a budget of {budget / 1e9:.1f} GB"
         )
+    if args.engine:
+        on_an_engine(args.count, args.rounds)
+
+
+def on_an_engine(count: int, rounds: int) -> None:
+    import os
+
+    from common import client, load
+
+    from pytest_imageprune.budget.apply import apply_budget
+    from pytest_imageprune.budget.gather import gather
+    from pytest_imageprune.budget.size import Budget
+    from pytest_imageprune.engine.client import DockerEngine
+    from tests.support import private_dockerd
+
+    with private_dockerd() as daemon:
+        os.environ["DOCKER_HOST"] = daemon.socket  # every client below: this engine only
+        os.environ.pop("DOCKER_CONTEXT", None)
+        load(client(), count, {"bench": "budget"})
+        engine = DockerEngine.from_env()
+        print(f"on {engine.store.describe()}, {count} images loaded; medians of {rounds}")
+        listing, reads, whole = [], [], []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            snapshot = engine.snapshot()
+            listing.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            gather(engine, snapshot, engine.store.kind)
+            reads.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            report = apply_budget(
+                engine, Budget(1, "1B"), dry_run=True, keep_live=lambda: lambda image: None
+            )
+            whole.append(time.perf_counter() - started)
+        assert report.decision is not None
+        assert report.decision.evictions, "nothing to evict: the reads were not all timed"
+        for what, times in (("listing", listing), ("gather", reads), ("dry run", whole)):
+            print(f"  {what:8} {statistics.median(times) * 1000:8.1f} ms")
+        engine.close()
 
 
 if __name__ == "__main__":
