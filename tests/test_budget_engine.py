@@ -49,8 +49,9 @@ def client(daemon: PrivateDockerd) -> Iterator[docker.APIClient]:
 class Filled:
     """An engine filled with images of known sizes and known last use, oldest first:
     ``u1``, ``revived`` (used again last, by a container since removed), ``used`` (a
-    stopped container holds it), ``keep`` (``keep/me:1``), ``u2``, ``u3``, ``chain`` (two
-    steps: an untagged parent goes with it on the classic store), ``u4``."""
+    stopped container holds it), ``keep`` (``keep/me:1``, two steps: its untagged parent
+    stays with it), ``u2``, ``u3``, ``chain`` (two steps: an untagged parent goes with it on
+    the classic store), ``u4``."""
 
     SIZES = {  # noqa: RUF012
         "u1": 300_000,
@@ -68,9 +69,13 @@ class Filled:
         self.ids: dict[str, str] = {}
         for name, size in self.SIZES.items():
             tag = "keep/me:1" if name == "keep" else f"budget-{name}:1"
-            steps = ["COPY blob /blob"] + (["COPY more /more"] if name == "chain" else [])
+            two = name in ("chain", "keep")  # an untagged parent below the tag
+            steps = ["COPY blob /blob"] + (["COPY more /more"] if two else [])
             files = {"blob": os.urandom(size), "more": os.urandom(70_000)}
-            self.ids[name] = build(client, steps, tag=tag, files=files)[-1]
+            *below, self.ids[name] = build(client, steps, tag=tag, files=files)
+            if name == "keep":
+                #: The untagged parent of the image a pattern keeps.
+                self.keep_parent = below[-1]
             time.sleep(0.05)  # each its own instant, whatever the clock's resolution
         self.container = client.create_container("budget-used:1", command="/nothing")["Id"]
         time.sleep(1.1)  # a later second than every build: the list's Created is in seconds
@@ -149,7 +154,7 @@ def test_the_least_recently_used_unused_images_go_until_the_images_fit(
     result, tight = session(pytester, "--prune-images-budget=1kB", keep, report="tight.json")
     assert names(filled, tight) == ["u3", "chain", "u4", "revived"], result.stdout.str()
     assert filled.present() == {"used", "keep"}
-    assert image_ids(client) == {filled.ids["used"], filled.ids["keep"]}
+    assert image_ids(client) == {filled.ids["used"], filled.ids["keep"], filled.keep_parent}
     revived = tight["evicted"][-1]
     assert "the engine's events" in revived["evidence"], revived
     held = {h["reason"]: h for h in tight["held_by"]}
@@ -178,7 +183,9 @@ def test_the_dry_run_names_what_the_real_run_evicts_and_it_stops_once_they_fit(
     if classic:
         assert every["total_before"] == client.df()["LayersSize"]
     sizes = {filled.name(e["Id"]): e["size"] for e in every["evicted"]}
-    budget = every["total_before"] - sizes["u1"] - sizes["keep"] - sizes["u2"] // 2
+    # On the containerd store the untagged parent of "keep" goes on its own, right after it.
+    parent = sizes.get(filled.keep_parent, 0)
+    budget = every["total_before"] - sizes["u1"] - sizes["keep"] - parent - sizes["u2"] // 2
     _, dry = session(pytester, f"--prune-images-budget={budget}", "--prune-images-dry-run")
     _, real = session(pytester, f"--prune-images-budget={budget}")
     assert names(filled, dry) == ["u1", "keep", "u2"]
