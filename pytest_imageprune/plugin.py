@@ -19,9 +19,12 @@ import pytest
 from pytest_imageprune.kinds.table import KINDS
 from pytest_imageprune.model.images import SCOPES
 from pytest_imageprune.settings import (
+    BUDGET_HELP,
     DRY_RUN_HELP,
     FILTER_HELP,
     INI_FILTER_HELP,
+    INI_KEEP_HELP,
+    KEEP_HELP,
     LOCK_HELP,
     NO_HELP,
     REPORT_HELP,
@@ -70,6 +73,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--prune-images-report", metavar="PATH", dest="prune_images_report", help=REPORT_HELP
     )
     group.addoption("--prune-images-lock", metavar="PATH", dest="prune_images_lock", help=LOCK_HELP)
+    group.addoption(
+        "--prune-images-budget", metavar="SIZE", dest="prune_images_budget", help=BUDGET_HELP
+    )
+    group.addoption(
+        "--prune-images-keep",
+        action="append",
+        metavar="PATTERN",
+        dest="prune_images_keep",
+        help=KEEP_HELP,
+    )
     for kind in KINDS.values():
         group.addoption(
             kind.option,
@@ -87,6 +100,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("prune_images_dry_run", DRY_RUN_HELP, type="bool", default=False)
     parser.addini("prune_images_report", REPORT_HELP, default="")
     parser.addini("prune_images_lock", LOCK_HELP, default="")
+    parser.addini("prune_images_budget", BUDGET_HELP, default="")
+    parser.addini("prune_images_keep", INI_KEEP_HELP, type="linelist", default=[])
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -168,6 +183,7 @@ class ImagePrunePlugin:
             lock_path=settings.lock_path,
             images=settings.images,
             kinds=settings.kinds,
+            budget=settings.budget,
             protect=self._protect,
             progress=self._progress,
         )
@@ -202,12 +218,24 @@ class ImagePrunePlugin:
                 "imageprune: at session end, a dry run of a bare --prune-images (what"
                 f" --prune-images-dry-run alone previews): {scope} matching dangling=true"
             )
+        elif not settings.images and not kinds:  # the budget alone
+            line = "imageprune: at session end"
         elif not settings.images:
             scope = "what this session produces" if settings.scope == "session" else "all"
-            line = f"imageprune: at session end, prune {scope}: {'; '.join(kinds)}{dry}"
+            line = f"imageprune: at session end, prune {scope}: {'; '.join(kinds)}"
         else:
             more = f"; then {'; '.join(kinds)}" if kinds else ""
-            line = f"imageprune: at session end, prune {scope} matching {what}{more}{dry}"
+            line = f"imageprune: at session end, prune {scope} matching {what}{more}"
+        budget = settings.budget
+        if budget is not None and not settings.dry_run_alone:
+            kept = f", never one matching {', '.join(budget.keep)}" if budget.keep else ""
+            then = "," if line.endswith("end") else "; then"
+            line += (
+                f"{then} evict the least recently used unused images while the engine's"
+                f" images take more than {budget.spelled}{kept}"
+            )
+        if not settings.dry_run_alone:
+            line += dry
         if state.engine is None and state.problem is not None:
             # Known before any test runs (an unknown Docker context, say): said now, not
             # only in the summary after the tests.
@@ -281,7 +309,10 @@ class ImagePrunePlugin:
         path = self.settings.report_path
         if path is not None:
             try:
-                report.write_json(path, sessions=sessions, images=self.settings.images, **kinds)
+                extra = {"budget": state.budget_report.to_dict()} if state.budget_report else {}
+                report.write_json(
+                    path, sessions=sessions, images=self.settings.images, **kinds, **extra
+                )
             except Exception as exc:  # a report is never worth the verdict
                 state.lines.append(
                     f"imageprune: WARNING could not write the report to {path}: {exc}"

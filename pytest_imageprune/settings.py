@@ -19,6 +19,7 @@ from pytest_imageprune.kinds.table import KINDS
 from pytest_imageprune.model.images import SCOPES
 
 if TYPE_CHECKING:
+    from pytest_imageprune.budget.size import Budget
     from pytest_imageprune.errors import FilterError
     from pytest_imageprune.kinds.filters import KindFilters
     from pytest_imageprune.model.filters import Filters
@@ -44,6 +45,19 @@ DRY_RUN_HELP = (
     " it previews a bare --prune-images: the dangling images this session produced."
 )
 REPORT_HELP = "Write the prune report as JSON to this path."
+BUDGET_HELP = (
+    "After the session's prune, while the engine's images take more than SIZE (20GB, 500MB,"
+    " 1.5GiB: Docker's units), delete the least recently used images no container uses, from"
+    " before the session too, until they fit."
+)
+KEEP_HELP = (
+    "Never let the budget evict an image with a repo:tag name in which this regular"
+    " expression finds a match, as docuum's --keep. Give it once per pattern."
+)
+INI_KEEP_HELP = (
+    "Patterns for --prune-images-keep, one a line: the budget never evicts an image with a"
+    " repo:tag name in which one of them finds a match."
+)
 #: Where the default lock lives, as --help and the README say it (``lock.shared_folders``).
 DEFAULT_LOCK = "/tmp/pytest-imageprune-<digest>/prune.lock"
 LOCK_HELP = (
@@ -149,6 +163,8 @@ class Settings:
     kinds: Mapping[str, KindFilters] = field(default_factory=dict)
     #: Enabled by a dry run alone: it previews a bare ``--prune-images``.
     dry_run_alone: bool = False
+    #: The storage budget (``--prune-images-budget``), if one is set.
+    budget: Budget | None = None
 
 
 def load_settings(
@@ -166,6 +182,7 @@ def load_settings(
     from pytest_imageprune.model.filters import Filters, parse_filters
 
     kinds = _kinds(config, option)
+    budget = _budget(config, option)
     cli: list[str] | None = option("prune_images")
     ini: list[str] = config.getini("prune_images")
     dry_run = bool(option("prune_images_dry_run") or config.getini("prune_images_dry_run"))
@@ -175,7 +192,7 @@ def load_settings(
     elif ini:
         ini_name = _ini_name(config)
         values, source = ini, f"prune_images in {ini_name}"
-    elif kinds:
+    elif kinds or budget is not None:  # the other kinds, or the budget alone
         values, source, ini_name = None, "", None
     elif dry_run:  # a preview of nothing would print nothing: preview a bare --prune-images
         values, source, ini_name = [], "a dry run alone (as a bare --prune-images)", None
@@ -197,7 +214,46 @@ def load_settings(
         dry_run_alone=alone,
         report_path=_path(config, option, "prune_images_report"),
         lock_path=_path(config, option, "prune_images_lock"),
+        budget=budget,
     )
+
+
+def _budget(config: pytest.Config, option: Callable[[str], Any]) -> Budget | None:
+    """The storage budget and its keep patterns, checked; None when no SIZE is given (the
+    patterns are checked all the same: a bad one is an error wherever it is)."""
+    cli_keep: list[str] | None = option("prune_images_keep")
+    ini_keep: list[str] = config.getini("prune_images_keep")
+    cli = option("prune_images_budget")
+    ini = str(config.getini("prune_images_budget") or "").strip()
+    if cli is None and not ini and not cli_keep and not ini_keep:
+        return None  # nothing imported: installed but not enabled costs nothing
+    import re
+
+    from pytest_imageprune.budget.size import Budget, SizeError, parse_size
+
+    if cli_keep is not None:
+        keep, where = cli_keep, "--prune-images-keep={} (command line)"
+    else:
+        keep, where = ini_keep, "prune_images_keep = {} (" + _ini_name(config) + ")"
+    for pattern in keep:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise pytest.UsageError(
+                f"{PREFIX}{where.format(pattern)}: {pattern!r} is not a regular expression"
+                f" ({exc}). Write one Python's re module reads, such as ^ci/ or :keep$"
+            ) from None
+    if cli is not None:
+        value, where = str(cli), f"--prune-images-budget={cli} (command line)"
+    elif ini:
+        value, where = ini, f"prune_images_budget = {ini} ({_ini_name(config)})"
+    else:
+        return None
+    try:
+        size = parse_size(value)
+    except SizeError as exc:
+        raise pytest.UsageError(f"{PREFIX}{where}: {exc}") from None
+    return Budget(size, value.strip(), tuple(keep))
 
 
 def _kinds(config: pytest.Config, option: Callable[[str], Any]) -> dict[str, KindFilters]:

@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pytest_imageprune.budget.apply import BudgetReport
+from pytest_imageprune.budget.size import Budget
 from pytest_imageprune.engine.simulate import SimulatedEngine
 from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.kinds.filters import KindFilters
@@ -135,14 +137,22 @@ def test_the_terminal_count_is_the_json_deleted_ids() -> None:
 
 
 def test_every_key_of_the_json_report_is_documented() -> None:
-    """docs/report.md has a row for each key the report writes (``sessions`` and ``images``
-    included, which the plugin adds), and one for each key of another kind's entry."""
+    """docs/report.md has a row for each key the report writes (``sessions``, ``images`` and
+    ``budget`` included, which the plugin adds), one for each key of another kind's entry,
+    and one for each key of the budget's."""
     docs = (Path(__file__).resolve().parent.parent / "docs" / "report.md").read_text()
     images, _, kinds = docs.partition("## Other kinds")
+    kinds, _, budget = kinds.partition("## The storage budget")
     documented = set(re.findall(r"^\| `([A-Za-z_]+)` \|", images, re.M))
     report = run(Snapshot.of([img("a", None)]), baseline=Baseline({}))
     report.space_parts = {"content": 0, "snapshots": 0}  # written on the containerd store
-    assert documented == {*report.to_dict(), "sessions", "images"}
+    assert documented == {*report.to_dict(), "sessions", "images", "budget"}
+    documented = {
+        key
+        for row in re.findall(r"^\| (`.+`) \|", budget, re.M)
+        for key in re.findall(r"`([A-Za-z_]+)`", row.split(" | ")[0])
+    }
+    assert documented == set(BudgetReport(Budget(1, "1B")).to_dict())
     documented = {
         key
         for row in re.findall(r"^\| (`.+`) \|", kinds, re.M)

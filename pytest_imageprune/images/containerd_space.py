@@ -66,10 +66,33 @@ class ContainerdSpace:
         self._containing: dict[str, list[str]] = {}
         self._base: dict[str, str] = {}
         self._counted: set[str] = set()
+        self._contents: dict[str, int] = {}
         #: What was freed so far, by kind: ``content`` (blobs) and ``snapshots``.
         self.parts = {"content": 0, "snapshots": 0}
         #: The content of deleted images that the build cache still holds: not freed.
         self.held = 0
+
+    @classmethod
+    def of(
+        cls,
+        snapshot: Snapshot,
+        chains: Mapping[str, Sequence[str]],
+        usage: Mapping[str, int],
+    ) -> ContainerdSpace:
+        """A count over layers read already: each image's chain, each snapshot's size (the
+        storage budget predicts with it what deleting any image would free)."""
+        space = cls(snapshot, ())
+        space._chain = {i: tuple(chain) for i, chain in chains.items()}
+        space._usage = dict(usage)
+        return space
+
+    def total(self) -> int:
+        """What deleting every image would free, counted as ``count`` would count it: each
+        snapshot once, and each image's own content."""
+        with self._lock:
+            self._prepare()
+            snapshots = sum(self._usage.get(layer, 0) for layer in self._holders)
+            return snapshots + sum(self._own_content(i) for i in self._chain)
 
     def roots(self, candidates: Sequence[str]) -> list[str]:
         """Every image, the ones going first: which layers survive depends on them all."""
@@ -201,9 +224,12 @@ class ContainerdSpace:
         )
 
     def _content(self, image_id: str) -> int:
-        image = self.snapshot.images[image_id]
-        unpacked = sum(self._usage.get(c, 0) for c in self._chain.get(image_id, ()))
-        return max(0, image.size - unpacked)
+        known = self._contents.get(image_id)
+        if known is None:  # read once all is read: it never changes after
+            image = self.snapshot.images[image_id]
+            unpacked = sum(self._usage.get(c, 0) for c in self._chain.get(image_id, ()))
+            known = self._contents[image_id] = max(0, image.size - unpacked)
+        return known
 
     def _own_content(self, image_id: str) -> int:
         base = self._base.get(image_id)

@@ -73,14 +73,19 @@ class Container:
     image: str = ""
     #: ``Config.Image`` as the container was created with it, where an inspect told it.
     config_image: str | None = None
+    #: When the container was created (the list's ``Created``, whole seconds; 0 unknown):
+    #: the storage budget's evidence that its image was used then.
+    created_s: int = 0
 
     @classmethod
     def from_api(cls, item: Mapping[str, Any]) -> Container:
+        created = item.get("Created")
         return cls(
             id=item["Id"],
             image_id=item.get("ImageID") or "",
             running=item.get("State") == "running",
             image=str(item.get("Image") or ""),
+            created_s=created if isinstance(created, int) and not isinstance(created, bool) else 0,
         )
 
     @property

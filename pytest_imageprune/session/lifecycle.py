@@ -11,7 +11,7 @@ report status and a line.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +29,8 @@ from pytest_imageprune.session.start import Start
 # imported where first used, so that pytest's start-up does not wait for them:
 # ``_load_the_rest`` loads them in the baseline thread while the engine lists its images.
 if TYPE_CHECKING:
+    from pytest_imageprune.budget.apply import BudgetReport
+    from pytest_imageprune.budget.size import Budget
     from pytest_imageprune.coordination.protocol import Coordinator
     from pytest_imageprune.coordination.records import SessionRecord
     from pytest_imageprune.engine.store import Store
@@ -59,6 +61,8 @@ class PruneSession:
     images: bool = True
     #: The other kinds to prune, with their filters, by name.
     kinds: Mapping[str, KindFilters] = field(default_factory=dict)
+    #: The storage budget, applied after the prune (and the sweeps), if one is set.
+    budget: Budget | None = None
     endpoint: str = field(default_factory=endpoint_from_env)
     #: Connected at ``start`` from the environment, unless given.
     engine: Engine | None = None
@@ -70,6 +74,8 @@ class PruneSession:
     report: PruneReport | None = None
     #: What each other kind's prune did, in the order they ran.
     kind_reports: list[KindReport] = field(default_factory=list)
+    #: What the storage budget found and evicted, once it ran.
+    budget_report: BudgetReport | None = None
     voice: Voice = field(default_factory=Voice)
     _start: Start | None = None
     _pipeline: Pipeline | None = None
@@ -291,10 +297,29 @@ class PruneSession:
             done=not outcome.owed,
             present=frozenset((*self.report.candidates, *self.report.kept, *self.report.held)),
         )
-        if coordinator is None or self.dry_run or self.report.status != Status.COMPLETED:
-            return
-        self._sweeper = Sweeper(pipeline, coordinator, self.voice, self.record)
-        coordinator.sweep_owed(self._sweeper)
+        if self.report.status != Status.COMPLETED:
+            return  # cut short (Ctrl-C, the engine lost): no sweep, no budget
+        if coordinator is not None and not self.dry_run:
+            self._sweeper = Sweeper(pipeline, coordinator, self.voice, self.record)
+            coordinator.sweep_owed(self._sweeper)
+        if self.budget is not None:
+            self._apply_budget(pipeline.engine, keep_live)
+
+    def _apply_budget(self, engine: Engine, keep_live: Callable[[], KeepRule]) -> None:
+        """Last, under the lock: evict until the engine's images fit the budget."""
+        from pytest_imageprune.budget.apply import apply_budget
+
+        assert self.budget is not None
+        self.budget_report = apply_budget(
+            engine,
+            self.budget,
+            dry_run=self.dry_run,
+            keep_live=keep_live,
+            protect=self.protect,
+            known_layers=self.started.known_layers,
+            progress=self.progress,
+        )
+        self.voice.budget(self.budget_report)
 
     def _pipeline_now(self) -> Pipeline | None:
         """The pipeline on this session's engine (connected now if it was not at start)."""

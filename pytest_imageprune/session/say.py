@@ -18,6 +18,7 @@ from pytest_imageprune.model import report as reporting
 from pytest_imageprune.model.outcome import Status, is_doubt, is_live
 
 if TYPE_CHECKING:
+    from pytest_imageprune.budget.apply import BudgetReport
     from pytest_imageprune.coordination.protocol import HeartbeatTrouble
     from pytest_imageprune.coordination.records import BadRecord, SessionRecord
     from pytest_imageprune.errors import EngineUnavailable
@@ -269,6 +270,12 @@ class Voice:
             " had this session died, a later one would have kept what it made after the"
             " last heartbeat"
         )
+
+    def budget(self, report: BudgetReport) -> None:
+        """What the storage budget found, evicted (each image, its size and last use) and
+        could not evict."""
+        for line in report.lines():  # one image a line, indented under its heading
+            self.lines.append(line if line.startswith("  ") else PREFIX + line)
 
     def summary(self, report: PruneReport, kinds: Sequence[KindReport], *, images: bool) -> None:
         """The summary lines of a prune that ran, first of all the lines; with ``verbose``,

@@ -1,0 +1,252 @@
+"""What the budget's plan needs from the engine: each image's layers with their sizes, and
+the evidence of when each image was last used.
+
+One inspect per image (its layers, ``Created``, ``Metadata.LastTagTime``), on a few
+connections at once; a history where a layer's size cannot be told from the list (a
+parentless image of several layers; on the containerd store every image, whose history
+gives each snapshot's size); the containers' list (``Created``); and the engine's event
+log, for containers created or started and removed since (``docker run --rm``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pytest_imageprune.budget.plan import NO_EVIDENCE, Inventory, Use
+from pytest_imageprune.engine.api import Engine, EngineError, Gone
+from pytest_imageprune.engine.store import CONTAINERD
+from pytest_imageprune.images.containerd_space import snapshot_sizes
+from pytest_imageprune.images.delete import chain_ids, layer_sizes
+from pytest_imageprune.model.filters import engine_time
+from pytest_imageprune.model.gotime import NANOS
+from pytest_imageprune.model.images import Snapshot, full_id, normalize_reference
+
+#: Connections at once for the reads (as the prune's deletions: ``delete``).
+READERS = 8
+
+#: The container events that use an image (``docker run`` is a create, then a start).
+_USES = frozenset({"create", "start"})
+
+
+def upper_bound(snapshot: Snapshot) -> int:
+    """At least what the images take, from the list alone, where an image holds its
+    parent's layers and adds its own (the classic store, Podman): a parentless image's
+    whole ``Size``, and what each other adds to its parent."""
+    total = 0
+    for image in snapshot.images.values():
+        parent = snapshot.images.get(image.parent or "")
+        total += max(0, image.size - (parent.size if parent is not None else 0))
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class _Read:
+    layers: tuple[str, ...] = ()
+    created_ns: int | None = None
+    tagged_ns: int | None = None
+    #: Each layer's size where the history was read with it (the containerd store).
+    sizes: tuple[int, ...] | None = None
+
+
+def gather(
+    engine: Engine,
+    snapshot: Snapshot,
+    store: str,
+    *,
+    known_layers: Mapping[str, Mapping[str, int]] | None = None,
+    errors: list[dict[str, str]] | None = None,
+) -> Inventory:
+    """The inventory of ``snapshot``'s images: an image gone meanwhile is left out; one
+    whose layers could not be read holds no bytes the plan can count (``errors`` says so).
+    ``known_layers`` are layers the session read ahead, by image ID."""
+    containerd = store == CONTAINERD
+
+    def read(engine: Engine, image_id: str) -> _Read | None:
+        try:
+            data = engine.inspect(image_id)
+            layers = [str(x) for x in (data.get("RootFS") or {}).get("Layers") or ()]
+            sizes = None
+            if containerd:
+                sizes = tuple(snapshot_sizes(engine.history(image_id) or (), len(layers)))
+        except Gone:
+            return None
+        except (EngineError, AttributeError, TypeError, ValueError) as exc:
+            if errors is not None:
+                errors.append({"Id": image_id, "error": f"could not read its layers: {exc}"})
+            return _Read()
+        metadata = data.get("Metadata")
+        tagged = metadata.get("LastTagTime") if isinstance(metadata, Mapping) else None
+        return _Read(
+            tuple(chain_ids(layers)), engine_time(data.get("Created")), engine_time(tagged), sizes
+        )
+
+    found = _each(engine, sorted(snapshot.images), read)
+    gone = [i for i, r in found.items() if r is None]
+    if gone:
+        images = {i: image for i, image in snapshot.images.items() if i not in gone}
+        snapshot = dataclasses.replace(snapshot, images=images)
+    reads = {i: r for i, r in found.items() if r is not None}
+    chains = {i: r.layers for i, r in reads.items()}
+    sizes: dict[str, int] = {}
+    if containerd:
+        for r in reads.values():
+            sizes.update(zip(r.layers, r.sizes or (), strict=False))
+    else:
+        for layers in (known_layers or {}).values():
+            sizes.update(layers)
+        sizes.update(_classic_sizes(engine, snapshot, chains, sizes, errors))
+    times = {i: (r.created_ns, r.tagged_ns) for i, r in reads.items()}
+    events = _events(engine)
+    return Inventory(snapshot, store, chains, sizes, last_uses(snapshot, times, events))
+
+
+def _classic_sizes(
+    engine: Engine,
+    snapshot: Snapshot,
+    chains: Mapping[str, tuple[str, ...]],
+    known: Mapping[str, int],
+    errors: list[dict[str, str]] | None,
+) -> dict[str, int]:
+    """Each layer's ``DiffSize``: what an image adds to its parent where it adds one layer
+    (the classic builder); else from its history (``delete.layer_sizes``)."""
+    sizes = dict(known)
+    wanted: list[str] = []
+    for image in snapshot.images.values():
+        chain = chains.get(image.id, ())
+        parent = snapshot.images.get(image.parent or "")
+        below = set(chains.get(parent.id, ())) if parent is not None else set()
+        new = [layer for layer in chain if layer not in below and layer not in sizes]
+        if not new:
+            continue
+        if parent is not None and len(new) == 1 and len(chain) == len(below) + 1:
+            sizes[new[0]] = max(0, image.size - parent.size)
+        else:
+            wanted.append(image.id)
+
+    def history(engine: Engine, image_id: str) -> dict[str, int] | None:
+        image, chain = snapshot.images[image_id], chains[image_id]
+        try:
+            # The diff IDs' count is what the history must match: the chain has as many.
+            told = layer_sizes(engine, image_id, chain, image.size)
+        except Gone:
+            return None
+        except (EngineError, AttributeError, TypeError, ValueError) as exc:
+            if errors is not None:
+                errors.append({"Id": image_id, "error": f"could not read its history: {exc}"})
+            return None
+        return dict(zip(chain, told, strict=True))
+
+    for layers in _each(engine, wanted, history).values():
+        for layer, size in (layers or {}).items():
+            sizes.setdefault(layer, size)
+    return sizes
+
+
+def last_uses(
+    snapshot: Snapshot,
+    times: Mapping[str, tuple[int | None, int | None]],
+    events: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Use]:
+    """Each image's last use: the latest of a container created from it (the list, stopped
+    ones too; or the engine's events, for one removed since), its last tag or arrival
+    (``Metadata.LastTagTime``) and its ``Created``. ``times`` holds each image's
+    ``(Created, LastTagTime)`` in ns."""
+    best: dict[str, Use] = {}
+
+    def offer(image_id: str, use: Use) -> None:
+        if use.ns > best.get(image_id, NO_EVIDENCE).ns:
+            best[image_id] = use
+
+    for container in snapshot.containers:
+        image_id = full_id(container.image_id) if container.image_id else ""
+        if image_id in snapshot.images and container.created_s > 0:
+            offer(
+                image_id, Use(container.created_s * NANOS, f"container {container.id[:12]} created")
+            )
+    resolve = _resolver(snapshot)
+    for event in events:
+        if event.get("Type") != "container" or event.get("Action") not in _USES:
+            continue
+        actor = event.get("Actor")
+        attributes = actor.get("Attributes") if isinstance(actor, Mapping) else None
+        name = attributes.get("image") if isinstance(attributes, Mapping) else None
+        when = event.get("timeNano")
+        used = resolve(name) if isinstance(name, str) else None
+        if used is None or not isinstance(when, int) or isinstance(when, bool):
+            continue
+        who = str(actor.get("ID") or "")[:12] if isinstance(actor, Mapping) else ""
+        offer(used, Use(when, f"container {who} {event['Action']}d (the engine's events)"))
+    for image_id, (created, tagged) in times.items():
+        if tagged is not None:
+            offer(image_id, Use(tagged, "tagged or arrived (Metadata.LastTagTime)"))
+        if created is not None:
+            offer(image_id, Use(created, "created (the image's Created)"))
+    for image in snapshot.images.values():
+        if image.id not in times and image.created_s > 0:
+            offer(image.id, Use(image.created_s * NANOS, "created (the image's Created)"))
+    return best
+
+
+def _resolver(snapshot: Snapshot) -> Callable[[str], str | None]:
+    """The image a container's ``image`` (as it was given: a name, an ID) names now."""
+    by_name: dict[str, str] = {}
+    for image in snapshot.images.values():
+        for tag in image.tags:
+            by_name[normalize_reference(tag)] = image.id
+    ids = sorted(snapshot.images)
+
+    def resolve(name: str) -> str | None:
+        bare = name.removeprefix("sha256:")
+        if len(bare) >= 12 and all(c in "0123456789abcdef" for c in bare):
+            matches = [i for i in ids if i.removeprefix("sha256:").startswith(bare)]
+            return matches[0] if len(matches) == 1 else None
+        try:
+            full = normalize_reference(name)
+        except ValueError:
+            return None
+        last = full.rsplit("/", 1)[-1]
+        if ":" not in last and "@" not in last:
+            full += ":latest"
+        return by_name.get(full)
+
+    return resolve
+
+
+def _events(engine: Engine) -> list[Mapping[str, Any]]:
+    """The engine's event log, as far back as it reaches, up to the engine's now (asked
+    first, so that the log answers at once whatever this host's clock says); none where
+    the engine keeps none."""
+    events = getattr(engine, "events", None)
+    exchange = getattr(engine, "exchange", None)
+    if events is None or exchange is None:
+        return []
+    try:
+        _, now = exchange("GET", "/version")
+        if now is None:
+            return []
+        return list(events(NANOS, now) or ())
+    except Exception:  # evidence that helps; never a failure
+        return []
+
+
+def _each(engine: Engine, ids: Sequence[str], read: Callable[[Engine, str], Any]) -> dict[str, Any]:
+    """``read(engine, id)`` for each of ``ids``, on a few connections at once."""
+    if not ids:
+        return {}
+    engines = engine.spawn(min(READERS, len(ids)))
+    try:
+        if len(engines) == 1:
+            return {i: read(engine, i) for i in ids}
+        chunks = [ids[n :: len(engines)] for n in range(len(engines))]
+        with ThreadPoolExecutor(len(engines), thread_name_prefix="imageprune-budget") as pool:
+            parts = pool.map(
+                lambda pair: {i: read(pair[0], i) for i in pair[1]},
+                zip(engines, chunks, strict=True),
+            )
+            return {k: v for part in parts for k, v in part.items()}
+    finally:
+        for other in engines[1:]:
+            other.close()
