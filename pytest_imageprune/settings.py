@@ -231,11 +231,12 @@ def _budget(config: pytest.Config, option: Callable[[str], Any]) -> Budget | Non
 
     from pytest_imageprune.budget.size import Budget, SizeError, parse_size
 
-    if cli_keep is not None:
-        keep, where = cli_keep, "--prune-images-keep={} (command line)"
-    else:
-        keep, where = ini_keep, "prune_images_keep = {} (" + _ini_name(config) + ")"
-    for pattern in keep:
+    # Both: a keep pattern is a promise not to evict, and the command line's adds to the
+    # project's (it never takes one of the ini's away).
+    given = [(p, "prune_images_keep = {} (" + _ini_name(config) + ")") for p in ini_keep]
+    given += [(p, "--prune-images-keep={} (command line)") for p in cli_keep or ()]
+    keep: list[str] = []
+    for pattern, where in given:
         try:
             re.compile(pattern)
         except re.error as exc:
@@ -243,6 +244,8 @@ def _budget(config: pytest.Config, option: Callable[[str], Any]) -> Budget | Non
                 f"{PREFIX}{where.format(pattern)}: {pattern!r} is not a regular expression"
                 f" ({exc}). Write one Python's re module reads, such as ^ci/ or :keep$"
             ) from None
+        if pattern not in keep:
+            keep.append(pattern)
     if cli is not None:
         value, where = str(cli), f"--prune-images-budget={cli} (command line)"
     elif ini:

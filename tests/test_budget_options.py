@@ -84,3 +84,16 @@ def test_keep_patterns_without_a_budget_enable_nothing(pytester: pytest.Pytester
     result = pytester.runpytest_subprocess("--prune-images-keep=^ci/")
     assert result.ret == 0
     assert "imageprune:" not in result.stdout.str()
+
+
+def test_keep_patterns_of_the_command_line_add_to_the_ini_ones(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    pytester.makeini("[pytest]\nprune_images_keep =\n    ^ci/base\n")
+    pytester.makepyfile("def test_ok(): pass")
+    result = pytester.runpytest_subprocess(
+        "--prune-images-budget=20GB", "--prune-images-keep=:mine$", "--prune-images-dry-run"
+    )
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*never one matching ^ci/base, :mine$ (dry run)*"])

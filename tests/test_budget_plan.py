@@ -13,6 +13,7 @@ from pytest_imageprune.budget.plan import (
     IN_USE,
     LIVE,
     PATTERN,
+    UNREAD,
     Inventory,
     Use,
     decide,
@@ -182,6 +183,51 @@ def test_in_use_kept_by_pattern_live_and_hook_are_never_evicted_nor_their_parent
     assert by_kind == {IN_USE: (2, 110), PATTERN: (2, 50), LIVE: (1, 40), HOOK: (1, 50)}
     assert decision.after == 250
     assert decision.shortfall == 249
+
+
+def test_a_held_untagged_parent_keeps_the_children_whose_eviction_would_take_it() -> None:
+    """The daemon's cascade takes an untagged parent along with its last child: one a hook
+    keeps holds its children; one a container uses does not (the daemon refuses it), but
+    what the cascade would have freed with it is not counted."""
+    images = [
+        img("p", size=100),
+        img("c", parent="p", tags=("app:1",), size=150),
+        img("x", tags=("x:1",), size=10),
+    ]
+    layers = {"p": {"Lp": 100}, "c": {"Lc": 50}, "x": {"Lx": 10}}
+    inv = inventory(images, layers, {"c": 1, "x": 2})
+    decision = decide(inv, 1, keep=lambda i: "protected: mine" if i.id == "sha256:p" else None)
+    assert evicted(decision) == ["x"]
+    held = {i.removeprefix("sha256:"): h for i, h in decision.held.items()}
+    assert held["c"].kind == HOOK
+    assert "untagged parent" in held["c"].reason
+
+    used = Container("d" * 64, "sha256:p", running=False)
+    inv = inventory(images, layers, {"c": 1, "x": 2}, containers=(used,))
+    decision = decide(inv, 1)
+    assert [(e.image.removeprefix("sha256:"), e.size) for e in decision.evictions] == [
+        ("c", 50),  # the daemon refuses the parent: its 100 stay
+        ("x", 10),
+    ]
+    assert decision.after == 100
+
+
+def test_an_image_whose_layers_could_not_be_read_is_never_evicted() -> None:
+    images = [img("a", tags=("a:1",)), img("b", tags=("b:1",))]
+    inv = inventory(images, {"a": {"La": 5}, "b": {"Lb": 5}}, {"a": 1, "b": 2})
+    inv = Inventory(inv.snapshot, inv.store, inv.chains, inv.layer_sizes, inv.uses,
+                    frozenset({"sha256:a"}))  # fmt: skip
+    decision = decide(inv, 1)
+    assert evicted(decision) == ["b"]
+    assert decision.held["sha256:a"].kind == UNREAD
+
+
+def test_a_container_naming_its_image_by_bare_id_holds_it() -> None:
+    images = [img("a" * 64, tags=("a:1",)), img("b" * 64, tags=("b:1",))]
+    layers = {"a" * 64: {"La": 5}, "b" * 64: {"Lb": 5}}
+    used = Container("d" * 64, "a" * 64, running=True)
+    inv = inventory(images, layers, {}, containers=(used,))
+    assert evicted(decide(inv, 1)) == ["b" * 64]
 
 
 def test_a_pattern_searches_the_name_as_docuum_matches_it() -> None:

@@ -63,6 +63,7 @@ def gather(
     whose layers could not be read holds no bytes the plan can count (``errors`` says so).
     ``known_layers`` are layers the session read ahead, by image ID."""
     containerd = store == CONTAINERD
+    unread: set[str] = set()
 
     def read(engine: Engine, image_id: str) -> _Read | None:
         try:
@@ -76,6 +77,7 @@ def gather(
         except (EngineError, AttributeError, TypeError, ValueError) as exc:
             if errors is not None:
                 errors.append({"Id": image_id, "error": f"could not read its layers: {exc}"})
+            unread.add(image_id)  # never evicted: what it frees, and its last use, unknown
             return _Read()
         metadata = data.get("Metadata")
         tagged = metadata.get("LastTagTime") if isinstance(metadata, Mapping) else None
@@ -100,7 +102,8 @@ def gather(
         sizes.update(_classic_sizes(engine, snapshot, chains, sizes, errors))
     times = {i: (r.created_ns, r.tagged_ns) for i, r in reads.items()}
     events = _events(engine)
-    return Inventory(snapshot, store, chains, sizes, last_uses(snapshot, times, events))
+    uses = last_uses(snapshot, times, events)
+    return Inventory(snapshot, store, chains, sizes, uses, frozenset(unread))
 
 
 def _classic_sizes(

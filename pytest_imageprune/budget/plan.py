@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from pytest_imageprune.engine.store import CONTAINERD
 from pytest_imageprune.images.containerd import records_of
 from pytest_imageprune.images.containerd_space import ContainerdSpace
-from pytest_imageprune.model.images import Image, Snapshot, normalize_reference
+from pytest_imageprune.model.images import Image, Snapshot, full_id, normalize_reference
 from pytest_imageprune.model.outcome import is_live
 
 #: Why an image holds its bytes, by kind: the words of the summary's "held by" list.
@@ -35,9 +35,10 @@ LIVE = "a live session may need them"
 PATTERN = "matching --prune-images-keep"
 HOOK = "protected by a hook"
 DIGEST_ONLY = "named by digest only (the API cannot tell their records apart)"
+UNREAD = "whose layers could not be read (what they would free is unknown)"
 #: The order the kinds are told in, and in which their bytes are counted when several hold
 #: one layer: the first kind holding it is charged.
-KINDS = (IN_USE, LIVE, PATTERN, HOOK, DIGEST_ONLY)
+KINDS = (IN_USE, LIVE, PATTERN, HOOK, DIGEST_ONLY, UNREAD)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class Inventory:
     layer_sizes: Mapping[str, int]
     #: Each image's own last use (``gather.last_uses``); a parent's is its children's too.
     uses: Mapping[str, Use] = field(default_factory=dict)
+    #: The images whose layers could not be read: never evicted (what they free, and
+    #: whether a session left them, is unknown).
+    unread: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -147,8 +151,8 @@ def decide(
     it gives a reason; ``patterns`` keep an image with a name one of them finds."""
     snapshot = inventory.snapshot
     cascade = inventory.store != CONTAINERD
-    held = _held(snapshot, patterns, keep, cascade=cascade)
-    space = _space(inventory)
+    held = _held(snapshot, patterns, keep, cascade=cascade, unread=inventory.unread)
+    space = _space(inventory, held)
     total = space.total()
     if total <= budget:
         return Decision(budget, total, held=held)
@@ -186,20 +190,24 @@ def _held(
     keep: KeepRule | None,
     *,
     cascade: bool,
+    unread: Iterable[str] = (),
 ) -> dict[str, Hold]:
     held: dict[str, Hold] = {}
+    for image_id in unread:
+        if image_id in snapshot.images:
+            held[image_id] = Hold(UNREAD, "its layers could not be read")
     for container in snapshot.containers:
-        if container.image_id in snapshot.images and container.image_id not in held:
+        used = full_id(container.image_id) if container.image_id else ""
+        if used in snapshot.images and held.get(used, Hold("", "")).kind != IN_USE:
             state = "running" if container.running else "stopped"
-            held[container.image_id] = Hold(
-                IN_USE, f"used by container {container.id[:12]} ({state})"
-            )
+            held[used] = Hold(IN_USE, f"used by container {container.id[:12]} ({state})")
     for image in snapshot.images.values():
         if image.id in held:
             continue
         hold = _hold_of(image, patterns, keep, cascade=cascade)
         if hold is not None:
             held[image.id] = hold
+    direct = dict(held)
     # A parent's layers are its children's: deleting its names frees nothing while a kept
     # child holds them (on the containerd store, where the list shows parents, the same).
     for image_id, hold in list(held.items()):
@@ -207,6 +215,24 @@ def _held(
             if parent.id in held:
                 break  # its ancestors are held already
             held[parent.id] = Hold(hold.kind, f"parent of {_short(image_id)}: {hold.reason}")
+    if cascade:
+        # The daemon's cascade takes an untagged parent along with its last child: a held
+        # one (but one a container uses, which the daemon refuses) holds its descendants.
+        # (One held as a kept image's parent keeps that child, so it is never the last.)
+        for image_id, hold in direct.items():
+            if hold.kind == IN_USE or snapshot.images[image_id].refs:
+                continue
+            below = list(snapshot.children.get(image_id, ()))
+            while below:
+                child = below.pop()
+                if child in held or child not in snapshot.images:
+                    continue
+                held[child] = Hold(
+                    hold.kind,
+                    f"its eviction would take along its untagged parent {_short(image_id)}:"
+                    f" {hold.reason}",
+                )
+                below.extend(snapshot.children.get(child, ()))
     return held
 
 
@@ -279,10 +305,10 @@ class _Space(Protocol):
     def remove(self, image_id: str) -> int: ...
 
 
-def _space(inventory: Inventory) -> _Space:
+def _space(inventory: Inventory, held: Iterable[str] = ()) -> _Space:
     if inventory.store == CONTAINERD:
         return _Containerd(inventory)
-    return _Layers(inventory)
+    return _Layers(inventory, held)
 
 
 class _Layers:
@@ -290,8 +316,10 @@ class _Layers:
     an eviction takes the image's names, the image if it has no children left, and the
     untagged parents left without children (the daemon's cascade)."""
 
-    def __init__(self, inventory: Inventory) -> None:
+    def __init__(self, inventory: Inventory, held: Iterable[str] = ()) -> None:
         self.snapshot = inventory.snapshot
+        #: Never taken by the cascade: the daemon refuses one a container uses.
+        self.held = frozenset(held)
         self.chains = inventory.chains
         self.sizes = inventory.layer_sizes
         self.holders: dict[str, int] = {}
@@ -314,6 +342,7 @@ class _Layers:
             and current in self.present
             and current in self.unnamed
             and not self.children.get(current)
+            and (current == image_id or current not in self.held)
         ):
             freed += self.remove(current)
             current = self.snapshot.images[current].parent
@@ -362,7 +391,7 @@ def _holdings(
 ) -> tuple[Holding, ...]:
     """The bytes left, by the kind of hold that keeps them: after the evictions, the held
     images are taken away kind by kind (children first), each charged what goes with it."""
-    space = _space(inventory)
+    space = _space(inventory, held)
     for eviction in evictions:
         space.evict(eviction.image)
     depth = _depths(inventory.snapshot)

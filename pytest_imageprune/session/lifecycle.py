@@ -302,7 +302,10 @@ class PruneSession:
         if coordinator is not None and not self.dry_run:
             self._sweeper = Sweeper(pipeline, coordinator, self.voice, self.record)
             coordinator.sweep_owed(self._sweeper)
-        if self.budget is not None:
+            if self._sweeper.stopped is not None:
+                return  # a sweep cut short (Ctrl-C, the engine lost): no budget either
+        if self.budget is not None and coordinator is not None:
+            # Without a registry no session can be told live: the budget waits for one.
             self._apply_budget(pipeline.engine, keep_live)
 
     def _apply_budget(self, engine: Engine, keep_live: Callable[[], KeepRule]) -> None:
