@@ -230,6 +230,18 @@ def test_a_container_naming_its_image_by_bare_id_holds_it() -> None:
     assert evicted(decide(inv, 1)) == ["b" * 64]
 
 
+def test_a_pattern_finds_a_name_as_docker_and_as_podman_list_it() -> None:
+    images = [
+        img("a", tags=("docker.io/library/postgres:15",)),  # as Podman lists it
+        img("b", tags=("docker.io/acme/tool:1",)),
+        img("c", tags=("busybox:latest",)),  # as Docker lists it
+        img("d", tags=("free:1",)),
+    ]
+    inv = inventory(images, {n: {f"L{n}": 5} for n in "abcd"}, {})
+    patterns = [re.compile("^postgres:"), re.compile("^acme/tool:"), re.compile("^busybox:")]
+    assert evicted(decide(inv, 1, patterns=patterns)) == ["d"]
+
+
 def test_a_pattern_searches_the_name_as_docuum_matches_it() -> None:
     images = [img("a", tags=("ci-cache:1",)), img("b", tags=("app:ci",))]
     inv = inventory(images, {"a": {"La": 5}, "b": {"Lb": 5}}, {})

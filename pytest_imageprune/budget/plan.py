@@ -236,6 +236,18 @@ def _held(
     return held
 
 
+def _forms(name: str) -> list[str]:
+    """A name fully spelled (``docker.io/library/busybox:latest``) and as Docker shows it
+    (``busybox:latest``): Podman lists the first, Docker the second, a pattern may be
+    written for either."""
+    try:
+        full = normalize_reference(name)
+    except ValueError:
+        return [name]
+    short = full.removeprefix("docker.io/")
+    return [full, short, short.removeprefix("library/")]
+
+
 def _hold_of(
     image: Image,
     patterns: Sequence[re.Pattern[str]],
@@ -244,11 +256,11 @@ def _hold_of(
     cascade: bool,
 ) -> Hold | None:
     for name in image.tags if patterns else ():
-        full: str | None = None
+        forms: list[str] | None = None
         for pattern in patterns:
             if pattern.search(name) is None:
-                full = full or normalize_reference(name)
-                if pattern.search(full) is None:
+                forms = forms or _forms(name)
+                if not any(pattern.search(form) for form in forms):
                     continue
             return Hold(PATTERN, f"{name} matches --prune-images-keep {pattern.pattern!r}")
     if keep is not None:
