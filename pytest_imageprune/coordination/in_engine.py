@@ -15,8 +15,8 @@ label=io.github.pytest-imageprune.session`` shows them), each with a role
   seconds by a new one (the old one then removed): the engine stamps each volume's
   ``CreatedAt`` on its own clock, so a lease is judged on the engine's clock alone (the
   ``Date`` of its answer is now), whatever the hosts' clocks say. A lease unrenewed for
-  longer than it says (``LEASE``, ``lease_s``; a minute unless
-  ``PYTEST_IMAGEPRUNE_ENGINE_LEASE`` says less, for tests) is a dead session's.
+  longer than it says (``LEASE``, ``lease_s``; five minutes unless
+  ``PYTEST_IMAGEPRUNE_ENGINE_LEASE`` says otherwise) is a dead session's.
 - ``pytest-imageprune-<id>-lock``: the session's claim on the engine's one prune at a
   time (``claim``): made, then the claims listed; another live session's claim there
   means another prunes (the claim is taken back). Two sessions claiming at once may
@@ -33,6 +33,9 @@ sweeper removes what it swept. No prune of the plugin's takes these volumes
 (``kinds.things``), and ``docker volume prune`` leaves them (they are named); ``docker
 volume prune --all`` or ``docker volume rm`` while sessions run removes their meeting
 place: until their next lease (``beat_s``) they do not protect each other.
+
+The volumes themselves, their names and labels, and how one listing of them reads
+(``Group``, ``Seen``), are ``meeting_volumes``; this module is a session's part in them.
 """
 
 from __future__ import annotations
@@ -40,174 +43,64 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import math
 import os
 import random
-import re
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
+from pytest_imageprune.coordination.meeting_volumes import (
+    CLAIM_TRIES,
+    FINISHED,
+    HOST,
+    LEASE,
+    PID,
+    RECORD,
+    RECORD_LIMIT,
+    ROLE,
+    ROOM,
+    START_MARGIN_NS,
+    STARTED,
+    STATE,
+    VOLUME_NAME,
+    WHERE,
+    Group,
+    Refused,
+    Seen,
+    beat_of,
+    labels_of,
+    lease_from_env,
+    time_label,
+    unseen,
+    volume_name,
+)
 from pytest_imageprune.coordination.records import (
     CLOCK_SKEW_NS,
     DEAD,
     DEFERRED,
     FINISHING,
     RUNNING,
-    UNSEEN_ID,
     BadRecord,
     SessionRecord,
 )
 from pytest_imageprune.engine.api import MEETING_LABEL, Conflict, EngineError, Gone, Meets
-from pytest_imageprune.errors import ImagePruneError
-from pytest_imageprune.model.filters import engine_time
 from pytest_imageprune.model.gotime import NANOS
 
-PREFIX = "pytest-imageprune"
-ROLE = "io.github.pytest-imageprune.role"
-RECORD = "io.github.pytest-imageprune.record"
-STARTED = "io.github.pytest-imageprune.started"
-FINISHED = "io.github.pytest-imageprune.finished"
-STATE = "io.github.pytest-imageprune.state"
-LEASE = "io.github.pytest-imageprune.lease"
-HOST = "io.github.pytest-imageprune.host"
-PID = "io.github.pytest-imageprune.pid"
-#: Sessions meet only with sessions of their room: the engine's one (no label), unless
-#: ``PYTEST_IMAGEPRUNE_ENGINE_ROOM`` names another. The plugin's own test suite gives each
-#: test one, so that the tests' sessions on one engine do not wait for each other; never
-#: set it for real sessions: those of two rooms do not protect each other.
-ROOM = "io.github.pytest-imageprune.room"
-
-#: Where a bad record found here is said to be.
-WHERE = "the engine's meeting place"
-#: How long a lease holds, and the bounds a reader puts on what a lease says of itself.
-#: Long: a session whose renewals stop while it lives (its container paused, its host
-#: suspended, one call holding the GIL) is taken for dead once its lease runs out, and
-#: swept; while a dead one's lease holds, the others only keep more for a while.
-LEASE_S = 300.0
-LEASE_BOUNDS_S = (3.0, 3600.0)
-#: How often a lease is renewed: every 5 seconds, or 12 times within a shorter one.
-BEAT_S = 5.0
-BEATS_PER_LEASE = 12
-#: A session's start on the engine's clock is taken this much before the engine's first
-#: answer to it (whole seconds, and the baseline's listing came a moment before).
-START_MARGIN_NS = 2 * NANOS
-#: A record compressed beyond this (some 200,000 images' baseline) is not kept in the
-#: engine: the session is then a live one with an unknown baseline to the others.
-RECORD_LIMIT = 4 << 20
-#: How many times a claim met by another's at the same moment is tried again.
-CLAIM_TRIES = 3
-
-_ID = re.compile(r"[0-9a-f]{32}")
-_NAME = re.compile(rf"{PREFIX}-([0-9a-f]{{32}})-(record|lease|lock)(?:-([0-9]{{1,9}}))?")
-
-
-class Refused(ImagePruneError):
-    """The engine will not hold the meeting place (a proxy that forbids volumes, a
-    read-only API): why, in its own words."""
-
-
-def lease_from_env(environ: Mapping[str, str] | None = None) -> float:
-    """The lease this session announces: ``PYTEST_IMAGEPRUNE_ENGINE_LEASE`` seconds if set
-    (within ``LEASE_BOUNDS_S``; for tests), else ``LEASE_S``."""
-    value = (environ if environ is not None else os.environ).get("PYTEST_IMAGEPRUNE_ENGINE_LEASE")
-    return _bounded(value, LEASE_S)
-
-
-def _bounded(value: object, default: float) -> float:
-    """A lease's length in seconds, within ``LEASE_BOUNDS_S``; ``default`` for one that is
-    no finite number."""
-    try:
-        wanted = float(value) if isinstance(value, (str, int, float)) and value != "" else default
-    except ValueError:
-        wanted = default
-    if not math.isfinite(wanted):
-        wanted = default
-    low, high = LEASE_BOUNDS_S
-    return min(max(wanted, low), high)
-
-
-def beat_of(lease_s: float) -> float:
-    """How often a lease of ``lease_s`` seconds is renewed."""
-    return min(BEAT_S, lease_s / BEATS_PER_LEASE)
-
-
-@dataclass
-class Group:
-    """One session's volumes, as one listing found them."""
-
-    id: str
-    records: dict[int, Mapping[str, Any]] = field(default_factory=dict)
-    leases: dict[int, Mapping[str, Any]] = field(default_factory=dict)
-    lock: Mapping[str, Any] | None = None
-
-    def names(self) -> list[str]:
-        names = [_name(self.id, "record", n) for n in self.records]
-        names += [_name(self.id, "lease", n) for n in self.leases]
-        if self.lock is not None:
-            names.append(_name(self.id, "lock"))
-        return names
-
-    def last_sign_ns(self) -> int | None:
-        """The newest of its volumes' ``CreatedAt``: when it was last known alive (whole
-        seconds: it may have been up to a second later)."""
-        times = [_created(v) for v in (*self.records.values(), *self.leases.values())]
-        if self.lock is not None:
-            times.append(_created(self.lock))
-        known = [t for t in times if t is not None]
-        return max(known) if known else None
-
-    def lease_s(self) -> float:
-        newest = self.leases[max(self.leases)] if self.leases else None
-        return _bounded(_labels(newest).get(LEASE), LEASE_S)
-
-    def holds(self, now_ns: int | None) -> bool:
-        """Whether its lease still holds at ``now_ns`` (the engine's clock, whole seconds):
-        unrenewed for no longer than it says, with a second each way for the rounding.
-        Without the engine's clock, it holds."""
-        last = self.last_sign_ns()
-        if now_ns is None or last is None:
-            return True
-        return now_ns - last <= int(self.lease_s() * NANOS) + 2 * NANOS
-
-    def describe(self) -> str:
-        """Who the session is, as its newest record says (``records.SessionRecord.describe``)."""
-        labels = _labels(self.records[max(self.records)]) if self.records else {}
-        pid, host = labels.get(PID, ""), labels.get(HOST, "")
-        who = f"pid {pid} on {host}" if pid.isdigit() and host else f"session {self.id[:12]}"
-        return f"{who} (seen in the engine)"
-
-    def claims(self, now_ns: int | None) -> bool:
-        """Whether its claim still holds: renewed (its newest lease, or the claim itself)
-        within three renewals and the rounding. Shorter than its lease: a claim left by a
-        session stopped or gone delays the others' prunes only briefly, and two prunes at
-        once lose nothing (each keeps what the live sessions may need), they only do some
-        work twice."""
-        if self.lock is None:
-            return False
-        times = [_created(self.lock)]
-        if self.leases:
-            times.append(_created(self.leases[max(self.leases)]))
-        known = [t for t in times if t is not None]
-        if now_ns is None or not known:
-            return True
-        window = 3 * beat_of(self.lease_s()) + 2
-        return now_ns - max(known) <= int(window * NANOS)
-
-    def finishing(self) -> bool:
-        return bool(self.leases) and _labels(self.leases[max(self.leases)]).get(STATE) == FINISHING
-
-
-@dataclass
-class Seen:
-    """The meeting place as one listing found it: the engine's clock then, and each
-    session's volumes."""
-
-    now_ns: int | None
-    groups: dict[str, Group]
+__all__ = [
+    "FINISHED",
+    "LEASE",
+    "RECORD",
+    "ROLE",
+    "ROOM",
+    "STATE",
+    "EngineMeeting",
+    "Refused",
+    "lease_from_env",
+    "unseen",
+]
 
 
 class EngineMeeting:
@@ -289,11 +182,11 @@ class EngineMeeting:
         with self._renewing:
             previous, self._lease = self._lease, self._lease + 1
             self._make(
-                _name(own, "lease", self._lease),
+                volume_name(own, "lease", self._lease),
                 {ROLE: "lease", STATE: self._state, LEASE: f"{self.lease_s:g}"},
             )
             if previous >= 0:
-                self._drop(_name(own, "lease", previous))
+                self._drop(volume_name(own, "lease", previous))
 
     def finishing(self) -> None:
         """Say "finishing" at once: a prune's holder waits for it to settle."""
@@ -314,8 +207,8 @@ class EngineMeeting:
         volumes, now = self._ask(self.engine.meeting_volumes)
         groups: dict[str, Group] = {}
         for volume in volumes:
-            match = _NAME.fullmatch(str(volume.get("Name") or ""))
-            labels = _labels(volume)
+            match = VOLUME_NAME.fullmatch(str(volume.get("Name") or ""))
+            labels = labels_of(volume)
             if match is None or labels.get(MEETING_LABEL) != match.group(1):
                 continue  # not one of ours, whatever its label says
             if labels.get(ROOM, "") != self.room:
@@ -389,7 +282,7 @@ class EngineMeeting:
         """The record a volume holds, its times on the engine's clock (those it wrote are
         its host's): its start, and its end once deferred. ``ValueError`` names what is
         wrong."""
-        labels = _labels(volume)
+        labels = labels_of(volume)
         text = labels.get(RECORD)
         if not isinstance(text, str) or len(text) > RECORD_LIMIT * 2:
             raise ValueError("it holds no record")
@@ -400,10 +293,10 @@ class EngineMeeting:
             raise ValueError(f"its record does not decode: {exc}") from None
         record = SessionRecord.from_json(data, name=group.id)
         latest = (now_ns if now_ns is not None else time.time_ns()) + CLOCK_SKEW_NS
-        started = _time_label(labels, STARTED, latest)
+        started = time_label(labels, STARTED, latest)
         if started is None:
             raise ValueError(f"{STARTED} is not a time")
-        finished = _time_label(labels, FINISHED, latest)
+        finished = time_label(labels, FINISHED, latest)
         state = labels.get(STATE)
         if state == DEFERRED and finished is None:
             raise ValueError(f"{FINISHED} is not a time")
@@ -424,7 +317,7 @@ class EngineMeeting:
         when another live session holds a claim. A claim whose session is gone is removed:
         one whose lease ran out, or one of ``gone`` (sessions the files show ended: a
         claim left by a session that lost the engine while it held it)."""
-        name = _name(claimant, "lock")
+        name = volume_name(claimant, "lock")
         self.holder = None
         for attempt in range(CLAIM_TRIES):
             self._make(name, {ROLE: "lock"})
@@ -438,7 +331,7 @@ class EngineMeeting:
                     held = True
                     self.holder = group.describe()
                 else:
-                    self._remove([_name(ident, "lock")])
+                    self._remove([volume_name(ident, "lock")])
             if not held:
                 return True
             self.unclaim()
@@ -452,7 +345,9 @@ class EngineMeeting:
             self._remove([name])
         if self._settled and self.own is not None:  # its lease outlived its record for this
             self.stop()
-            self._remove([_name(self.own, "lease", n) for n in (self._lease - 1, self._lease)])
+            self._remove(
+                [volume_name(self.own, "lease", n) for n in (self._lease - 1, self._lease)]
+            )
 
     # -- the end ---------------------------------------------------------------------------
     def settle(
@@ -508,7 +403,7 @@ class EngineMeeting:
             started_ns=started,
             finished_ns=finished,
         )
-        newest = _name(record.id, "record", generation)
+        newest = volume_name(record.id, "record", generation)
         self._remove([n for n in old if n != newest])
         if own and not claimed:
             self._lease = -1
@@ -535,10 +430,12 @@ class EngineMeeting:
     def _names_of(self, ident: str, group: Group | None) -> list[str]:
         if group is not None:
             return group.names()
-        names = [_name(ident, "record", n) for n in range(max(self._generation, 0) + 1)]
+        names = [volume_name(ident, "record", n) for n in range(max(self._generation, 0) + 1)]
         if self._lease >= 0:
-            names += [_name(ident, "lease", n) for n in (self._lease - 1, self._lease) if n >= 0]
-        return [*names, _name(ident, "lock")]
+            names += [
+                volume_name(ident, "lease", n) for n in (self._lease - 1, self._lease) if n >= 0
+            ]
+        return [*names, volume_name(ident, "lock")]
 
     def _write(
         self,
@@ -559,7 +456,7 @@ class EngineMeeting:
         labels[STARTED] = str(started_ns)
         if finished_ns is not None:
             labels[FINISHED] = str(finished_ns)
-        self._make(_name(ident, "record", generation), labels, ident=ident)
+        self._make(volume_name(ident, "record", generation), labels, ident=ident)
 
     def _make(self, name: str, labels: Mapping[str, str], *, ident: str | None = None) -> None:
         ident = ident if ident is not None else self._owned_or(name)
@@ -570,7 +467,7 @@ class EngineMeeting:
             made, _ = self._ask(self.engine.make_volume, name, full)
         except (EngineError, Conflict, Gone) as exc:
             raise Refused(f"{name}: {exc}") from exc
-        if _labels(made).get(MEETING_LABEL) != ident:
+        if labels_of(made).get(MEETING_LABEL) != ident:
             raise Refused(f"{name}: a volume of that name is someone else's")
 
     def _drop(self, name: str) -> None:
@@ -597,32 +494,5 @@ class EngineMeeting:
         return self.own
 
     def _owned_or(self, name: str) -> str:
-        match = _NAME.fullmatch(name)
+        match = VOLUME_NAME.fullmatch(name)
         return match.group(1) if match else self._owned()
-
-
-def unseen() -> SessionRecord:
-    """The live session that stands for every session elsewhere on the engine, when its
-    meeting place cannot be used: its baseline unknown, it keeps everything in scope."""
-    return SessionRecord.unknown(UNSEEN_ID)
-
-
-def _name(ident: str, role: str, number: int | None = None) -> str:
-    return f"{PREFIX}-{ident}-{role}" + ("" if number is None else f"-{number}")
-
-
-def _labels(volume: Mapping[str, Any] | None) -> Mapping[str, str]:
-    labels = volume.get("Labels") if volume is not None else None
-    return labels if isinstance(labels, Mapping) else {}
-
-
-def _created(volume: Mapping[str, Any]) -> int | None:
-    return engine_time(volume.get("CreatedAt"))
-
-
-def _time_label(labels: Mapping[str, str], key: str, latest: int) -> int | None:
-    value = labels.get(key)
-    if not isinstance(value, str) or not value.isdigit() or len(value) > 19:
-        return None
-    number = int(value)
-    return number if 0 < number <= latest else None
