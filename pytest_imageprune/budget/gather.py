@@ -11,6 +11,7 @@ log, for containers created or started and removed since (``docker run --rm``).
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -85,7 +86,24 @@ def gather(
             tuple(chain_ids(layers)), engine_time(data.get("Created")), engine_time(tagged), sizes
         )
 
-    found = _each(engine, sorted(snapshot.images), read)
+    # The event log is asked up to the second after the engine's now (its Date is whole
+    # seconds: what happened in the last one is only in a log asked past it), which takes
+    # up to a second: on a connection of its own, while the layers are read.
+    log: list[Mapping[str, Any]] = []
+    spawned = engine.spawn(2)
+    watcher = spawned[-1] if len(spawned) > 1 else None
+    reader = None
+    if watcher is not None:
+        reader = threading.Thread(
+            target=lambda: log.extend(_events(watcher)), name="imageprune-events", daemon=True
+        )
+        reader.start()
+    try:
+        found = _each(engine, sorted(snapshot.images), read)
+    finally:
+        if reader is not None and watcher is not None:
+            reader.join()
+            watcher.close()
     gone = [i for i, r in found.items() if r is None]
     if gone:
         images = {i: image for i, image in snapshot.images.items() if i not in gone}
@@ -101,7 +119,7 @@ def gather(
             sizes.update(layers)
         sizes.update(_classic_sizes(engine, snapshot, chains, sizes, errors))
     times = {i: (r.created_ns, r.tagged_ns) for i, r in reads.items()}
-    events = _events(engine)
+    events = log if watcher is not None else _events(engine)
     uses = last_uses(snapshot, times, events)
     return Inventory(snapshot, store, chains, sizes, uses, frozenset(unread))
 
@@ -219,9 +237,9 @@ def _resolver(snapshot: Snapshot) -> Callable[[str], str | None]:
 
 
 def _events(engine: Engine) -> list[Mapping[str, Any]]:
-    """The engine's event log, as far back as it reaches, up to the engine's now (asked
-    first, so that the log answers at once whatever this host's clock says); none where
-    the engine keeps none."""
+    """The engine's event log, as far back as it reaches, up to a second after the engine's
+    now (asked first, so that the log answers within a second whatever this host's clock
+    says); none where the engine keeps none."""
     events = getattr(engine, "events", None)
     exchange = getattr(engine, "exchange", None)
     if events is None or exchange is None:
@@ -230,7 +248,7 @@ def _events(engine: Engine) -> list[Mapping[str, Any]]:
         _, now = exchange("GET", "/version")
         if now is None:
             return []
-        return list(events(NANOS, now) or ())
+        return list(events(NANOS, now + NANOS) or ())
     except Exception:  # evidence that helps; never a failure
         return []
 
