@@ -20,6 +20,7 @@ from typing import Any
 import docker
 import pytest
 
+from pytest_imageprune.budget import record
 from tests.support import PrivateDockerd, build, connect, image_ids, remove_everything
 
 pytestmark = [pytest.mark.engine, pytest.mark.private_engine]
@@ -249,3 +250,54 @@ def test_a_live_session_keeps_every_image_from_the_budget(
     held = {h["reason"]: h for h in data["held_by"]}
     assert "a live session may need them" in held, data["held_by"]
     result.stdout.fnmatch_lines(["*cannot be met*a live session may need them*"])
+
+
+def test_the_plugins_record_dates_a_use_the_engine_forgot(
+    pytester: pytest.Pytester, client: docker.APIClient, daemon: PrivateDockerd
+) -> None:
+    """A session writes down, in the engine's meeting place, the images its containers used;
+    once the engine has forgotten (restarted: Docker's event log is gone, and the container
+    was removed), the budget still dates the use by that record."""
+    files = {"blob": os.urandom(200_000)}
+    first = build(client, ["COPY blob /blob"], tag="budget-first:1", files=files)[-1]
+    time.sleep(1.1)  # a later second: the second image is the more recently made
+    files = {"blob": os.urandom(200_000)}
+    second = build(client, ["COPY blob /blob"], tag="budget-second:1", files=files)[-1]
+    time.sleep(1.1)
+    pytester.makepyfile(
+        test_use="""
+        import docker
+
+        def test_run_and_remove():  # docker run --rm budget-first:1
+            client = docker.APIClient(**docker.utils.kwargs_from_env())
+            container = client.create_container("budget-first:1", command="/nothing")
+            client.remove_container(container["Id"])
+        """,
+        test_nothing="def test_nothing():\n    pass\n",
+    )
+    pytester.makeini("[pytest]\nprune_images = dangling=true\n")
+    lock = f"--prune-images-lock={pytester.path / 'prune.lock'}"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", lock, "test_use.py")
+    assert result.ret == 0, result.stdout.str()
+    room = f"io.github.pytest-imageprune.room={os.environ['PYTEST_IMAGEPRUNE_ENGINE_ROOM']}"
+    records = [
+        v for v in client.volumes(filters={"label": room})["Volumes"] if v["Name"].endswith("-uses")
+    ]
+    assert len(records) == 1, (records, result.stdout.str())
+    held = record.unpack(records[0]["Labels"][record.USES], time.time_ns() + 10**12)
+    assert set(held) == {first}, held
+
+    daemon.stop()  # the engine forgets its events; the record stays in its volume
+    daemon.start()
+    again = connect(daemon.socket)
+    try:
+        assert not again.containers(all=True)
+        result, data = session(
+            pytester, "test_nothing.py", "--prune-images-budget=1kB", "--prune-images-dry-run"
+        )
+    finally:
+        again.close()
+    order = [e["Id"] for e in data["evicted"] if e["Id"] in (first, second)]
+    assert order == [second, first], result.stdout.str()
+    assert data["evicted"][-1]["evidence"] == record.EVIDENCE, data["evicted"][-1]
+    result.stdout.fnmatch_lines([f"  would evict * (budget-first:1): *({record.EVIDENCE})"])

@@ -591,3 +591,23 @@ def test_a_lease_left_unrenewed_past_its_length_is_told() -> None:
     finally:
         meeting.stop()
     assert meeting.lapsed_s > 3
+
+
+def test_a_record_of_uses_is_no_sessions_and_is_kept_in_its_room_only() -> None:
+    """The record of what containers used (``budget.record``) stays in the meeting place by
+    design: it is never taken for a session (one with no record and a lease that holds
+    would be a live one of unknown baseline, keeping everything), nor read in another room,
+    nor removed by a look."""
+    from pytest_imageprune.budget import record
+
+    engine = FakeVolumes()
+    writer, other_room = _meeting(engine), _meeting(engine, room="elsewhere")
+    record.keep(writer, {"sha256:" + "a" * 64: 5 * NANOS}, frozenset(), 0)
+    (name,) = engine.volumes
+    assert name.endswith("-uses")
+    assert _others(writer) == []
+    assert list(engine.volumes) == [name]
+    assert record.recorded(writer, 0) == {"sha256:" + "a" * 64: 5 * NANOS}
+    assert record.recorded(other_room, 0) == {}
+    writer.drop_uses([name, "pytest-imageprune-" + "b" * 32 + "-lease-1"])
+    assert engine.volumes == {}

@@ -153,6 +153,7 @@ def apply_budget(
     known_layers: Mapping[str, Mapping[str, int]] | None = None,
     progress: Progress | None = None,
     snapshot: Snapshot | None = None,
+    recorded: Mapping[str, int] | None = None,
 ) -> BudgetReport:
     """Evict until the engine's images fit ``budget``; never raises for the engine's sake
     (an engine lost is a status, and what was done is reported)."""
@@ -167,6 +168,7 @@ def apply_budget(
             known_layers=known_layers,
             progress=progress,
             snapshot=snapshot,
+            recorded=recorded,
         )
     except EngineUnavailable as exc:
         report.status = Status.ENGINE_LOST if report.decision else Status.UNREACHABLE
@@ -184,6 +186,7 @@ def _apply(
     known_layers: Mapping[str, Mapping[str, int]] | None,
     progress: Progress | None,
     snapshot: Snapshot | None,
+    recorded: Mapping[str, int] | None = None,
 ) -> None:
     budget = report.budget
     store = store_of(engine)
@@ -199,7 +202,12 @@ def _apply(
             report.total_before, report.exact = bound, False
             return
     inventory = gather(
-        engine, snapshot, store.kind, known_layers=known_layers, errors=report.errors
+        engine,
+        snapshot,
+        store.kind,
+        known_layers=known_layers,
+        errors=report.errors,
+        recorded=recorded,
     )
     live = keep_live()  # read once the images are listed: a session started meanwhile is seen
     keep = _either(live, protect)

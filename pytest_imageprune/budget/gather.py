@@ -17,19 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pytest_imageprune.budget.plan import NO_EVIDENCE, Inventory, Use
+from pytest_imageprune.budget.record import EVIDENCE, USING, resolver
 from pytest_imageprune.engine.api import Engine, EngineError, Gone
 from pytest_imageprune.engine.store import CONTAINERD
 from pytest_imageprune.images.containerd_space import snapshot_sizes
 from pytest_imageprune.images.delete import chain_ids, layer_sizes
 from pytest_imageprune.model.filters import engine_time
 from pytest_imageprune.model.gotime import NANOS
-from pytest_imageprune.model.images import Snapshot, full_id, normalize_reference
+from pytest_imageprune.model.images import Snapshot, full_id
 
 #: Connections at once for the reads (as the prune's deletions: ``delete``).
 READERS = 8
-
-#: The container events that use an image (``docker run`` is a create, then a start).
-_USES = frozenset({"create", "start"})
 
 
 def upper_bound(snapshot: Snapshot) -> int:
@@ -59,10 +57,12 @@ def gather(
     *,
     known_layers: Mapping[str, Mapping[str, int]] | None = None,
     errors: list[dict[str, str]] | None = None,
+    recorded: Mapping[str, int] | None = None,
 ) -> Inventory:
     """The inventory of ``snapshot``'s images: an image gone meanwhile is left out; one
     whose layers could not be read holds no bytes the plan can count (``errors`` says so).
-    ``known_layers`` are layers the session read ahead, by image ID."""
+    ``known_layers`` are layers the session read ahead, by image ID; ``recorded``, the
+    latest uses the plugin's record shows (``record.recorded``)."""
     containerd = store == CONTAINERD
     unread: set[str] = set()
 
@@ -120,7 +120,7 @@ def gather(
         sizes.update(_classic_sizes(engine, snapshot, chains, sizes, errors))
     times = {i: (r.created_ns, r.tagged_ns) for i, r in reads.items()}
     events = log if watcher is not None else _events(engine)
-    uses = last_uses(snapshot, times, events)
+    uses = last_uses(snapshot, times, events, recorded)
     return Inventory(snapshot, store, chains, sizes, uses, frozenset(unread))
 
 
@@ -170,11 +170,12 @@ def last_uses(
     snapshot: Snapshot,
     times: Mapping[str, tuple[int | None, int | None]],
     events: Sequence[Mapping[str, Any]] = (),
+    recorded: Mapping[str, int] | None = None,
 ) -> dict[str, Use]:
     """Each image's last use: the latest of a container created from it (the list, stopped
-    ones too; or the engine's events, for one removed since), its last tag or arrival
-    (``Metadata.LastTagTime``) and its ``Created``. ``times`` holds each image's
-    ``(Created, LastTagTime)`` in ns."""
+    ones too; the engine's events, for one removed since; the plugin's own record of what
+    containers used, ``record``), its last tag or arrival (``Metadata.LastTagTime``) and
+    its ``Created``. ``times`` holds each image's ``(Created, LastTagTime)`` in ns."""
     best: dict[str, Use] = {}
 
     def offer(image_id: str, use: Use) -> None:
@@ -187,9 +188,9 @@ def last_uses(
             offer(
                 image_id, Use(container.created_s * NANOS, f"container {container.id[:12]} created")
             )
-    resolve = _resolver(snapshot)
+    resolve = resolver(snapshot)
     for event in events:
-        if event.get("Type") != "container" or event.get("Action") not in _USES:
+        if event.get("Type") != "container" or event.get("Action") not in USING:
             continue
         actor = event.get("Actor")
         attributes = actor.get("Attributes") if isinstance(actor, Mapping) else None
@@ -200,6 +201,9 @@ def last_uses(
             continue
         who = str(actor.get("ID") or "")[:12] if isinstance(actor, Mapping) else ""
         offer(used, Use(when, f"container {who} {event['Action']}d (the engine's events)"))
+    for image_id, ns in (recorded or {}).items():
+        if image_id in snapshot.images:
+            offer(image_id, Use(ns, EVIDENCE))
     for image_id, (created, tagged) in times.items():
         if tagged is not None:
             offer(image_id, Use(tagged, "tagged or arrived (Metadata.LastTagTime)"))
@@ -209,31 +213,6 @@ def last_uses(
         if image.id not in times and image.created_s > 0:
             offer(image.id, Use(image.created_s * NANOS, "created (the image's Created)"))
     return best
-
-
-def _resolver(snapshot: Snapshot) -> Callable[[str], str | None]:
-    """The image a container's ``image`` (as it was given: a name, an ID) names now."""
-    by_name: dict[str, str] = {}
-    for image in snapshot.images.values():
-        for tag in image.tags:
-            by_name[normalize_reference(tag)] = image.id
-    ids = sorted(snapshot.images)
-
-    def resolve(name: str) -> str | None:
-        bare = name.removeprefix("sha256:")
-        if len(bare) >= 12 and all(c in "0123456789abcdef" for c in bare):
-            matches = [i for i in ids if i.removeprefix("sha256:").startswith(bare)]
-            return matches[0] if len(matches) == 1 else None
-        try:
-            full = normalize_reference(name)
-        except ValueError:
-            return None
-        last = full.rsplit("/", 1)[-1]
-        if ":" not in last and "@" not in last:
-            full += ":latest"
-        return by_name.get(full)
-
-    return resolve
 
 
 def _events(engine: Engine) -> list[Mapping[str, Any]]:

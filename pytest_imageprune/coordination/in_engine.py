@@ -21,13 +21,18 @@ label=io.github.pytest-imageprune.session`` shows them), each with a role
   time (``claim``): made, then the claims listed; another live session's claim there
   means another prunes (the claim is taken back). Two sessions claiming at once may
   both see the other: both then step back, and try again after a short random pause.
+- ``pytest-imageprune-<id>-uses``: no session's, but every session's record of which
+  images the engine's containers used and when (``budget.record``), the storage budget's
+  evidence of last use that outlives the engine's own; ``<id>`` is the record's, new
+  each time. Never a session's group (``look`` passes it by); merged now and then.
 
 A session's own record in the files (``registry``), where it has one, speaks for it to
 the sessions that share the files: the ``.alive`` lock tells its death at once, where a
 lease tells it only once the lease runs out. So a session judges by the engine only the
 sessions it cannot see in its files (``Coordinator._others``).
 
-Nothing is left once the last session is gone: a session that finishes removes its own
+Nothing is left once the last session is gone but the record of uses (at most
+``budget.record.COMPACT_AT`` volumes): a session that finishes removes its own
 volumes, a deferred one leaves its record (and no lease) for whoever sweeps it, and the
 sweeper removes what it swept. No prune of the plugin's takes these volumes
 (``kinds.things``), and ``docker volume prune`` leaves them (they are named); ``docker
@@ -48,7 +53,7 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -65,6 +70,7 @@ from pytest_imageprune.coordination.meeting_volumes import (
     START_MARGIN_NS,
     STARTED,
     STATE,
+    USES_NAME,
     VOLUME_NAME,
     WHERE,
     Group,
@@ -146,6 +152,18 @@ class EngineMeeting:
         self._settled = False
         #: Who held the engine's claim when this session's was refused.
         self.holder: str | None = None
+
+    @property
+    def finishing_lease(self) -> str | None:
+        """The name of the lease that said "finishing" (made once its tests were over)."""
+        if self.own is None or self._lease < 0 or self._state != FINISHING:
+            return None
+        return volume_name(self.own, "lease", self._lease)
+
+    @property
+    def joined_ns(self) -> int | None:
+        """When this session joined, on the engine's clock (a moment early)."""
+        return self._started_ns
 
     # -- start -----------------------------------------------------------------------------
     def join(self, record: SessionRecord) -> None:
@@ -425,6 +443,27 @@ class EngineMeeting:
         if callable(close):
             with contextlib.suppress(Exception):
                 close()
+
+    # -- the record of what containers used (``budget.record``) ------------------------------
+    def use_records(self) -> tuple[list[Mapping[str, Any]], int | None]:
+        """The volumes of this room that hold a record of uses, and the engine's clock."""
+        volumes, now = self._ask(self.engine.meeting_volumes)
+        found = []
+        for volume in volumes:
+            match = USES_NAME.fullmatch(str(volume.get("Name") or ""))
+            labels = labels_of(volume)
+            if match is None or labels.get(MEETING_LABEL) != match.group(1):
+                continue
+            if labels.get(ROOM, "") == self.room:
+                found.append(volume)
+        return found, now
+
+    def keep_uses(self, ident: str, labels: Mapping[str, str]) -> None:
+        """A record of uses, as ``pytest-imageprune-<ident>-uses`` (``ident`` new)."""
+        self._make(volume_name(ident, "uses"), {ROLE: "uses", **labels}, ident=ident)
+
+    def drop_uses(self, names: Sequence[str]) -> None:
+        self._remove([n for n in names if USES_NAME.fullmatch(n)])
 
     # -- helpers ---------------------------------------------------------------------------
     def _names_of(self, ident: str, group: Group | None) -> list[str]:

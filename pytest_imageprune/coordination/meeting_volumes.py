@@ -58,6 +58,8 @@ CLAIM_TRIES = 3
 
 _ID = re.compile(r"[0-9a-f]{32}")
 VOLUME_NAME = re.compile(rf"{PREFIX}-([0-9a-f]{{32}})-(record|lease|lock)(?:-([0-9]{{1,9}}))?")
+#: A record of what containers used (``budget.record``): no session's, so never a group.
+USES_NAME = re.compile(rf"{PREFIX}-([0-9a-f]{{32}})-uses")
 
 
 class Refused(ImagePruneError):

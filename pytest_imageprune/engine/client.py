@@ -353,6 +353,40 @@ class DockerEngine:
         answer = self.request("GET", f"/events?{query}", stream=True)
         return [event for event in answer if isinstance(event, Mapping)]
 
+    def container_events(
+        self, since_ns: int, now_ns: int, marker: str | None = None
+    ) -> list[Mapping[str, Any]] | None:
+        """The engine's container events from ``since_ns`` until now, without waiting for a
+        second to pass. On a unix socket, the log streamed up to the creation of the volume
+        ``marker`` (made after the last event wanted: the lease "finishing"), or until it
+        falls quiet (``transport.stream_until_quiet``); elsewhere, up to ``now_ns`` (the
+        engine's clock at an answer: whole seconds, so the last one's events are missed).
+        None where the engine keeps no such log (Podman)."""
+        if self.store.kind not in (CLASSIC, CONTAINERD):
+            return None
+        path = _unix_socket(self.endpoint)
+        if path is None or self._http is None:
+            return [e for e in self.events(since_ns, now_ns) or () if e.get("Type") == "container"]
+        from pytest_imageprune.engine.transport import stream_until_quiet
+
+        def last(event: Any) -> bool:
+            actor = event.get("Actor") if isinstance(event, Mapping) else None
+            return (
+                marker is not None
+                and event.get("Type") == "volume"
+                and event.get("Action") == "create"
+                and isinstance(actor, Mapping)
+                and actor.get("ID") == marker
+            )
+
+        kinds = ["container", "volume"] if marker is not None else ["container"]
+        wanted = _quote(json.dumps({"type": kinds}))
+        url = f"/events?since={_seconds(since_ns)}&filters={wanted}"
+        found = stream_until_quiet(
+            path, url, quiet_s=EVENTS_QUIET_S, limit_s=EVENTS_LIMIT_S, last=last
+        )
+        return [e for e in found if isinstance(e, Mapping) and e.get("Type") == "container"]
+
     def started_ns(self) -> int | None:
         """When the process answering on the engine's unix socket started (its peer's
         credentials, then ``/proc``): Docker's event log holds nothing from before then.
@@ -450,6 +484,13 @@ def _peer_started_ns(socket_path: str) -> int | None:
         return boot_s * NANOS + int(fields[19]) * NANOS // ticks
     except (OSError, ValueError, IndexError, StopIteration, struct.error):
         return None
+
+
+#: Without a marker, how long the event log streams nothing before it is taken to have
+#: told all it had (it sends what it holds at once); and the longest it is read for (a
+#: busy engine's events never fall quiet).
+EVENTS_QUIET_S = 0.05
+EVENTS_LIMIT_S = 1.0
 
 
 def _unix_socket(endpoint: str) -> str | None:

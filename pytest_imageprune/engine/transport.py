@@ -14,6 +14,7 @@ import contextlib
 import json
 import re
 import socket
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from pytest_imageprune.engine.api import EngineError, status_error
@@ -262,3 +263,60 @@ def _answer(response: Response, method: str, url: str, *, stream: bool = False) 
         return json.loads(response.body) if response.body else None
     except ValueError as exc:
         raise EngineError(f"{response.status}: {method} {url}: not JSON: {exc}") from exc
+
+
+def stream_until_quiet(
+    path: str,
+    url: str,
+    *,
+    quiet_s: float,
+    limit_s: float,
+    last: Callable[[Any], bool] | None = None,
+) -> list[Any]:
+    """The JSON values a streamed answer holds (``GET /events`` with no ``until``: what the
+    engine's log has, then what happens): up to the first for which ``last`` is true, or
+    until the stream falls quiet for ``quiet_s``, or ``limit_s`` has passed; the connection
+    is then closed. A value cut short is left out. Errors as ``UnixHTTP.call``'s."""
+    import time
+
+    deadline = time.monotonic() + limit_s
+    connection = UnixConnection(path, limit_s)
+    decoder = json.JSONDecoder()
+    found: list[Any] = []
+    text, at = "", 0
+    try:
+        connection.request("GET", url)
+        file, sock = connection._file, connection._sock
+        if file is None or sock is None:
+            raise Closed("no connection")
+        status, headers = connection._head(file)
+        if status >= 400 or "chunked" not in headers.get("transfer-encoding", "").lower():
+            body = connection._body(file, "GET", status, headers)
+            return list(_answer(Response(status, body, headers), "GET", url, stream=True))
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(min(quiet_s, left))
+            try:
+                line = file.readline(_MAX_LINE + 1)
+                size_text = line.split(b";", 1)[0].strip()
+                if not _HEX.fullmatch(size_text) or int(size_text, 16) == 0:
+                    break
+                chunk = file.read(int(size_text, 16) + 2)
+            except TimeoutError:
+                break
+            text = text[at:] + chunk[:-2].decode(errors="replace")
+            at = 0
+            while True:
+                while at < len(text) and text[at].isspace():
+                    at += 1
+                try:
+                    value, at = decoder.raw_decode(text, at)
+                except ValueError:
+                    break  # the rest comes with the next chunk
+                found.append(value)
+                if last is not None and last(value):
+                    return found
+    except OSError as exc:
+        raise EngineUnavailable(path, str(exc) or type(exc).__name__) from exc
+    finally:
+        connection.close()
+    return found

@@ -10,11 +10,13 @@ report status and a line.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pytest_imageprune.engine.api import Engine, endpoint_from_env
 from pytest_imageprune.engine.client import DockerEngine
@@ -234,7 +236,7 @@ class PruneSession:
             self.coordinator, self.unsafe = meet(self.started, self.lock_path, self.voice)
             self.engine, self.endpoint = self.started.engine, self.started.endpoint
         if self.dry_run:  # deletes nothing: no need to keep a real prune waiting
-            self._prune_all()
+            self._prune_all(self._watch_uses())
             return
         if self.coordinator is None and self.unsafe is None:
             self._fail(Status.UNREACHABLE, self.problem)
@@ -245,6 +247,7 @@ class PruneSession:
             return
         coordinator = self.coordinator
         coordinator.finishing()
+        record_uses = self._watch_uses()  # while the lock is taken and the prune runs
         try:
             acquired = coordinator.take_lock()
         except LockUnusable as exc:
@@ -256,7 +259,7 @@ class PruneSession:
             self._settle_own(done=False)  # whoever prunes next does it
             return
         try:
-            self._prune_all()
+            self._prune_all(record_uses)
         finally:
             coordinator.release_lock()
         # A sweep cut short (Ctrl-C, the engine gone): no more of them; the next session goes on.
@@ -265,8 +268,9 @@ class PruneSession:
         if done and sweeper is not None and sweeper.stopped is None:
             coordinator.hand_over(sweeper)
 
-    def _prune_all(self) -> None:
-        """This session's own prune; then, holding the lock, the work others left."""
+    def _prune_all(self, record_uses: Callable[[Pipeline], None]) -> None:
+        """This session's own prune (then ``record_uses``); then, holding the lock, the work
+        others left."""
         from pytest_imageprune.session.pipeline import Target, keep_nothing
         from pytest_imageprune.session.sweep import Sweeper
 
@@ -291,6 +295,7 @@ class PruneSession:
         finally:  # what was done is reported, whatever escapes (the registry given up on)
             self.report = outcome.report
         assert self.report is not None
+        record_uses(pipeline)
         # Kept for a live session, of any kind, or cut short: the record stays deferred,
         # so a later session finishes it with this session's own filters.
         self._settle_own(
@@ -308,11 +313,61 @@ class PruneSession:
             # Without a registry no session can be told live: the budget waits for one.
             self._apply_budget(pipeline.engine, keep_live)
 
+    def _watch_uses(self) -> Callable[[Pipeline], None]:
+        """Read the engine's container events of this session (on a connection of their
+        own, while the lock is taken and the prune runs); then, when called, write down where
+        the sessions meet which images the engine's containers used while it ran
+        (``budget.record``): the storage budget's evidence of last use, which the engine
+        itself forgets. Never a failure of the session's: events that cannot be read leave
+        the containers listed as the only evidence."""
+        from pytest_imageprune.budget import record as use_record
+        from pytest_imageprune.coordination.records import CLOCK_SKEW_NS
+
+        coordinator = self.coordinator
+        meeting = coordinator.meeting if coordinator is not None else None
+        since = meeting.joined_ns if meeting is not None else None
+        if meeting is None or coordinator is None or coordinator.unmet is not None or not since:
+            return lambda pipeline: None
+        events: list[Mapping[str, Any]] = []
+        read = getattr(self.engine, "container_events", None)
+
+        def watch() -> None:
+            assert read is not None
+            assert meeting is not None
+            with contextlib.suppress(Exception):  # a proxy that forbids them, say
+                events.extend(read(since, meeting.now_ns or since, meeting.finishing_lease) or ())
+
+        watcher = threading.Thread(target=watch, name="imageprune-uses", daemon=True)
+        if callable(read):
+            watcher.start()
+
+        def write(pipeline: Pipeline) -> None:
+            if watcher.ident is not None:
+                watcher.join()
+            snapshot = pipeline.listed
+            try:
+                if snapshot is not None:
+                    uses = use_record.seen(snapshot, events, since_ns=since)
+                    use_record.keep(meeting, uses, frozenset(snapshot.images), CLOCK_SKEW_NS)
+            except Exception as exc:  # evidence for a budget, never the session's failure
+                self.voice.warn(f"could not keep the record of what containers used: {exc}")
+
+        return write
+
     def _apply_budget(self, engine: Engine, keep_live: Callable[[], KeepRule]) -> None:
         """Last, under the lock: evict until the engine's images fit the budget."""
+        from pytest_imageprune.budget import record as use_record
         from pytest_imageprune.budget.apply import apply_budget
+        from pytest_imageprune.coordination.records import CLOCK_SKEW_NS
 
         assert self.budget is not None
+        meeting = self.coordinator.meeting if self.coordinator is not None else None
+        recorded: dict[str, int] = {}
+        if meeting is not None:
+            try:
+                recorded = use_record.recorded(meeting, CLOCK_SKEW_NS)
+            except Exception as exc:  # the budget goes on with the engine's evidence
+                self.voice.warn(f"could not read the record of what containers used: {exc}")
         self.budget_report = apply_budget(
             engine,
             self.budget,
@@ -321,6 +376,7 @@ class PruneSession:
             protect=self.protect,
             known_layers=self.started.known_layers,
             progress=self.progress,
+            recorded=recorded,
         )
         self.voice.budget(self.budget_report)
 

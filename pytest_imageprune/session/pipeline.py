@@ -123,6 +123,8 @@ class Pipeline:
         #: The images listed for this session's own prune, if the read-ahead must stop
         #: only once they are (see ``session.start``).
         self._own_snapshot = own_snapshot
+        #: The engine's images and containers as listed for this session's own prune.
+        self.listed: Snapshot | None = None
 
     def prune_for(
         self,
@@ -177,8 +179,9 @@ class Pipeline:
             )
             keep = within_lifetime(window, keep, arrival)
         try:
-            if record is None and self._own_snapshot is not None:
-                snapshot = self._own_snapshot(engine)
+            if record is None:
+                own = self._own_snapshot(engine) if self._own_snapshot is not None else None
+                snapshot = self.listed = own if own is not None else engine.snapshot()
             gone = _would_go(kinds)
             if gone:  # a dry run: the containers the real run deletes first hold nothing
                 snapshot = snapshot if snapshot is not None else engine.snapshot()
