@@ -17,6 +17,7 @@ from tests.support import (
     leftovers,
     private_c8d_dockerd,
     private_dockerd,
+    private_podman,
     remove_leftovers,
 )
 
@@ -153,6 +154,14 @@ def private_engine() -> Iterator[PrivateDockerd]:
     """A dockerd of the tests' own, which they may empty and prune without a filter."""
     with private_dockerd() as daemon:
         yield daemon
+
+
+@pytest.fixture(scope="session")
+def private_podman_engine() -> Iterator[str]:
+    """A private, empty Podman 4.3 service (its socket's URL), which tests may empty and
+    prune without a filter."""
+    with private_podman() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -337,6 +337,37 @@ def private_dockerd(tcp: str | None = None) -> Iterator[PrivateDockerd]:
         yield daemon
 
 
+@contextlib.contextmanager
+def private_podman() -> Iterator[str]:
+    """Start a private, empty Podman service (Debian's podman through ``.ci/podman-service``,
+    in a folder of its own: its storage, volumes and socket); yield its socket's URL; stop
+    and remove it afterwards."""
+    if shutil.which("podman") is None:
+        engine_missing("no podman binary for a private Podman service")
+    if os.geteuid() != 0:
+        engine_missing("a private Podman service needs root")
+    root = Path(tempfile.mkdtemp(prefix="ipp-", dir="/tmp"))
+    script = Path(__file__).resolve().parent.parent / ".ci" / "podman-service"
+    env = {**os.environ, "PODMAN_SERVICE_DIR": str(root)}
+    try:
+        started = subprocess.run(
+            [str(script), "start"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        if started.returncode != 0:
+            raise RuntimeError(f"a private Podman service did not start: {started.stderr[-2000:]}")
+        yield f"unix://{started.stdout.strip().splitlines()[-1]}"
+    finally:
+        subprocess.run(
+            [str(script), "stop"], env=env, capture_output=True, timeout=120, check=False
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
 #: Where ``.ci/debian13-engines`` made the Debian 13 root (``.ci/run`` sets it).
 TRIXIE_ROOT_VARIABLE = "IMAGEPRUNE_TRIXIE_ROOT"
 

@@ -3,7 +3,8 @@ used unused images go, until the images fit; in use, kept by a pattern or by a l
 stay; the dry run names the same set first.
 
 The budget evicts from the whole engine by design, so these tests run on the private
-engines only (``private_engine``, ``private_c8d_engine``), emptied before and after.
+engines only (``private_engine``, ``private_c8d_engine``, and a Podman 4.3 service of their
+own, ``private_podman_engine``), emptied before and after.
 """
 
 from __future__ import annotations
@@ -301,3 +302,71 @@ def test_the_plugins_record_dates_a_use_the_engine_forgot(
     assert order == [second, first], result.stdout.str()
     assert data["evicted"][-1]["evidence"] == record.EVIDENCE, data["evicted"][-1]
     result.stdout.fnmatch_lines([f"  would evict * (budget-first:1): *({record.EVIDENCE})"])
+
+
+@pytest.fixture
+def podman(
+    private_podman_engine: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[docker.APIClient]:
+    monkeypatch.setenv("DOCKER_HOST", private_podman_engine)
+    monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
+    monkeypatch.delenv("DOCKER_CERT_PATH", raising=False)
+    client = connect(private_podman_engine)
+    remove_everything(client)
+    yield client
+    remove_everything(client)
+    client.close()
+
+
+def test_on_podman_the_least_recently_used_go_dated_by_the_list_and_the_plugins_record(
+    pytester: pytest.Pytester, podman: docker.APIClient
+) -> None:
+    """Podman's event log says nothing the budget can go by, and shows no tag time: an
+    image's last use is a container listed, the plugin's own record, or its ``Created``.
+    A container a session saw, removed since, still dates its image by the record."""
+    sizes = {"old": 300_000, "mid": 200_000, "new": 250_000, "used": 150_000, "keep": 100_000}
+    ids: dict[str, str] = {}
+    for name, size in sizes.items():
+        tag = "keep/me:1" if name == "keep" else f"budget-{name}:1"
+        files = {"blob": os.urandom(size)}
+        ids[name] = build(podman, ["COPY blob /blob"], tag=tag, files=files)[-1]
+        time.sleep(1.1)  # each its own second: the list's Created is in seconds
+    podman.create_container("budget-used:1", command="/nothing")  # stays: in use
+    pytester.makepyfile(
+        test_use="""
+        import docker
+
+        def test_make_a_container_of_the_oldest():
+            client = docker.APIClient(**docker.utils.kwargs_from_env())
+            client.create_container("budget-old:1", command="/nothing", labels={"made": "1"})
+        """,
+        test_nothing="def test_nothing():\n    pass\n",
+    )
+    pytester.makeini("[pytest]\nprune_images = dangling=true\n")
+    lock = f"--prune-images-lock={pytester.path / 'prune.lock'}"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", lock, "test_use.py")
+    assert result.ret == 0, result.stdout.str()
+    for container in podman.containers(all=True, filters={"label": "made=1"}):
+        podman.remove_container(container["Id"])  # gone: only the record remembers it
+
+    keep = "--prune-images-keep=^keep/"
+    by_id = {i: n for n, i in ids.items()}
+    result, dry = session(
+        pytester, "test_nothing.py", "--prune-images-budget=1kB", keep, "--prune-images-dry-run"
+    )
+    assert [by_id.get(e["Id"]) for e in dry["evicted"]] == ["mid", "new", "old"], (
+        result.stdout.str()
+    )
+    assert dry["evicted"][-1]["evidence"] == record.EVIDENCE
+    assert "the image's Created" in dry["evicted"][0]["evidence"]
+    held = {h["reason"] for h in dry["held_by"]}
+    assert held == {"used by containers", "matching --prune-images-keep"}, dry["held_by"]
+    freed = {by_id[e["Id"]]: e["size"] for e in dry["evicted"]}
+
+    budget = dry["total_before"] - freed["mid"] - freed["new"] // 2
+    result, real = session(
+        pytester, "test_nothing.py", f"--prune-images-budget={budget}", keep, report="real.json"
+    )
+    assert [by_id.get(e["Id"]) for e in real["evicted"]] == ["mid", "new"], result.stdout.str()
+    assert {by_id[i] for i in image_ids(podman) if i in by_id} == {"old", "used", "keep"}
+    assert real["total_before"] > budget >= real["total_after"]
