@@ -364,9 +364,19 @@ def test_on_podman_the_least_recently_used_go_dated_by_the_list_and_the_plugins_
     freed = {by_id[e["Id"]]: e["size"] for e in dry["evicted"]}
 
     budget = dry["total_before"] - freed["mid"] - freed["new"] // 2
+    result, first = session(
+        pytester,
+        "test_nothing.py",
+        f"--prune-images-budget={budget}",
+        keep,
+        "--prune-images-dry-run",
+        report="first.json",
+    )
     result, real = session(
         pytester, "test_nothing.py", f"--prune-images-budget={budget}", keep, report="real.json"
     )
     assert [by_id.get(e["Id"]) for e in real["evicted"]] == ["mid", "new"], result.stdout.str()
+    assert [e["Id"] for e in first["evicted"]] == [e["Id"] for e in real["evicted"]]
+    assert first["total_after"] == real["total_after"]
     assert {by_id[i] for i in image_ids(podman) if i in by_id} == {"old", "used", "keep"}
     assert real["total_before"] > budget >= real["total_after"]
