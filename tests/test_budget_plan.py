@@ -355,7 +355,7 @@ def test_a_session_that_starts_during_the_reads_keeps_what_the_budget_chose(
 ) -> None:
     """The live sessions are read again when the deletions ask: one that started after the
     decision, whose baseline holds the chosen images, keeps them."""
-    from pytest_imageprune.budget.apply import apply_budget
+    from pytest_imageprune.budget.apply import NOT_DONE, apply_budget
     from pytest_imageprune.budget.size import Budget
 
     engine = _layered_engine()
@@ -380,6 +380,9 @@ def test_a_session_that_starts_during_the_reads_keeps_what_the_budget_chose(
         assert engine.calls == []  # type: ignore[attr-defined]
         assert report.evicted == []
         assert report.shortfall == 150
+        # What holds the rest says so: the two chosen, then kept for the live session.
+        assert [(h.kind, h.images, h.size) for h in report.holdings] == [(NOT_DONE, 2, 200)]
+        assert "held: 2 images chosen, then not evicted (200B)" in report.lines()[-1]
     else:
         assert engine.calls == ["app1:1", "app2:1"]  # type: ignore[attr-defined]
         assert [e.names for e in report.evicted] == [("app1:1",), ("app2:1",)]

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pytest_imageprune.budget.gather import gather, upper_bound
-from pytest_imageprune.budget.plan import Decision, Eviction, Hold, KeepRule, decide
+from pytest_imageprune.budget.plan import Decision, Eviction, Hold, Holding, KeepRule, decide
 from pytest_imageprune.budget.size import Budget
 from pytest_imageprune.engine.api import Engine
 from pytest_imageprune.engine.store import CONTAINERD, store_of
@@ -30,6 +30,8 @@ from pytest_imageprune.model.report import PruneReport, human_size
 
 #: Why an image the budget did not choose stays, in its prune.
 NOT_CHOSEN = "not evicted by the budget"
+#: What holds the bytes of an eviction chosen but not done.
+NOT_DONE = "chosen, then not evicted"
 
 
 @dataclass
@@ -58,6 +60,26 @@ class BudgetReport:
         return [e for e in self.decision.evictions if e.image in gone]
 
     @property
+    def refused(self) -> list[Eviction]:
+        """The evictions chosen but not done: the engine refused them (a container made
+        from one meanwhile, say), or the prune stopped short."""
+        if self.decision is None or self.prune is None:
+            return []
+        gone = set(self.prune.deleted_ids)
+        return [e for e in self.decision.evictions if e.image not in gone]
+
+    @property
+    def holdings(self) -> list[Holding]:
+        """What holds the bytes left, by kind: the plan's holds, then the evictions not
+        done (so where the plan could not meet the budget, they add up to ``total_after``)."""
+        holdings = list(self.decision.holdings) if self.decision is not None else []
+        refused = self.refused
+        if refused:
+            size = sum(e.size for e in refused)
+            holdings.append(Holding(NOT_DONE, len(refused), size))
+        return holdings
+
+    @property
     def total_after(self) -> int:
         return self.total_before - sum(e.size for e in self.evicted)
 
@@ -81,7 +103,7 @@ class BudgetReport:
             "total_after": self.total_after,
             "shortfall": self.shortfall,
             "evicted": [e.to_dict() for e in self.evicted],
-            "held_by": [h.to_dict() for h in decision.holdings] if decision is not None else [],
+            "held_by": [h.to_dict() for h in self.holdings],
             "held": [{"Id": i, "reason": h.reason} for i, h in sorted(held.items())],
             "ImagesDeleted": [dict(r) for r in prune.images_deleted] if prune else [],
             "SpaceReclaimed": prune.space_reclaimed if prune else 0,
@@ -129,12 +151,12 @@ class BudgetReport:
         return lines
 
     def _unmet(self, shortfall: int) -> str:
-        decision = self.decision
+        holdings = self.holdings
         held = ""
-        if decision is not None and decision.holdings:
+        if holdings:
             held = "; held: " + ", ".join(
                 f"{h.images} image{'s' * (h.images != 1)} {h.kind} ({human_size(h.size)})"
-                for h in decision.holdings
+                for h in holdings
             )
         would = "would " if self.dry_run else ""
         return (
