@@ -84,8 +84,9 @@ class Arrival:
     ``Created`` says when an image was made, not when it came (``docker load`` keeps a
     2024 image's date); ``Metadata.LastTagTime`` says when it was last tagged (on Docker's
     classic store a build, a ``docker tag``, an import, never a pull or a load; on the
-    containerd store any change to one of its records, pulls and loads included). The engine's event log, while it
-    reaches back, says what was loaded, pulled, imported or tagged after a session ended.
+    containerd store any change to one of its records, pulls and loads included). The
+    engine's event log, while it reaches back, says what was loaded, pulled, imported or
+    tagged after a session ended.
     An image a dead session could have left arrived after that session started and before
     it ended: one that did not, or whose arrival cannot be told, stays (a leak can be
     mended later; a loss cannot).
