@@ -242,6 +242,19 @@ def test_a_pattern_finds_a_name_as_docker_and_as_podman_list_it() -> None:
     assert evicted(decide(inv, 1, patterns=patterns)) == ["d"]
 
 
+def test_a_pattern_finds_an_image_pulled_by_digest_alone_by_its_digest() -> None:
+    digest = "sha256:" + "e" * 64
+    images = [
+        img("a", digests=(f"alpine@{digest}",)),  # docker pull alpine@sha256:...
+        img("b", digests=(f"other@{digest}",)),
+        img("c", tags=("pinned:1",), digests=(f"pinned@{digest}",)),
+    ]
+    inv = inventory(images, {n: {f"L{n}": 5} for n in "abc"}, {"a": 1, "b": 2, "c": 3})
+    patterns = [re.compile("^alpine@"), re.compile(f"@{digest}$")]
+    assert evicted(decide(inv, 1, patterns=patterns[:1])) == ["b", "c"]
+    assert evicted(decide(inv, 1, patterns=patterns[1:])) == []
+
+
 def test_a_pattern_searches_the_name_as_docuum_matches_it() -> None:
     images = [img("a", tags=("ci-cache:1",)), img("b", tags=("app:ci",))]
     inv = inventory(images, {"a": {"La": 5}, "b": {"Lb": 5}}, {})

@@ -255,7 +255,9 @@ def _hold_of(
     *,
     cascade: bool,
 ) -> Hold | None:
-    for name in image.tags if patterns else ():
+    # Its tags, then its digests (``repo@sha256:...``): an image pulled by digest alone has
+    # only those, and a pattern may pin one.
+    for name in (*image.tags, *image.digests) if patterns else ():
         forms: list[str] | None = None
         for pattern in patterns:
             if pattern.search(name) is None:
