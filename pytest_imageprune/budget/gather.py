@@ -17,14 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pytest_imageprune.budget.plan import NO_EVIDENCE, Inventory, Use
-from pytest_imageprune.budget.record import EVIDENCE, USING, resolver
+from pytest_imageprune.budget.record import EVIDENCE, shown
 from pytest_imageprune.engine.api import Engine, EngineError, Gone
 from pytest_imageprune.engine.store import CONTAINERD
 from pytest_imageprune.images.containerd_space import snapshot_sizes
 from pytest_imageprune.images.delete import chain_ids, layer_sizes
 from pytest_imageprune.model.filters import engine_time
 from pytest_imageprune.model.gotime import NANOS
-from pytest_imageprune.model.images import Snapshot, full_id
+from pytest_imageprune.model.images import Snapshot
 
 #: Connections at once for the reads (as the prune's deletions: ``delete``).
 READERS = 8
@@ -182,25 +182,8 @@ def last_uses(
         if use.ns > best.get(image_id, NO_EVIDENCE).ns:
             best[image_id] = use
 
-    for container in snapshot.containers:
-        image_id = full_id(container.image_id) if container.image_id else ""
-        if image_id in snapshot.images and container.created_s > 0:
-            offer(
-                image_id, Use(container.created_s * NANOS, f"container {container.id[:12]} created")
-            )
-    resolve = resolver(snapshot)
-    for event in events:
-        if event.get("Type") != "container" or event.get("Action") not in USING:
-            continue
-        actor = event.get("Actor")
-        attributes = actor.get("Attributes") if isinstance(actor, Mapping) else None
-        name = attributes.get("image") if isinstance(attributes, Mapping) else None
-        when = event.get("timeNano")
-        used = resolve(name) if isinstance(name, str) else None
-        if used is None or not isinstance(when, int) or isinstance(when, bool):
-            continue
-        who = str(actor.get("ID") or "")[:12] if isinstance(actor, Mapping) else ""
-        offer(used, Use(when, f"container {who} {event['Action']}d (the engine's events)"))
+    for image_id, ns, evidence in shown(snapshot, events):
+        offer(image_id, Use(ns, evidence))
     for image_id, ns in (recorded or {}).items():
         if image_id in snapshot.images:
             offer(image_id, Use(ns, EVIDENCE))

@@ -29,7 +29,7 @@ import base64
 import json
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from pytest_imageprune.model.gotime import NANOS
@@ -66,15 +66,22 @@ def seen(
     """The images of ``snapshot`` that containers used, each with its latest use (ns, the
     engine's clock): the containers listed, and the container events from ``since_ns``."""
     uses: dict[str, int] = {}
-
-    def offer(image_id: str, ns: int) -> None:
+    for image_id, ns, _ in shown(snapshot, events, since_ns=since_ns):
         if ns > uses.get(image_id, 0):
             uses[image_id] = ns
+    return uses
 
+
+def shown(
+    snapshot: Snapshot, events: Iterable[Mapping[str, Any]] = (), *, since_ns: int = 0
+) -> Iterator[tuple[str, int, str]]:
+    """Each use of an image of ``snapshot`` that the engine shows: a container listed (its
+    ``Created``), a container event from ``since_ns`` (a create or a start, its image named
+    as it was given); as ``(image ID, ns, what shows it)``."""
     for container in snapshot.containers:
         image_id = full_id(container.image_id) if container.image_id else ""
         if image_id in snapshot.images and container.created_s > 0:
-            offer(image_id, container.created_s * NANOS)
+            yield image_id, container.created_s * NANOS, f"container {container.id[:12]} created"
     resolve = resolver(snapshot)
     for event in events:
         if event.get("Type") != "container" or event.get("Action") not in USING:
@@ -87,8 +94,8 @@ def seen(
             continue
         used = resolve(name) if isinstance(name, str) else None
         if used is not None:
-            offer(used, when)
-    return uses
+            who = str(actor.get("ID") or "")[:12] if isinstance(actor, Mapping) else ""
+            yield used, when, f"container {who} {event['Action']}d (the engine's events)"
 
 
 def resolver(snapshot: Snapshot) -> Callable[[str], str | None]:
