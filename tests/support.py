@@ -193,10 +193,26 @@ def image_ids(client: docker.APIClient) -> set[str]:
     return {i["Id"] for i in client.images(all=True)}
 
 
+@contextlib.contextmanager
+def emptied(socket: str) -> Iterator[docker.APIClient]:
+    """A client of a private engine, emptied before and after (``remove_everything``)."""
+    client = connect(socket)
+    remove_everything(client)
+    try:
+        yield client
+    finally:
+        remove_everything(client)
+        client.close()
+
+
 def remove_everything(client: docker.APIClient) -> None:
-    """Empty an engine (a private one only!): containers, then images, children first."""
+    """Empty an engine (a private one only!): containers and volumes, then images,
+    children first."""
     for container in client.containers(all=True):
         client.remove_container(container["Id"], force=True)
+    for volume in (client.volumes() or {}).get("Volumes") or []:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            client.remove_volume(volume["Name"], force=True)
     for _ in range(50):
         images = client.images(all=True)
         if not images:

@@ -22,7 +22,7 @@ import docker
 import pytest
 
 from pytest_imageprune.budget import record
-from tests.support import PrivateDockerd, build, connect, image_ids, remove_everything
+from tests.support import PrivateDockerd, build, connect, emptied, image_ids
 
 pytestmark = [pytest.mark.engine, pytest.mark.private_engine]
 
@@ -41,11 +41,8 @@ def daemon(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> P
 
 @pytest.fixture
 def client(daemon: PrivateDockerd) -> Iterator[docker.APIClient]:
-    client = connect(daemon.socket)
-    remove_everything(client)
-    yield client
-    remove_everything(client)
-    client.close()
+    with emptied(daemon.socket) as client:
+        yield client
 
 
 class Filled:
@@ -311,11 +308,8 @@ def podman(
     monkeypatch.setenv("DOCKER_HOST", private_podman_engine)
     monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
     monkeypatch.delenv("DOCKER_CERT_PATH", raising=False)
-    client = connect(private_podman_engine)
-    remove_everything(client)
-    yield client
-    remove_everything(client)
-    client.close()
+    with emptied(private_podman_engine) as client:
+        yield client
 
 
 def test_on_podman_the_least_recently_used_go_dated_by_the_list_and_the_plugins_record(

@@ -28,7 +28,7 @@ import pytest
 from pytest_imageprune.engine.client import DockerEngine
 from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.model.filters import Filters
-from tests.support import PrivateDockerd, build, connect, image_ids, remove_everything
+from tests.support import PrivateDockerd, build, emptied, image_ids, remove_everything
 
 pytestmark = [pytest.mark.engine, pytest.mark.private_engine]
 
@@ -186,11 +186,8 @@ def daemon(store: str, request: pytest.FixtureRequest) -> PrivateDockerd:
 
 @pytest.fixture
 def engine(daemon: PrivateDockerd) -> Iterator[docker.APIClient]:
-    client = connect(daemon.socket)
-    remove_everything(client)
-    yield client
-    remove_everything(client)
-    client.close()
+    with emptied(daemon.socket) as client:
+        yield client
 
 
 SEEDS = list(range(24))

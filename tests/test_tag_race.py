@@ -18,7 +18,7 @@ import pytest
 from pytest_imageprune.engine.api import Record
 from pytest_imageprune.engine.client import DockerEngine
 from pytest_imageprune.images.prune import prune_images
-from tests.support import PrivateDockerd, connect, image_archive, layer_tar, remove_everything
+from tests.support import PrivateDockerd, emptied, image_archive, layer_tar
 from tests.test_differential import daemon, store
 
 pytestmark = [pytest.mark.engine, pytest.mark.private_engine]
@@ -45,11 +45,8 @@ class Meanwhile(DockerEngine):
 
 @pytest.fixture
 def client(daemon: PrivateDockerd) -> Iterator[docker.APIClient]:
-    client = connect(daemon.socket)
-    remove_everything(client)
-    yield client
-    remove_everything(client)
-    client.close()
+    with emptied(daemon.socket) as client:
+        yield client
 
 
 def untagged(client: docker.APIClient, count: int = 3) -> list[str]:
