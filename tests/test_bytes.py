@@ -23,7 +23,11 @@ from pathlib import Path
 import docker
 import pytest
 
+from pytest_imageprune.budget.apply import apply_budget
+from pytest_imageprune.budget.plan import BUILD_CACHE as CACHE_HOLDS
+from pytest_imageprune.budget.size import Budget
 from pytest_imageprune.engine.client import DockerEngine
+from pytest_imageprune.engine.store import CLASSIC
 from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.kinds.filters import KindFilters
 from pytest_imageprune.kinds.prune import prune_kind
@@ -179,6 +183,51 @@ def test_the_build_cache_counts_what_it_frees_and_no_byte_twice(
     assert abs(counted - left) <= slack_, context
     if builder == "buildkit":
         assert cache.space_reclaimed >= sum(SIZES), context
+
+
+@pytest.mark.parametrize("builder", ["classic", "buildkit"])
+def test_the_budget_counts_what_an_eviction_frees_of_the_disk(
+    client: docker.APIClient, daemon: PrivateDockerd, builder: str
+) -> None:
+    """The storage budget's figures are bytes of the disk too: each eviction's size, and
+    the total it evicts down from. What BuildKit's build cache holds of the images it built
+    does not leave with them: on the containerd store their content (their snapshots do),
+    which is in no total and is said apart; on the classic store all their layers, so the
+    budget evicts none of them (it would free nothing) and says what holds them."""
+    if builder == "buildkit" and (why := buildkit_available(daemon.socket)) is not None:
+        pytest.fail(f"no BuildKit build on {daemon.socket}: {why}")
+    make_images(client, daemon, builder)
+    settle(client)
+    root = daemon.root / "data"
+    before = du(root)
+    engine = DockerEngine(None, daemon.socket)
+    try:
+        kind = engine.store.kind
+        report = apply_budget(
+            engine, Budget(1, "1B"), dry_run=False, keep_live=lambda: lambda image: None
+        )
+    finally:
+        engine.close()
+    left = before - du(root)
+    held = {h["reason"]: h for h in report.to_dict()["held_by"]}
+    if builder == "buildkit" and kind == CLASSIC:
+        assert report.evicted == [], report.lines()
+        assert held[CACHE_HOLDS]["images"] == len(SIZES), held
+        assert held[CACHE_HOLDS]["size"] >= sum(SIZES), held
+        assert abs(left) <= METADATA, left
+        return
+    assert report.prune is not None, report.errors
+    evicted = sum(e.size for e in report.evicted)
+    context = (evicted, report.total_before, left, report.held_by_build_cache, report.errors)
+    assert len(report.evicted) >= len(SIZES), context
+    assert abs(evicted - left) <= slack(report.prune), context
+    assert report.total_before == evicted + report.total_after, context
+    assert report.prune.space_reclaimed == evicted, context
+    containerd = report.prune.space_parts is not None
+    if builder == "buildkit" and containerd:
+        assert report.held_by_build_cache >= sum(SIZES), context
+    else:
+        assert report.held_by_build_cache == 0, context
 
 
 INNER = """

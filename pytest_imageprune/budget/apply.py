@@ -15,7 +15,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pytest_imageprune.budget.gather import gather, upper_bound
-from pytest_imageprune.budget.plan import Decision, Eviction, Hold, Holding, KeepRule, decide
+from pytest_imageprune.budget.plan import (
+    Decision,
+    Eviction,
+    Hold,
+    Holding,
+    KeepRule,
+    cache_held,
+    decide,
+)
 from pytest_imageprune.budget.size import Budget
 from pytest_imageprune.engine.api import Engine
 from pytest_imageprune.engine.store import CONTAINERD, store_of
@@ -50,6 +58,9 @@ class BudgetReport:
     prune: PruneReport | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
     duration_s: float = 0.0
+    #: On the containerd store, the images' content that BuildKit's build cache holds: in
+    #: no total (deleting the images leaves it; the build cache's prune frees it).
+    held_by_build_cache: int = 0
 
     @property
     def evicted(self) -> list[Eviction]:
@@ -107,6 +118,7 @@ class BudgetReport:
             "held": [{"Id": i, "reason": h.reason} for i, h in sorted(held.items())],
             "ImagesDeleted": [dict(r) for r in prune.images_deleted] if prune else [],
             "SpaceReclaimed": prune.space_reclaimed if prune else 0,
+            "held_by_build_cache": self.held_by_build_cache,
             "skipped": [s.to_dict() for s in prune.skipped] if prune else [],
             "errors": [*self.errors, *(prune.errors if prune else [])],
             "duration_s": round(self.duration_s, 6),
@@ -125,6 +137,8 @@ class BudgetReport:
         if self.decision is None or not self.decision.evictions:
             at_most = "" if self.exact else " at most"
             lines = [f"{head}: the engine's images take{at_most} {before}: nothing to evict"]
+            if self.held_by_build_cache:
+                lines.append(self._cache_line())
             if self.shortfall:
                 lines.append(self._unmet(self.shortfall))
             return lines
@@ -140,6 +154,8 @@ class BudgetReport:
         if self.prune is not None and not self.dry_run:
             lines[0] += f" (SpaceReclaimed {human_size(self.prune.space_reclaimed)})"
         lines += [f"  {would}evict {_said(e)}" for e in evicted]
+        if self.held_by_build_cache:
+            lines.append(self._cache_line())
         prune = self.prune
         if prune is not None:
             lines += [f"  not evicted {_short(s.image)}: {s.reason}" for s in prune.skipped]
@@ -149,6 +165,13 @@ class BudgetReport:
         if shortfall:
             lines.append(self._unmet(shortfall))
         return lines
+
+    def _cache_line(self) -> str:
+        size = human_size(self.held_by_build_cache)
+        return (
+            f"  {size} more of the images' content is held by the build cache, in no total:"
+            " --prune-build-cache frees it"
+        )
 
     def _unmet(self, shortfall: int) -> str:
         holdings = self.holdings
@@ -231,6 +254,7 @@ def _apply(
         errors=report.errors,
         recorded=recorded,
     )
+    report.held_by_build_cache = cache_held(inventory)
     live = keep_live()  # read once the images are listed: a session started meanwhile is seen
     keep = _either(live, protect)
     decision = decide(inventory, budget.size, patterns=budget.patterns(), keep=keep)

@@ -20,7 +20,7 @@ from pytest_imageprune.budget.plan import NO_EVIDENCE, Inventory, Use
 from pytest_imageprune.budget.record import EVIDENCE, shown
 from pytest_imageprune.engine.api import Engine, EngineError, Gone
 from pytest_imageprune.engine.store import CONTAINERD
-from pytest_imageprune.images.containerd_space import snapshot_sizes
+from pytest_imageprune.images.containerd_space import BUILDKIT_STEP, snapshot_sizes
 from pytest_imageprune.images.delete import chain_ids, layer_sizes
 from pytest_imageprune.model.filters import engine_time
 from pytest_imageprune.model.gotime import NANOS
@@ -48,6 +48,8 @@ class _Read:
     tagged_ns: int | None = None
     #: Each layer's size where the history was read with it (the containerd store).
     sizes: tuple[int, ...] | None = None
+    #: A step of its history says BuildKit made it (the containerd store).
+    buildkit: bool = False
 
 
 def gather(
@@ -63,28 +65,8 @@ def gather(
     whose layers could not be read holds no bytes the plan can count (``errors`` says so).
     ``known_layers`` are layers the session read ahead, by image ID; ``recorded``, the
     latest uses the plugin's record shows (``record.recorded``)."""
-    containerd = store == CONTAINERD
     unread: set[str] = set()
-
-    def read(engine: Engine, image_id: str) -> _Read | None:
-        try:
-            data = engine.inspect(image_id)
-            layers = [str(x) for x in (data.get("RootFS") or {}).get("Layers") or ()]
-            sizes = None
-            if containerd:
-                sizes = tuple(snapshot_sizes(engine.history(image_id) or (), len(layers)))
-        except Gone:
-            return None
-        except (EngineError, AttributeError, TypeError, ValueError) as exc:
-            if errors is not None:
-                errors.append({"Id": image_id, "error": f"could not read its layers: {exc}"})
-            unread.add(image_id)  # never evicted: what it frees, and its last use, unknown
-            return _Read()
-        metadata = data.get("Metadata")
-        tagged = metadata.get("LastTagTime") if isinstance(metadata, Mapping) else None
-        return _Read(
-            tuple(chain_ids(layers)), engine_time(data.get("Created")), engine_time(tagged), sizes
-        )
+    read = _reader(store == CONTAINERD, unread, errors)
 
     # The event log is asked up to the second after the engine's now (its Date is whole
     # seconds: what happened in the last one is only in a log asked past it), which takes
@@ -111,7 +93,7 @@ def gather(
     reads = {i: r for i, r in found.items() if r is not None}
     chains = {i: r.layers for i, r in reads.items()}
     sizes: dict[str, int] = {}
-    if containerd:
+    if store == CONTAINERD:
         for r in reads.values():
             sizes.update(zip(r.layers, r.sizes or (), strict=False))
     else:
@@ -121,7 +103,79 @@ def gather(
     times = {i: (r.created_ns, r.tagged_ns) for i, r in reads.items()}
     events = log if watcher is not None else _events(engine)
     uses = last_uses(snapshot, times, events, recorded)
-    return Inventory(snapshot, store, chains, sizes, uses, frozenset(unread))
+    built = _built_by_buildkit(engine, snapshot, reads, store == CONTAINERD)
+    held = built if built and _cache_holds(engine) else frozenset()
+    return Inventory(snapshot, store, chains, sizes, uses, frozenset(unread), held)
+
+
+def _reader(
+    containerd: bool, unread: set[str], errors: list[dict[str, str]] | None
+) -> Callable[[Engine, str], _Read | None]:
+    """How one image is read: its inspect (and on the containerd store its history); None
+    for one gone meanwhile; one that cannot be read goes into ``unread``."""
+
+    def read(engine: Engine, image_id: str) -> _Read | None:
+        try:
+            data = engine.inspect(image_id)
+            layers = [str(x) for x in (data.get("RootFS") or {}).get("Layers") or ()]
+            sizes, buildkit = None, False
+            if containerd:
+                history = list(engine.history(image_id) or ())
+                sizes = tuple(snapshot_sizes(history, len(layers)))
+                buildkit = any(step.get("Comment") == BUILDKIT_STEP for step in history)
+        except Gone:
+            return None
+        except (EngineError, AttributeError, TypeError, ValueError) as exc:
+            if errors is not None:
+                errors.append({"Id": image_id, "error": f"could not read its layers: {exc}"})
+            unread.add(image_id)  # never evicted: what it frees, and its last use, unknown
+            return _Read()
+        metadata = data.get("Metadata")
+        tagged = metadata.get("LastTagTime") if isinstance(metadata, Mapping) else None
+        return _Read(
+            tuple(chain_ids(layers)),
+            engine_time(data.get("Created")),
+            engine_time(tagged),
+            sizes,
+            buildkit,
+        )
+
+    return read
+
+
+def _built_by_buildkit(
+    engine: Engine, snapshot: Snapshot, reads: Mapping[str, _Read], containerd: bool
+) -> frozenset[str]:
+    """The images a step of whose history says BuildKit made it. On the classic store only
+    an image without a parent can be one (the classic builder links its steps): their
+    histories are read here, on a few connections at once."""
+    if containerd:
+        return frozenset(i for i, r in reads.items() if r.buildkit)
+
+    def steps(engine: Engine, image_id: str) -> bool:
+        try:
+            history = engine.history(image_id) or ()
+            return any(step.get("Comment") == BUILDKIT_STEP for step in history)
+        except (Gone, EngineError, AttributeError, TypeError, ValueError):
+            return False  # its layers then count as freed, as they would without BuildKit
+
+    parentless = [i for i, r in reads.items() if r.layers and not snapshot.images[i].parent]
+    return frozenset(i for i, made in _each(engine, parentless, steps).items() if made)
+
+
+def _cache_holds(engine: Engine) -> bool:
+    """Whether BuildKit's build cache holds records that images share (its ``Shared``):
+    then it holds the content of the images BuildKit built, which their deletion leaves
+    (``ContainerdSpace``). Where it cannot be read, taken not to: the budget then counts
+    that content as freed, and evicts no more than that count needs."""
+    disk_usage = getattr(engine, "disk_usage", None)
+    if not callable(disk_usage):
+        return False
+    try:
+        records = disk_usage("build-cache").get("BuildCache") or ()
+        return any(bool(record.get("Shared")) for record in records)
+    except (EngineError, Gone, AttributeError, TypeError, ValueError):
+        return False
 
 
 def _classic_sizes(

@@ -36,9 +36,10 @@ PATTERN = "matching --prune-images-keep"
 HOOK = "protected by a hook"
 DIGEST_ONLY = "named by digest only (the API cannot tell their records apart)"
 UNREAD = "whose layers could not be read (what they would free is unknown)"
+BUILD_CACHE = "whose layers the build cache holds (evicting them frees nothing)"
 #: The order the kinds are told in, and in which their bytes are counted when several hold
 #: one layer: the first kind holding it is charged.
-KINDS = (IN_USE, LIVE, PATTERN, HOOK, DIGEST_ONLY, UNREAD)
+KINDS = (IN_USE, LIVE, PATTERN, HOOK, DIGEST_ONLY, UNREAD, BUILD_CACHE)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class Inventory:
     #: The images whose layers could not be read: never evicted (what they free, and
     #: whether a session left them, is unknown).
     unread: frozenset[str] = frozenset()
+    #: The images BuildKit built while its build cache holds what it built: on the
+    #: containerd store deleting one frees its snapshots only (its content stays); on the
+    #: classic store nothing (its layers stay, as the cache's records).
+    held_by_cache: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,8 @@ def decide(
     it gives a reason; ``patterns`` keep an image with a name one of them finds."""
     snapshot = inventory.snapshot
     cascade = inventory.store != CONTAINERD
-    held = _held(snapshot, patterns, keep, cascade=cascade, unread=inventory.unread)
+    cached = inventory.held_by_cache if cascade else ()  # the containerd store frees some
+    held = _held(snapshot, patterns, keep, cascade=cascade, unread=inventory.unread, cached=cached)
     space = _space(inventory, held)
     total = space.total()
     if total <= budget:
@@ -191,11 +197,17 @@ def _held(
     *,
     cascade: bool,
     unread: Iterable[str] = (),
+    cached: Iterable[str] = (),
 ) -> dict[str, Hold]:
     held: dict[str, Hold] = {}
     for image_id in unread:
         if image_id in snapshot.images:
             held[image_id] = Hold(UNREAD, "its layers could not be read")
+    for image_id in cached:  # the classic store: the layers stay with BuildKit's records
+        if image_id in snapshot.images and image_id not in held:
+            held[image_id] = Hold(
+                BUILD_CACHE, "BuildKit built it, and its build cache holds its layers"
+            )
     for container in snapshot.containers:
         used = full_id(container.image_id) if container.image_id else ""
         if used in snapshot.images and held.get(used, Hold("", "")).kind != IN_USE:
@@ -397,7 +409,20 @@ class _Containerd:
 
 
 def _containerd_space(inventory: Inventory) -> ContainerdSpace:
-    return ContainerdSpace.of(inventory.snapshot, inventory.chains, inventory.layer_sizes)
+    return ContainerdSpace.of(
+        inventory.snapshot,
+        inventory.chains,
+        inventory.layer_sizes,
+        held_by_cache=inventory.held_by_cache,
+    )
+
+
+def cache_held(inventory: Inventory) -> int:
+    """The images' content the build cache holds (the containerd store): deleting the
+    images leaves it, so it is in no total and no eviction's size."""
+    if inventory.store != CONTAINERD or not inventory.held_by_cache:
+        return 0
+    return _containerd_space(inventory).cache_held()
 
 
 def _holdings(

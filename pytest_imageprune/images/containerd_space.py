@@ -78,21 +78,35 @@ class ContainerdSpace:
         snapshot: Snapshot,
         chains: Mapping[str, Sequence[str]],
         usage: Mapping[str, int],
+        *,
+        held_by_cache: Iterable[str] = (),
     ) -> ContainerdSpace:
         """A count over layers read already: each image's chain, each snapshot's size (the
-        storage budget predicts with it what deleting any image would free)."""
+        storage budget predicts with it what deleting any image would free);
+        ``held_by_cache``, the images BuildKit built whose content the build cache holds."""
         space = cls(snapshot, ())
         space._chain = {i: tuple(chain) for i, chain in chains.items()}
         space._usage = dict(usage)
+        space._buildkit = set(held_by_cache)
+        space._cache_holds = bool(space._buildkit)
         return space
 
     def total(self) -> int:
         """What deleting every image would free, counted as ``count`` would count it: each
-        snapshot once, and each image's own content."""
+        snapshot once, and each image's own content but what the build cache holds."""
         with self._lock:
             self._prepare()
             snapshots = sum(self._usage.get(layer, 0) for layer in self._holders)
-            return snapshots + sum(self._own_content(i) for i in self._chain)
+            held = self._buildkit if self._cache_holds else set()
+            return snapshots + sum(self._own_content(i) for i in self._chain if i not in held)
+
+    def cache_held(self) -> int:
+        """The content of the images the build cache holds (``of``'s ``held_by_cache``):
+        deleting them leaves it; the build cache's prune frees it."""
+        with self._lock:
+            self._prepare()
+            held = self._buildkit if self._cache_holds else set()
+            return sum(self._own_content(i) for i in self._chain if i in held)
 
     def roots(self, candidates: Sequence[str]) -> list[str]:
         """Every image, the ones going first: which layers survive depends on them all."""
