@@ -162,3 +162,13 @@ def test_the_record_dates_a_use_the_engine_forgot() -> None:
     uses = last_uses(snapshot, {}, (), {A: 300 * S, C: 900 * S})  # C: no longer on the engine
     assert uses[A] == Use(300 * S, record.EVIDENCE)
     assert C not in uses
+
+
+def test_a_session_removes_a_bounded_number_of_records_and_loses_none() -> None:
+    keeper = Keeper()
+    for n in range(100):  # made by hand, or by anyone who reaches the engine
+        keeper.keep_uses(f"{n:032x}", {record.USES: record.pack({f"sha256:{n:064x}": S})})
+    present = frozenset(f"sha256:{n:064x}" for n in range(100))
+    assert record.keep(keeper, {A: 5 * S}, present | {A}, 0) == record.REMOVE_AT_MOST
+    assert len(keeper.volumes) == 100 - record.REMOVE_AT_MOST + 1
+    assert record.recorded(keeper, 0) == {**dict.fromkeys(present, S), A: 5 * S}

@@ -42,6 +42,10 @@ USES = "io.github.pytest-imageprune.uses"
 LIMIT = 1 << 20
 #: How many records there may be before the next writer merges them into one.
 COMPACT_AT = 8
+#: The most records one session removes once merged: many more (made by hand, or by
+#: anyone who can reach the engine) go a few at a time, over the next sessions, each
+#: session's record holding them all meanwhile.
+REMOVE_AT_MOST = 32
 #: The container events that use an image (``docker run`` is a create, then a start).
 USING = frozenset({"create", "start"})
 #: What the budget says of a last use this record shows.
@@ -210,7 +214,7 @@ def keep(
     if len(volumes) + 1 >= COMPACT_AT and now is not None:
         found, _ = read(volumes, now + skew_ns)  # one unreadable goes: it told nothing
         merged = {i: ns for i, ns in merge(found, uses).items() if i in present}
-        old = [str(v.get("Name")) for v in volumes]
+        old = sorted(str(v.get("Name")) for v in volumes)[:REMOVE_AT_MOST]
     keeper.keep_uses(uuid.uuid4().hex, {USES: pack(merged)})
     if old:
         keeper.drop_uses(old)  # after its own is written: what they held is in it
