@@ -253,9 +253,10 @@ def test_a_live_session_keeps_every_image_from_the_budget(
 def test_the_plugins_record_dates_a_use_the_engine_forgot(
     pytester: pytest.Pytester, client: docker.APIClient, daemon: PrivateDockerd
 ) -> None:
-    """A session writes down, in the engine's meeting place, the images its containers used;
-    once the engine has forgotten (restarted: Docker's event log is gone, and the container
-    was removed), the budget still dates the use by that record."""
+    """A session writes down, in the engine's meeting place, the images its containers used
+    (the container's events read as they came: by the session's end the engine's log no
+    longer holds them); once the engine has forgotten (restarted: Docker's event log is
+    gone, and the container was removed), the budget still dates the use by that record."""
     files = {"blob": os.urandom(200_000)}
     first = build(client, ["COPY blob /blob"], tag="budget-first:1", files=files)[-1]
     time.sleep(1.1)  # a later second: the second image is the more recently made
@@ -270,6 +271,11 @@ def test_the_plugins_record_dates_a_use_the_engine_forgot(
             client = docker.APIClient(**docker.utils.kwargs_from_env())
             container = client.create_container("budget-first:1", command="/nothing")
             client.remove_container(container["Id"])
+            # A busy engine: Docker's log keeps its newest 256 events, and these 300 push
+            # the container's out of it before the session ends.
+            for n in range(150):
+                client.create_volume(f"budget-churn-{n}")
+                client.remove_volume(f"budget-churn-{n}")
         """,
         test_nothing="def test_nothing():\n    pass\n",
     )

@@ -172,3 +172,53 @@ def test_a_session_removes_a_bounded_number_of_records_and_loses_none() -> None:
     assert record.keep(keeper, {A: 5 * S}, present | {A}, 0) == record.REMOVE_AT_MOST
     assert len(keeper.volumes) == 100 - record.REMOVE_AT_MOST + 1
     assert record.recorded(keeper, 0) == {**dict.fromkeys(present, S), A: 5 * S}
+
+
+# -- from a hostile review of the record (each failed before its mend) ----------------------
+
+
+def nested(depth: int = 200_000) -> str:
+    """A record of version 1 holding nothing, with a list nested ``depth`` deep beside: a
+    label of some 600 bytes that anyone who can make a volume can put there."""
+    raw = b'{"v": 1, "uses": {}, "x": ' + b"[" * depth + b"]" * depth + b"}"
+    return base64.b64encode(zlib.compress(raw, 9)).decode()
+
+
+def test_a_deeply_nested_record_is_an_unreadable_one() -> None:
+    with pytest.raises(ValueError, match="record of uses"):
+        record.unpack(nested(), 10**20)
+
+
+def test_one_forged_record_hides_no_other_and_never_stops_the_writing() -> None:
+    keeper = Keeper()
+    keeper.volumes["pytest-imageprune-" + "0" * 32 + "-uses"] = {record.USES: nested()}
+    for n in range(record.COMPACT_AT - 2):
+        record.keep(keeper, {A: (n + 1) * S}, frozenset({A}), 0)
+    assert record.recorded(keeper, 0) == {A: (record.COMPACT_AT - 2) * S}
+    # The next one merges: the forged record goes, as an unreadable one does.
+    assert record.keep(keeper, {A: 100 * S}, frozenset({A}), 0) == record.COMPACT_AT - 1
+    assert len(keeper.volumes) == 1
+    assert record.recorded(keeper, 0) == {A: 100 * S}
+
+
+def test_a_merge_loses_no_use_of_an_image_that_arrived_after_the_writers_listing() -> None:
+    """Session W lists the engine's images for its prune; X is built meanwhile by session
+    S, which uses it and writes its record before W merges: W keeps X's use."""
+    keeper = Keeper()
+    now = keeper.now_ns
+    assert now is not None
+    for n in range(record.COMPACT_AT - 2):
+        record.keep(keeper, {A: (n + 1) * S}, frozenset({A}), 0)
+    record.keep(keeper, {B: now - 60 * S}, frozenset({A, B}), 0)  # S, which saw B
+    listed_by_w = frozenset({A})  # before B arrived
+    assert record.keep(keeper, {A: now - 30 * S}, listed_by_w, 0) == record.COMPACT_AT - 1
+    assert record.recorded(keeper, 0) == {A: now - 30 * S, B: now - 60 * S}
+
+
+def test_records_never_pile_up_where_the_engine_tells_no_time() -> None:
+    """An answer without a ``Date`` (a proxy that drops it): nothing can be read or merged,
+    so nothing is written."""
+    keeper = Keeper(now_ns=None)
+    for n in range(3 * record.COMPACT_AT):
+        record.keep(keeper, {A: (n + 1) * S}, frozenset({A}), 0)
+    assert keeper.volumes == {}

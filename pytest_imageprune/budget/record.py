@@ -40,6 +40,9 @@ USES = "io.github.pytest-imageprune.uses"
 #: A record holds at most this much, compressed (some 20,000 images); the oldest uses are
 #: left out past it.
 LIMIT = 1 << 20
+#: A merge keeps the uses of images its writer did not list if they are this recent (an
+#: image may have arrived, and been used, since that listing).
+RECENT_NS = 3600 * NANOS
 #: How many records there may be before the next writer merges them into one.
 COMPACT_AT = 8
 #: The most records one session removes once merged: many more (made by hand, or by
@@ -48,6 +51,9 @@ COMPACT_AT = 8
 REMOVE_AT_MOST = 32
 #: The container events that use an image (``docker run`` is a create, then a start).
 USING = frozenset({"create", "start"})
+#: How long a session's end waits for its event stream to reach its "finishing" lease (the
+#: engine sends it at once; a peer that does not is cut off then).
+EVENTS_LIMIT_S = 1.0
 #: What the budget says of a last use this record shows.
 EVIDENCE = "a container used it (the plugin's record)"
 
@@ -150,8 +156,8 @@ def unpack(text: object, latest_ns: int) -> dict[str, int]:
         if inflater.unconsumed_tail:
             raise ValueError("it is larger than any record")
         data = json.loads(raw)
-    except (ValueError, zlib.error) as exc:
-        raise ValueError(f"its record of uses does not decode: {exc}") from None
+    except (ValueError, zlib.error, RecursionError) as exc:  # nested past any record
+        raise ValueError(f"its record of uses does not decode: {str(exc)[:200]}") from None
     found = data.get("uses") if isinstance(data, dict) and data.get("v") == 1 else None
     if not isinstance(found, dict):
         raise ValueError("its record of uses is of no known version")
@@ -183,7 +189,7 @@ def read(volumes: Sequence[Mapping[str, Any]], latest_ns: int) -> tuple[dict[str
             records.append(
                 unpack(labels.get(USES) if isinstance(labels, Mapping) else None, latest_ns)
             )
-        except ValueError:
+        except Exception:  # one record, whatever is wrong with it, hides no other
             bad += 1
     return merge(*records), bad
 
@@ -204,16 +210,22 @@ def keep(
     skew_ns: int,
 ) -> int:
     """Write this session's ``uses`` where the sessions meet, merging the records there
-    into it once there are ``COMPACT_AT`` (keeping only images in ``present``, those the
-    engine holds): returns how many records it merged (removed)."""
+    into it once there are ``COMPACT_AT`` (keeping the images in ``present``, those the
+    engine held at this session's listing, and any used since a while before it: another
+    may have arrived since): returns how many records it merged (removed). Without the
+    engine's clock (no ``Date`` in its answers) nothing is written: no record could be
+    read, nor merged."""
     if not uses:
         return 0
     volumes, now = keeper.use_records()
+    if now is None:
+        return 0
     merged: Mapping[str, int] = uses
     old: list[str] = []
-    if len(volumes) + 1 >= COMPACT_AT and now is not None:
+    if len(volumes) + 1 >= COMPACT_AT:
         found, _ = read(volumes, now + skew_ns)  # one unreadable goes: it told nothing
-        merged = {i: ns for i, ns in merge(found, uses).items() if i in present}
+        recent = now - RECENT_NS
+        merged = {i: ns for i, ns in merge(found, uses).items() if i in present or ns > recent}
         old = sorted(str(v.get("Name")) for v in volumes)[:REMOVE_AT_MOST]
     keeper.keep_uses(uuid.uuid4().hex, {USES: pack(merged)})
     if old:

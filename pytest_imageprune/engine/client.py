@@ -40,6 +40,8 @@ from pytest_imageprune.model.images import Snapshot, full_id, names_of
 if TYPE_CHECKING:
     import docker
 
+    from pytest_imageprune.engine.transport import EventStream
+
 #: What an image reference keeps unquoted in a URL.
 _REF = "/:@"
 
@@ -353,39 +355,27 @@ class DockerEngine:
         answer = self.request("GET", f"/events?{query}", stream=True)
         return [event for event in answer if isinstance(event, Mapping)]
 
-    def container_events(
-        self, since_ns: int, now_ns: int, marker: str | None = None
-    ) -> list[Mapping[str, Any]] | None:
-        """The engine's container events from ``since_ns`` until now, without waiting for a
-        second to pass. On a unix socket, the log streamed up to the creation of the volume
-        ``marker`` (made after the last event wanted: the lease "finishing"), or until it
-        falls quiet (``transport.stream_until_quiet``); elsewhere, up to ``now_ns`` (the
-        engine's clock at an answer: whole seconds, so the last one's events are missed).
-        None where the engine keeps no such log (Podman)."""
+    def watch_uses(self, since_ns: int) -> EventStream | None:
+        """The engine's container events from ``since_ns`` on, as they come (``EventStream``:
+        each create or start, slimmed to what names its image), with the volumes made (their
+        names mark the stream's place). None where the log cannot be streamed: Podman's says
+        nothing to go by; off a unix socket, ``container_events`` asks at the end."""
+        path = _unix_socket(self.endpoint)
+        if self.store.kind not in (CLASSIC, CONTAINERD) or path is None or self._http is None:
+            return None
+        from pytest_imageprune.engine.transport import EventStream
+
+        wanted = _quote(json.dumps({"type": ["container", "volume"], "event": ["create", "start"]}))
+        url = f"/events?since={_seconds(since_ns)}&filters={wanted}"
+        return EventStream(path, url, keep=_container_use, mark=_volume_made).start()
+
+    def container_events(self, since_ns: int, until_ns: int) -> list[Mapping[str, Any]] | None:
+        """The engine's container creates and starts from ``since_ns`` to ``until_ns`` (at
+        once when that is past); None where the engine keeps no such log (Podman)."""
         if self.store.kind not in (CLASSIC, CONTAINERD):
             return None
-        path = _unix_socket(self.endpoint)
-        if path is None or self._http is None:
-            return [e for e in self.events(since_ns, now_ns) or () if e.get("Type") == "container"]
-        from pytest_imageprune.engine.transport import stream_until_quiet
-
-        def last(event: Any) -> bool:
-            actor = event.get("Actor") if isinstance(event, Mapping) else None
-            return (
-                marker is not None
-                and event.get("Type") == "volume"
-                and event.get("Action") == "create"
-                and isinstance(actor, Mapping)
-                and actor.get("ID") == marker
-            )
-
-        kinds = ["container", "volume"] if marker is not None else ["container"]
-        wanted = _quote(json.dumps({"type": kinds}))
-        url = f"/events?since={_seconds(since_ns)}&filters={wanted}"
-        found = stream_until_quiet(
-            path, url, quiet_s=EVENTS_QUIET_S, limit_s=EVENTS_LIMIT_S, last=last
-        )
-        return [e for e in found if isinstance(e, Mapping) and e.get("Type") == "container"]
+        found = (_container_use(e) for e in self.events(since_ns, until_ns) or ())
+        return [e for e in found if e is not None]
 
     def started_ns(self) -> int | None:
         """When the process answering on the engine's unix socket started (its peer's
@@ -486,11 +476,30 @@ def _peer_started_ns(socket_path: str) -> int | None:
         return None
 
 
-#: Without a marker, how long the event log streams nothing before it is taken to have
-#: told all it had (it sends what it holds at once); and the longest it is read for (a
-#: busy engine's events never fall quiet).
-EVENTS_QUIET_S = 0.05
-EVENTS_LIMIT_S = 1.0
+def _container_use(event: Any) -> Mapping[str, Any] | None:
+    """A container's create or start, as much of it as names its image and when."""
+    if not isinstance(event, Mapping) or event.get("Type") != "container":
+        return None
+    if event.get("Action") not in ("create", "start"):
+        return None
+    actor = event.get("Actor")
+    attributes = actor.get("Attributes") if isinstance(actor, Mapping) else None
+    image = attributes.get("image") if isinstance(attributes, Mapping) else None
+    who = actor.get("ID") if isinstance(actor, Mapping) else None
+    return {
+        "Type": "container",
+        "Action": event.get("Action"),
+        "timeNano": event.get("timeNano"),
+        "Actor": {"ID": who, "Attributes": {"image": image}},
+    }
+
+
+def _volume_made(event: Any) -> str | None:
+    if not isinstance(event, Mapping) or event.get("Type") != "volume":
+        return None
+    actor = event.get("Actor")
+    name = actor.get("ID") if isinstance(actor, Mapping) else None
+    return name if event.get("Action") == "create" and isinstance(name, str) else None
 
 
 def _unix_socket(endpoint: str) -> str | None:

@@ -25,6 +25,8 @@ _MAX_LINE = 65536
 
 _DECIMAL = re.compile(r"[0-9]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
+#: How many of the newest marks an event stream remembers (``EventStream``).
+_MARKS = 1024
 
 
 class ProtocolError(OSError):
@@ -48,7 +50,7 @@ class UnixConnection:
     """One connection; ``OSError`` (with ``Closed`` and ``ProtocolError``) on any failure,
     after which the connection is closed and the next request opens a new one."""
 
-    def __init__(self, path: str, timeout: float) -> None:
+    def __init__(self, path: str, timeout: float | None) -> None:
         self.path = path
         self.timeout = timeout
         self._sock: socket.socket | None = None
@@ -265,58 +267,103 @@ def _answer(response: Response, method: str, url: str, *, stream: bool = False) 
         raise EngineError(f"{response.status}: {method} {url}: not JSON: {exc}") from exc
 
 
-def stream_until_quiet(
-    path: str,
-    url: str,
-    *,
-    quiet_s: float,
-    limit_s: float,
-    last: Callable[[Any], bool] | None = None,
-) -> list[Any]:
-    """The JSON values a streamed answer holds (``GET /events`` with no ``until``: what the
-    engine's log has, then what happens): up to the first for which ``last`` is true, or
-    until the stream falls quiet for ``quiet_s``, or ``limit_s`` has passed; the connection
-    is then closed. A value cut short is left out. Errors as ``UnixHTTP.call``'s."""
-    import time
+class EventStream:
+    """A streamed answer (``GET /events`` with no ``until``: what the engine's log holds
+    from ``since``, then what happens) read as it comes, on a connection and a daemon thread
+    of its own, until ``finish``. Of each JSON value, ``keep(value)`` says what to keep (if
+    not None), and ``mark(value)`` what marks its place (if not None: a volume's name as it
+    is made), which ``finish`` may wait for."""
 
-    deadline = time.monotonic() + limit_s
-    connection = UnixConnection(path, limit_s)
-    decoder = json.JSONDecoder()
-    found: list[Any] = []
-    text, at = "", 0
-    try:
-        connection.request("GET", url)
-        file, sock = connection._file, connection._sock
-        if file is None or sock is None:
-            raise Closed("no connection")
-        status, headers = connection._head(file)
-        if status >= 400 or "chunked" not in headers.get("transfer-encoding", "").lower():
-            body = connection._body(file, "GET", status, headers)
-            return list(_answer(Response(status, body, headers), "GET", url, stream=True))
-        while (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(min(quiet_s, left))
-            try:
+    def __init__(
+        self,
+        path: str,
+        url: str,
+        keep: Callable[[Any], Any],
+        mark: Callable[[Any], str | None],
+    ) -> None:
+        import collections
+        import threading
+
+        self.url = url
+        self._keep, self._mark = keep, mark
+        self._connection = UnixConnection(path, None)
+        self._kept: list[Any] = []
+        self._marks: collections.deque[str] = collections.deque(maxlen=_MARKS)
+        self._done = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, name="imageprune-events", daemon=True)
+
+    def start(self) -> EventStream:
+        self._thread.start()
+        return self
+
+    def finish(self, marker: str | None, limit_s: float) -> list[Any]:
+        """What was kept, once ``marker`` came (at once without one; or once the answer
+        ended, or ``limit_s`` passed, whatever the peer does); the connection closed."""
+        import time
+
+        deadline = time.monotonic() + limit_s
+        with self._changed:
+            while marker is not None and marker not in self._marks and not self._done:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+        self.close()
+        self._thread.join(min(1.0, limit_s))
+        with self._changed:
+            return list(self._kept)
+
+    def close(self) -> None:
+        """Close the connection: a read blocked on it ends at once."""
+        self._connection.close()
+
+    def _read(self) -> None:
+        connection = self._connection
+        try:
+            connection.request("GET", self.url)
+            file = connection._file
+            if file is None:
+                return
+            status, headers = connection._head(file)
+            if status >= 400 or "chunked" not in headers.get("transfer-encoding", "").lower():
+                return  # refused, or not a stream this reads: nothing kept
+            decoder = json.JSONDecoder()
+            text, at = "", 0
+            while True:
                 line = file.readline(_MAX_LINE + 1)
                 size_text = line.split(b";", 1)[0].strip()
                 if not _HEX.fullmatch(size_text) or int(size_text, 16) == 0:
-                    break
-                chunk = file.read(int(size_text, 16) + 2)
-            except TimeoutError:
-                break
-            text = text[at:] + chunk[:-2].decode(errors="replace")
-            at = 0
-            while True:
-                while at < len(text) and text[at].isspace():
-                    at += 1
-                try:
-                    value, at = decoder.raw_decode(text, at)
-                except ValueError:
-                    break  # the rest comes with the next chunk
-                found.append(value)
-                if last is not None and last(value):
-                    return found
-    except OSError as exc:
-        raise EngineUnavailable(path, str(exc) or type(exc).__name__) from exc
-    finally:
-        connection.close()
-    return found
+                    return
+                chunk = _exactly(file, int(size_text, 16) + 2)
+                text = text[at:] + chunk[:-2].decode(errors="replace")
+                at = 0
+                found = []
+                while True:
+                    while at < len(text) and text[at].isspace():
+                        at += 1
+                    try:
+                        value, at = decoder.raw_decode(text, at)
+                    except ValueError:
+                        break  # the rest comes with the next chunk
+                    found.append(value)
+                if len(text) - at > _MAX_LINE:
+                    return  # no value is that long: not a stream of events
+                self._take(found)
+        except (OSError, ValueError):
+            return  # closed (``finish``), or the engine went: what came is kept
+        finally:
+            with self._changed:
+                self._done = True
+                self._changed.notify_all()
+
+    def _take(self, values: list[Any]) -> None:
+        with self._changed:
+            for value in values:
+                kept = self._keep(value)
+                if kept is not None:
+                    self._kept.append(kept)
+                mark = self._mark(value)
+                if mark is not None:
+                    self._marks.append(mark)
+            self._changed.notify_all()

@@ -10,13 +10,11 @@ report status and a line.
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pytest_imageprune.engine.api import Engine, endpoint_from_env
 from pytest_imageprune.engine.client import DockerEngine
@@ -36,6 +34,7 @@ if TYPE_CHECKING:
     from pytest_imageprune.coordination.protocol import Coordinator
     from pytest_imageprune.coordination.records import SessionRecord
     from pytest_imageprune.engine.store import Store
+    from pytest_imageprune.engine.transport import EventStream
     from pytest_imageprune.images.delete import Progress
     from pytest_imageprune.images.select import KeepRule
     from pytest_imageprune.kinds.filters import KindFilters
@@ -82,6 +81,8 @@ class PruneSession:
     _start: Start | None = None
     _pipeline: Pipeline | None = None
     _sweeper: Sweeper | None = None
+    #: The engine's container events, read as they come from the session's start on.
+    _uses: EventStream | None = None
 
     def __post_init__(self) -> None:
         self._start = Start(
@@ -163,6 +164,21 @@ class PruneSession:
         for kind, exc in start.unlisted:
             self.voice.kind_unlisted(kind, exc)
         self._register()
+        self._watch_uses()
+
+    def _watch_uses(self) -> None:
+        """Read the engine's container events from this session's start on, as they come,
+        for the record of what containers used (``_record_uses``)."""
+        coordinator = self.coordinator
+        meeting = coordinator.meeting if coordinator is not None else None
+        since = meeting.joined_ns if meeting is not None else None
+        watch = getattr(self.engine, "watch_uses", None)
+        if since is None or not callable(watch) or self.dry_run:
+            return
+        try:
+            self._uses = watch(since)
+        except Exception:  # then the events are asked at the end, as far as they reach
+            self._uses = None
 
     def _register(self) -> None:
         from pytest_imageprune.session.join import register
@@ -200,6 +216,8 @@ class PruneSession:
         except Exception as exc:  # the verdict is the tests', whatever happens here
             self._fail(Status.FAILED, f"{type(exc).__name__}: {exc}")
         finally:
+            if self._uses is not None:
+                self._uses.close()  # its thread ends at once
             self.stop_read_ahead(wait=False)  # a daemon thread: it closes its connection
             if self.coordinator is not None:
                 self.coordinator.close()  # never raises, never waits past its bound
@@ -236,7 +254,7 @@ class PruneSession:
             self.coordinator, self.unsafe = meet(self.started, self.lock_path, self.voice)
             self.engine, self.endpoint = self.started.engine, self.started.endpoint
         if self.dry_run:  # deletes nothing: no need to keep a real prune waiting
-            self._prune_all(self._watch_uses())
+            self._prune_all()
             return
         if self.coordinator is None and self.unsafe is None:
             self._fail(Status.UNREACHABLE, self.problem)
@@ -247,7 +265,6 @@ class PruneSession:
             return
         coordinator = self.coordinator
         coordinator.finishing()
-        record_uses = self._watch_uses()  # while the lock is taken and the prune runs
         try:
             acquired = coordinator.take_lock()
         except LockUnusable as exc:
@@ -259,7 +276,7 @@ class PruneSession:
             self._settle_own(done=False)  # whoever prunes next does it
             return
         try:
-            self._prune_all(record_uses)
+            self._prune_all()
         finally:
             coordinator.release_lock()
         # A sweep cut short (Ctrl-C, the engine gone): no more of them; the next session goes on.
@@ -268,9 +285,8 @@ class PruneSession:
         if done and sweeper is not None and sweeper.stopped is None:
             coordinator.hand_over(sweeper)
 
-    def _prune_all(self, record_uses: Callable[[Pipeline], None]) -> None:
-        """This session's own prune (then ``record_uses``); then, holding the lock, the work
-        others left."""
+    def _prune_all(self) -> None:
+        """This session's own prune; then, holding the lock, the work others left."""
         from pytest_imageprune.session.pipeline import Target, keep_nothing
         from pytest_imageprune.session.sweep import Sweeper
 
@@ -295,13 +311,13 @@ class PruneSession:
         finally:  # what was done is reported, whatever escapes (the registry given up on)
             self.report = outcome.report
         assert self.report is not None
-        record_uses(pipeline)
         # Kept for a live session, of any kind, or cut short: the record stays deferred,
         # so a later session finishes it with this session's own filters.
         self._settle_own(
             done=not outcome.owed,
             present=frozenset((*self.report.candidates, *self.report.kept, *self.report.held)),
         )
+        self._record_uses(pipeline)  # once settled: Ctrl-C here leaves no record unsettled
         if self.report.status != Status.COMPLETED:
             return  # cut short (Ctrl-C, the engine lost): no sweep, no budget
         if coordinator is not None and not self.dry_run:
@@ -313,46 +329,37 @@ class PruneSession:
             # Without a registry no session can be told live: the budget waits for one.
             self._apply_budget(pipeline.engine, keep_live)
 
-    def _watch_uses(self) -> Callable[[Pipeline], None]:
-        """Read the engine's container events of this session (on a connection of their
-        own, while the lock is taken and the prune runs); then, when called, write down where
-        the sessions meet which images the engine's containers used while it ran
-        (``budget.record``): the storage budget's evidence of last use, which the engine
-        itself forgets. Never a failure of the session's: events that cannot be read leave
-        the containers listed as the only evidence."""
+    def _record_uses(self, pipeline: Pipeline) -> None:
+        """Write down, where the sessions meet, which images the engine's containers used
+        while this session ran (``budget.record``): the storage budget's evidence of last
+        use, which the engine itself forgets. The events come from the stream read since the
+        start, up to this session's "finishing" lease (made after its last test), or, where
+        none could be streamed, from the log as far as the engine's last whole second.
+        Never a failure of the session's."""
         from pytest_imageprune.budget import record as use_record
         from pytest_imageprune.coordination.records import CLOCK_SKEW_NS
 
         coordinator = self.coordinator
         meeting = coordinator.meeting if coordinator is not None else None
         since = meeting.joined_ns if meeting is not None else None
-        if meeting is None or coordinator is None or coordinator.unmet is not None or not since:
-            return lambda pipeline: None
-        events: list[Mapping[str, Any]] = []
-        read = getattr(self.engine, "container_events", None)
-
-        def watch() -> None:
-            assert read is not None
-            assert meeting is not None
-            with contextlib.suppress(Exception):  # a proxy that forbids them, say
-                events.extend(read(since, meeting.now_ns or since, meeting.finishing_lease) or ())
-
-        watcher = threading.Thread(target=watch, name="imageprune-uses", daemon=True)
-        if callable(read):
-            watcher.start()
-
-        def write(pipeline: Pipeline) -> None:
-            if watcher.ident is not None:
-                watcher.join()
-            snapshot = pipeline.listed
-            try:
-                if snapshot is not None:
-                    uses = use_record.seen(snapshot, events, since_ns=since)
-                    use_record.keep(meeting, uses, frozenset(snapshot.images), CLOCK_SKEW_NS)
-            except Exception as exc:  # evidence for a budget, never the session's failure
-                self.voice.warn(f"could not keep the record of what containers used: {exc}")
-
-        return write
+        snapshot = pipeline.listed
+        if meeting is None or since is None or snapshot is None or self.dry_run:
+            return
+        assert coordinator is not None
+        if coordinator.unmet is not None:
+            return
+        try:
+            if self._uses is not None:
+                events = self._uses.finish(meeting.finishing_lease, use_record.EVENTS_LIMIT_S)
+            else:
+                ask = getattr(pipeline.engine, "container_events", None)
+                until = meeting.now_ns
+                found = ask(since, until) if callable(ask) and until and until > since else None
+                events = list(found or ())
+            uses = use_record.seen(snapshot, events, since_ns=since)
+            use_record.keep(meeting, uses, frozenset(snapshot.images), CLOCK_SKEW_NS)
+        except Exception as exc:  # evidence for a budget, never the session's failure
+            self.voice.warn(f"could not keep the record of what containers used: {exc}")
 
     def _apply_budget(self, engine: Engine, keep_live: Callable[[], KeepRule]) -> None:
         """Last, under the lock: evict until the engine's images fit the budget."""
