@@ -7,6 +7,7 @@ same rules in test_differential.py.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -592,3 +593,37 @@ def test_a_dry_run_asks_the_engine_nothing_of_names() -> None:
     assert report.deleted_ids == ["a", "b", "c"]
     assert engine.named == []
     assert engine.calls == []
+
+
+def _timed_prune(images: list[Image], *filters: str, dry_run: bool) -> tuple[PruneReport, float]:
+    snapshot = Snapshot.of(images)
+    started = time.monotonic()
+    report = prune_images(
+        list(filters),
+        engine=SimulatedEngine(snapshot),
+        dry_run=dry_run,
+        now_ns=NOW,
+        utc_offset_s=0,
+        snapshot=snapshot,
+    )
+    return report, time.monotonic() - started
+
+
+def test_a_dry_run_of_many_images_takes_linear_time() -> None:
+    """The dry run replays each deletion on the snapshot: asking whether an image had
+    children, or which image a name named, went through every image, so a dry run of N
+    images took N squared steps (these 10,000, half of them tagged: 13 s on one core)."""
+    images = [img(f"i{n}", None, *((f"app{n}:1",) if n % 2 else ())) for n in range(10_000)]
+    report, took = _timed_prune(images, "dangling=false", dry_run=True)
+    assert len(report.deleted_ids) == 10_000, report.to_dict()["errors"][:3]
+    assert took < 6, f"{took:.1f} s"
+
+
+def test_a_prune_that_keeps_many_and_deletes_many_takes_linear_time() -> None:
+    """What the prune keeps is checked against what it deleted: the set of those was made
+    again for every image kept (15,000 tagged images kept, 15,000 dangling ones deleted:
+    N squared steps, some 14 s here)."""
+    images = [img(f"i{n}", None, *((f"app{n}:1",) if n % 2 else ())) for n in range(30_000)]
+    report, took = _timed_prune(images, dry_run=False)
+    assert len(report.deleted_ids) == len(report.kept) == 15_000
+    assert took < 5, f"{took:.1f} s"

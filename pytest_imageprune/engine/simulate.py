@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pytest_imageprune.engine.api import Conflict, Engine, Gone, Record, held
@@ -24,6 +25,41 @@ from pytest_imageprune.model.images import (
 )
 
 
+class Parents(dict[str, "str | None"]):
+    """Each image's parent, by image ID, and how many children each parent has (``has_children``
+    in constant time: a dry run of N deletions asks it N times)."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str | None]] = ()) -> None:
+        super().__init__()
+        self._children: Counter[str] = Counter()
+        for image_id, parent in pairs:
+            self[image_id] = parent
+
+    def has_children(self, image_id: str) -> bool:
+        return self._children[image_id] > 0
+
+    def __setitem__(self, image_id: str, parent: str | None) -> None:
+        if image_id in self:
+            self._forget(image_id)
+        super().__setitem__(image_id, parent)
+        if parent is not None:
+            self._children[parent] += 1
+
+    def __delitem__(self, image_id: str) -> None:
+        self._forget(image_id)
+        super().__delitem__(image_id)
+
+    def pop(self, image_id: str, *default: str | None) -> str | None:  # type: ignore[override]
+        if image_id in self:
+            self._forget(image_id)
+        return super().pop(image_id, *default)
+
+    def _forget(self, image_id: str) -> None:
+        parent = self[image_id]
+        if parent is not None:
+            self._children[parent] -= 1
+
+
 class SimulatedEngine:
     """An ``Engine`` whose ``delete`` follows the classic store's rules on a private copy."""
 
@@ -31,8 +67,11 @@ class SimulatedEngine:
         self.endpoint = endpoint
         self._snapshot = snapshot
         self.refs: dict[str, list[str]] = {i.id: list(i.refs) for i in snapshot.images.values()}
-        self.parent = {i.id: i.parent for i in snapshot.images.values()}
+        self.parent = Parents((i.id, i.parent) for i in snapshot.images.values())
         self.containers = list(snapshot.containers)
+        #: Which image each reference named when last looked (normalised): a guess that
+        #: ``_resolve`` checks against ``refs``, which the tests change as other clients do.
+        self._named: dict[str, str] = {}
 
     # -- Engine protocol -------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -85,10 +124,21 @@ class SimulatedEngine:
         if target in self.refs:
             return target
         wanted = normalize_reference(target)
+        guess = self._named.get(wanted)
+        if guess is not None and self._names(guess, wanted):
+            return guess
+        # Not seen yet, or moved since: every name looked at again (once for a whole run).
+        self._named = {}
         for image_id, refs in self.refs.items():
-            if any(normalize_reference(ref) == wanted for ref in refs):
-                return image_id
+            for ref in refs:
+                self._named.setdefault(normalize_reference(ref), image_id)
+        guess = self._named.get(wanted)
+        if guess is not None and self._names(guess, wanted):
+            return guess
         raise Gone(f"No such image: {target}")
+
+    def _names(self, image_id: str, wanted: str) -> bool:
+        return any(normalize_reference(ref) == wanted for ref in self.refs.get(image_id, ()))
 
     def _delete_reference(self, image_id: str, target: str, records: list[Record]) -> list[Record]:
         refs = self.refs[image_id]
@@ -134,7 +184,7 @@ class SimulatedEngine:
     def _conflict(self, image_id: str, *, references: bool) -> str:
         """``checkImageDeleteConflict``, in the daemon's order; empty when none."""
         prefix = f"conflict: unable to delete {_short(image_id)}"
-        if any(p == image_id for p in self.parent.values()):
+        if self.parent.has_children(image_id):
             return f"{prefix} (cannot be forced) - image has dependent child images"
         running = next((c for c in self.containers if c.image_id == image_id and c.running), None)
         if running is not None:

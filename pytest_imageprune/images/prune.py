@@ -232,7 +232,8 @@ def _held_is_skipped(report: PruneReport, snapshot: Snapshot) -> None:
                 del waiting[image_id]
                 moved = True
     # One word an image: what the cascade took is deleted, not kept as well.
-    report.kept = {i: why for i, why in report.kept.items() if i not in held | deleted}
+    gone = held | deleted  # once: asked of every kept image
+    report.kept = {i: why for i, why in report.kept.items() if i not in gone}
 
 
 def _users(snapshot: Snapshot) -> dict[str, tuple[str, ...]]:
