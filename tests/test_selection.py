@@ -627,3 +627,49 @@ def test_a_prune_that_keeps_many_and_deletes_many_takes_linear_time() -> None:
     report, took = _timed_prune(images, dry_run=False)
     assert len(report.deleted_ids) == len(report.kept) == 15_000
     assert took < 5, f"{took:.1f} s"
+
+
+@pytest.mark.parametrize(
+    ("item", "made"),
+    [
+        (
+            {
+                "Id": "sha256:a",
+                "ParentId": "",
+                "RepoTags": ["<none>:<none>"],
+                "RepoDigests": ["<none>@<none>"],
+                "Created": 5,
+                "Size": 7,
+                "Labels": None,
+            },
+            Image(id="sha256:a", created_s=5, size=7),
+        ),
+        (
+            {
+                "Id": "b",
+                "ParentId": "a",
+                "RepoTags": ["app:1", "<none>:<none>"],
+                "RepoDigests": ["app@sha256:d"],
+                "Created": None,
+                "Labels": {"k": "v"},
+            },
+            Image(
+                id="sha256:b",
+                parent="sha256:a",
+                tags=("app:1",),
+                digests=("app@sha256:d",),
+                labels={"k": "v"},
+            ),
+        ),
+        ({"Id": "sha256:c", "RepoTags": None, "RepoDigests": None}, Image(id="sha256:c")),
+    ],
+    ids=["placeholders", "names-and-parent", "nulls"],
+)
+def test_an_image_read_from_the_listing_is_the_image_the_constructor_makes(
+    item: dict[str, Any], made: Image
+) -> None:
+    """The listing's images are made without the dataclass's constructor, for speed."""
+    read = Image.from_api(item)
+    assert read == made
+    assert vars(read) == vars(made)
+    assert read.refs == made.refs

@@ -15,6 +15,8 @@ from typing import Any
 
 #: The repository of the placeholders older APIs list (``<none>:<none>``, ``<none>@<none>``).
 _NONE = "<none>"
+_NO_TAG = ["<none>:<none>"]
+_NO_DIGEST = ["<none>@<none>"]
 _DEFAULT_DOMAIN = "docker.io"
 
 
@@ -52,7 +54,12 @@ class Image:
         tags, digests = names_of(item)
         labels = item.get("Labels")
         parent = item.get("ParentId")
-        return cls(
+        # A session reads every image of the engine twice: made without the frozen
+        # dataclass's __init__ (an object.__setattr__ a field, a third of the parsing),
+        # its fields' defaults first, as the constructor would make it.
+        image = object.__new__(cls)
+        image.__dict__.update(
+            _IMAGE_DEFAULTS,
             id=full_id(item["Id"]),
             parent=full_id(parent) if parent else None,
             tags=tags,
@@ -61,6 +68,13 @@ class Image:
             size=int(item.get("Size") or 0),
             labels=dict(labels) if labels else None,
         )
+        return image
+
+
+#: ``Image``'s fields with a default, and that default (``from_api`` starts from them).
+_IMAGE_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(Image) if f.default is not dataclasses.MISSING
+}
 
 
 @dataclass(frozen=True)
@@ -188,8 +202,11 @@ class Baseline:
 def names_of(item: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """An image's tags and digest references, as the list or an inspect gives them, without
     the placeholders of older APIs (``<none>:<none>``, ``<none>@<none>``)."""
-    tags = tuple(t for t in item.get("RepoTags") or () if not t.startswith(_NONE))
-    digests = tuple(d for d in item.get("RepoDigests") or () if not d.startswith(_NONE))
+    tags = item.get("RepoTags") or ()
+    digests = item.get("RepoDigests") or ()
+    # Most images of a big engine are untagged, and list the placeholders alone.
+    tags = () if tags == _NO_TAG else tuple(t for t in tags if not t.startswith(_NONE))
+    digests = () if digests == _NO_DIGEST else tuple(d for d in digests if not d.startswith(_NONE))
     return tags, digests
 
 
