@@ -633,9 +633,9 @@ def test_a_dry_run_of_many_images_takes_linear_time(monkeypatch: pytest.MonkeyPa
     (10,000, half of them tagged: 13 s on one core). Counted, not timed: the names read
     for four times the images (linear: 4 times as many; it was 48 times)."""
     from pytest_imageprune.engine import simulate
+    from pytest_imageprune.model.images import normalize_reference as normalize
 
     read = [0]
-    normalize = simulate.normalize_reference
 
     def counted(ref: str) -> str:
         read[0] += 1
