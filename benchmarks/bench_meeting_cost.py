@@ -42,12 +42,15 @@ from pytest_imageprune.model.images import Baseline
 
 _RUN = """
 import sys
+# Both modules imported in every mode, before pytest, so that the modes differ only in the
+# patch (an import moved to the start changes what overlaps pytest's own start-up).
+import pytest_imageprune.session.join as join
+from pytest_imageprune.session.lifecycle import PruneSession
 if sys.argv[1] == "off":
-    import pytest_imageprune.session.join as join
     join._meeting = lambda start: None
 if sys.argv[1] == "no-record":
-    from pytest_imageprune.session.lifecycle import PruneSession
-    PruneSession._watch_uses = lambda self: (lambda pipeline: None)
+    PruneSession._watch_uses = lambda self: None
+    PruneSession._record_uses = lambda self, pipeline: None
 import pytest
 sys.exit(pytest.main(sys.argv[2:]))
 """
