@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_imageprune.engine.client import _container_use, _volume_made
+from pytest_imageprune.engine.events import container_use, volume_made
 from pytest_imageprune.engine.transport import EventStream
 
 MARKER = "pytest-imageprune-" + "f" * 32 + "-lease-3"
@@ -86,7 +86,7 @@ def peer(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
 
 
 def _stream(path: str) -> EventStream:
-    return EventStream(path, "/events?since=0", keep=_container_use, mark=_volume_made).start()
+    return EventStream(path, "/events?since=0", keep=container_use, mark=volume_made).start()
 
 
 def test_the_stream_keeps_each_use_and_ends_at_its_marker(peer: tuple[str, list[str]]) -> None:

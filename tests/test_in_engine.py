@@ -611,3 +611,30 @@ def test_a_record_of_uses_is_no_sessions_and_is_kept_in_its_room_only() -> None:
     assert record.recorded(other_room, 0) == {}
     writer.drop_uses([name, "pytest-imageprune-" + "b" * 32 + "-lease-1"])
     assert engine.volumes == {}
+
+
+@pytest.mark.parametrize("forged", ["bomb", "nested"])
+def test_a_record_that_inflates_past_any_or_nests_too_deep_is_a_bad_one(forged: str) -> None:
+    """A record volume anyone who reaches the engine can make: one that would inflate to a
+    gigabyte is not inflated, one nested past Python's depth is not parsed; each is a bad
+    record (a live session of unknown baseline, which keeps everything), never an error."""
+    import base64
+    import zlib
+
+    engine = FakeVolumes()
+    mine, theirs = _meeting(engine), _meeting(engine)
+    mine.join(_record())
+    mine.stop()
+    (name,) = [n for n in engine.volumes if "-record-" in n]
+    if forged == "bomb":
+        squeezer = zlib.compressobj(9)
+        packed = b"".join(squeezer.compress(b" " * (1 << 24)) for _ in range(64))
+        raw = packed + squeezer.flush()  # a gigabyte of spaces, about a megabyte packed
+    else:
+        raw = zlib.compress(b"[" * 200_000 + b"]" * 200_000, 9)
+    engine.volumes[name]["Labels"][RECORD] = base64.b64encode(raw).decode()
+    bad, (seen, state) = _others(theirs)  # type: ignore[misc]
+    assert isinstance(bad, BadRecord), bad
+    assert "does not decode" in bad.reason
+    assert bad.live
+    assert state == RUNNING

@@ -45,14 +45,11 @@ The volumes themselves, their names and labels, and how one listing of them read
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import os
 import random
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -60,15 +57,11 @@ from typing import Any
 from pytest_imageprune.coordination.meeting_volumes import (
     CLAIM_TRIES,
     FINISHED,
-    HOST,
     LEASE,
-    PID,
     RECORD,
-    RECORD_LIMIT,
     ROLE,
     ROOM,
     START_MARGIN_NS,
-    STARTED,
     STATE,
     USES_NAME,
     VOLUME_NAME,
@@ -79,12 +72,12 @@ from pytest_imageprune.coordination.meeting_volumes import (
     beat_of,
     labels_of,
     lease_from_env,
-    time_label,
+    read_record,
+    record_labels,
     unseen,
     volume_name,
 )
 from pytest_imageprune.coordination.records import (
-    CLOCK_SKEW_NS,
     DEAD,
     DEFERRED,
     FINISHING,
@@ -272,7 +265,7 @@ class EngineMeeting:
             return
         volume = group.records[max(group.records)]
         try:
-            record = self._read(group, volume, now_ns)
+            record = read_record(group, volume, now_ns)
         except ValueError as exc:
             name = str(volume.get("Name"))
             if holds:
@@ -295,39 +288,6 @@ class EngineMeeting:
 
     def beat_s_of(self, group: Group) -> float:
         return beat_of(group.lease_s())
-
-    def _read(self, group: Group, volume: Mapping[str, Any], now_ns: int | None) -> SessionRecord:
-        """The record a volume holds, its times on the engine's clock (those it wrote are
-        its host's): its start, and its end once deferred. ``ValueError`` names what is
-        wrong."""
-        labels = labels_of(volume)
-        text = labels.get(RECORD)
-        if not isinstance(text, str) or len(text) > RECORD_LIMIT * 2:
-            raise ValueError("it holds no record")
-        try:
-            packed = base64.b64decode(text, validate=True)
-            data = json.loads(zlib.decompress(packed))
-        except (ValueError, zlib.error) as exc:
-            raise ValueError(f"its record does not decode: {exc}") from None
-        record = SessionRecord.from_json(data, name=group.id)
-        latest = (now_ns if now_ns is not None else time.time_ns()) + CLOCK_SKEW_NS
-        started = time_label(labels, STARTED, latest)
-        if started is None:
-            raise ValueError(f"{STARTED} is not a time")
-        finished = time_label(labels, FINISHED, latest)
-        state = labels.get(STATE)
-        if state == DEFERRED and finished is None:
-            raise ValueError(f"{FINISHED} is not a time")
-        return replace(
-            record,
-            started_ns=started,
-            heartbeat_ns=started,
-            finished_ns=finished if state == DEFERRED else None,
-            state=DEFERRED if state == DEFERRED else RUNNING,
-            clock=None,  # its times are the engine's, as its images' are
-            engine_clock=True,
-            engine="",  # this engine's: the volumes are its own
-        )
 
     # -- one prune at a time ---------------------------------------------------------------
     def claim(self, claimant: str, gone: frozenset[str] = frozenset()) -> bool:
@@ -487,14 +447,7 @@ class EngineMeeting:
         finished_ns: int | None = None,
     ) -> None:
         """Record ``record`` as ``ident``'s record number ``generation``."""
-        data = json.dumps(record.to_json()).encode()
-        packed = base64.b64encode(zlib.compress(data, 6)).decode("ascii")
-        labels = {ROLE: "record", STATE: state, HOST: record.host[:255], PID: str(record.pid)}
-        if len(packed) <= RECORD_LIMIT:
-            labels[RECORD] = packed
-        labels[STARTED] = str(started_ns)
-        if finished_ns is not None:
-            labels[FINISHED] = str(finished_ns)
+        labels = record_labels(record, state, started_ns, finished_ns)
         self._make(volume_name(ident, "record", generation), labels, ident=ident)
 
     def _make(self, name: str, labels: Mapping[str, str], *, ident: str | None = None) -> None:

@@ -5,15 +5,22 @@ and one listing read session by session (``Group``, ``Seen``). A session's part 
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import os
 import re
+import time
+import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pytest_imageprune.coordination.records import (
+    CLOCK_SKEW_NS,
+    DEFERRED,
     FINISHING,
+    RUNNING,
     UNSEEN_ID,
     SessionRecord,
 )
@@ -53,6 +60,9 @@ START_MARGIN_NS = 2 * NANOS
 #: A record compressed beyond this (some 200,000 images' baseline) is not kept in the
 #: engine: the session is then a live one with an unknown baseline to the others.
 RECORD_LIMIT = 4 << 20
+#: The most a record may inflate to (a record of ``RECORD_LIMIT`` compressed bytes holds
+#: far less): a label that inflates further is a forged one, and is not read.
+INFLATED_LIMIT = 32 * RECORD_LIMIT
 #: How many times a claim met by another's at the same moment is tried again.
 CLAIM_TRIES = 3
 
@@ -194,3 +204,57 @@ def time_label(labels: Mapping[str, str], key: str, latest: int) -> int | None:
         return None
     number = int(value)
     return number if 0 < number <= latest else None
+
+
+def record_labels(
+    record: SessionRecord, state: str, started_ns: int, finished_ns: int | None = None
+) -> dict[str, str]:
+    """The labels of a volume holding ``record`` (``read_record`` reads them back): the
+    record compressed (left out past ``RECORD_LIMIT``), its state, start and end."""
+    data = json.dumps(record.to_json()).encode()
+    packed = base64.b64encode(zlib.compress(data, 6)).decode("ascii")
+    labels = {ROLE: "record", STATE: state, HOST: record.host[:255], PID: str(record.pid)}
+    if len(packed) <= RECORD_LIMIT:
+        labels[RECORD] = packed
+    labels[STARTED] = str(started_ns)
+    if finished_ns is not None:
+        labels[FINISHED] = str(finished_ns)
+    return labels
+
+
+def read_record(group: Group, volume: Mapping[str, Any], now_ns: int | None) -> SessionRecord:
+    """The record a volume of ``group`` holds, its times on the engine's clock (those it
+    wrote are its host's): its start, and its end once deferred. ``ValueError`` names what
+    is wrong: a label that inflates past ``INFLATED_LIMIT``, or nests past Python's depth,
+    is no record either."""
+    labels = labels_of(volume)
+    text = labels.get(RECORD)
+    if not isinstance(text, str) or len(text) > RECORD_LIMIT * 2:
+        raise ValueError("it holds no record")
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(base64.b64decode(text, validate=True), INFLATED_LIMIT)
+        if inflater.unconsumed_tail:
+            raise ValueError("it inflates past any record")
+        data = json.loads(raw)
+    except (ValueError, zlib.error, RecursionError) as exc:
+        raise ValueError(f"its record does not decode: {str(exc)[:200]}") from None
+    record = SessionRecord.from_json(data, name=group.id)
+    latest = (now_ns if now_ns is not None else time.time_ns()) + CLOCK_SKEW_NS
+    started = time_label(labels, STARTED, latest)
+    if started is None:
+        raise ValueError(f"{STARTED} is not a time")
+    finished = time_label(labels, FINISHED, latest)
+    state = labels.get(STATE)
+    if state == DEFERRED and finished is None:
+        raise ValueError(f"{FINISHED} is not a time")
+    return replace(
+        record,
+        started_ns=started,
+        heartbeat_ns=started,
+        finished_ns=finished if state == DEFERRED else None,
+        state=DEFERRED if state == DEFERRED else RUNNING,
+        clock=None,  # its times are the engine's, as its images' are
+        engine_clock=True,
+        engine="",  # this engine's: the volumes are its own
+    )

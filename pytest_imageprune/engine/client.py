@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +23,7 @@ from pytest_imageprune.engine.api import (
     status_error,
 )
 from pytest_imageprune.engine.endpoint import DEFAULT_HOST
+from pytest_imageprune.engine.events import container_use, peer_started_ns, seconds, volume_made
 from pytest_imageprune.engine.store import (
     CLASSIC,
     CONTAINERD,
@@ -351,7 +351,7 @@ class DockerEngine:
         the engine keeps no such log (Podman answers, but with nothing to go by)."""
         if self.store.kind not in (CLASSIC, CONTAINERD):
             return None
-        query = f"since={_seconds(since_ns)}&until={_seconds(until_ns)}"
+        query = f"since={seconds(since_ns)}&until={seconds(until_ns)}"
         answer = self.request("GET", f"/events?{query}", stream=True)
         return [event for event in answer if isinstance(event, Mapping)]
 
@@ -366,15 +366,15 @@ class DockerEngine:
         from pytest_imageprune.engine.transport import EventStream
 
         wanted = _quote(json.dumps({"type": ["container", "volume"], "event": ["create", "start"]}))
-        url = f"/events?since={_seconds(since_ns)}&filters={wanted}"
-        return EventStream(path, url, keep=_container_use, mark=_volume_made).start()
+        url = f"/events?since={seconds(since_ns)}&filters={wanted}"
+        return EventStream(path, url, keep=container_use, mark=volume_made).start()
 
     def container_events(self, since_ns: int, until_ns: int) -> list[Mapping[str, Any]] | None:
         """The engine's container creates and starts from ``since_ns`` to ``until_ns`` (at
         once when that is past); None where the engine keeps no such log (Podman)."""
         if self.store.kind not in (CLASSIC, CONTAINERD):
             return None
-        found = (_container_use(e) for e in self.events(since_ns, until_ns) or ())
+        found = (container_use(e) for e in self.events(since_ns, until_ns) or ())
         return [e for e in found if e is not None]
 
     def started_ns(self) -> int | None:
@@ -384,7 +384,7 @@ class DockerEngine:
         path = _unix_socket(self.endpoint)
         if path is None:
             return None
-        return _peer_started_ns(path)
+        return peer_started_ns(path)
 
     @property
     def lists_layers(self) -> bool:
@@ -453,65 +453,11 @@ def _vanished_meanwhile(error: EngineError) -> bool:
     return error.status == 500 and "image not known" in str(error)
 
 
-def _peer_started_ns(socket_path: str) -> int | None:
-    """When the process listening on ``socket_path`` started, in ns since the epoch."""
-    import socket
-    import struct
-
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(5)
-            conn.connect(socket_path)
-            credentials = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-        pid = struct.unpack("3i", credentials)[0]
-        if pid <= 0:
-            return None  # another pid namespace: the kernel does not say
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat_file:
-            fields = stat_file.read().rsplit(")", 1)[1].split()
-        with open("/proc/stat", encoding="ascii") as system:
-            boot_s = next(int(line.split()[1]) for line in system if line.startswith("btime "))
-        ticks = os.sysconf("SC_CLK_TCK")
-        return boot_s * NANOS + int(fields[19]) * NANOS // ticks
-    except (OSError, ValueError, IndexError, StopIteration, struct.error):
-        return None
-
-
-def _container_use(event: Any) -> Mapping[str, Any] | None:
-    """A container's create or start, as much of it as names its image and when."""
-    if not isinstance(event, Mapping) or event.get("Type") != "container":
-        return None
-    if event.get("Action") not in ("create", "start"):
-        return None
-    actor = event.get("Actor")
-    attributes = actor.get("Attributes") if isinstance(actor, Mapping) else None
-    image = attributes.get("image") if isinstance(attributes, Mapping) else None
-    who = actor.get("ID") if isinstance(actor, Mapping) else None
-    return {
-        "Type": "container",
-        "Action": event.get("Action"),
-        "timeNano": event.get("timeNano"),
-        "Actor": {"ID": who, "Attributes": {"image": image}},
-    }
-
-
-def _volume_made(event: Any) -> str | None:
-    if not isinstance(event, Mapping) or event.get("Type") != "volume":
-        return None
-    actor = event.get("Actor")
-    name = actor.get("ID") if isinstance(actor, Mapping) else None
-    return name if event.get("Action") == "create" and isinstance(name, str) else None
-
-
 def _unix_socket(endpoint: str) -> str | None:
     for prefix in ("unix://", "http+unix://"):
         if endpoint.startswith(prefix):
             return endpoint.removeprefix(prefix) or None
     return None
-
-
-def _seconds(ns: int) -> str:
-    """A time as the API's ``since`` and ``until`` take it: seconds, then nanoseconds."""
-    return f"{ns // NANOS}.{ns % NANOS:09d}"
 
 
 def _quote(part: str, safe: str = "") -> str:
