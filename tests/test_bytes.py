@@ -150,18 +150,24 @@ def test_space_reclaimed_is_what_left_the_disk(
         assert report.held_by_build_cache == 0, context
 
 
+def on_disk(client: docker.APIClient, daemon: PrivateDockerd, builder: str) -> tuple[Path, int]:
+    """The images made with ``builder`` and settled; the data root, and what ``du`` finds
+    there before the figure under test."""
+    if builder == "buildkit" and (why := buildkit_available(daemon.socket)) is not None:
+        pytest.fail(f"no BuildKit build on {daemon.socket}: {why}")
+    make_images(client, daemon, builder)
+    settle(client)
+    root = daemon.root / "data"
+    return root, du(root)
+
+
 @pytest.mark.parametrize("builder", ["classic", "buildkit"])
 def test_the_build_cache_counts_what_it_frees_and_no_byte_twice(
     client: docker.APIClient, daemon: PrivateDockerd, builder: str
 ) -> None:
     """Images, then the build cache (``--prune-build-cache``, run after the images): the
     two figures together are what left the disk."""
-    if builder == "buildkit" and (why := buildkit_available(daemon.socket)) is not None:
-        pytest.fail(f"no BuildKit build on {daemon.socket}: {why}")
-    make_images(client, daemon, builder)
-    settle(client)
-    root = daemon.root / "data"
-    before = du(root)
+    root, before = on_disk(client, daemon, builder)
     engine = DockerEngine(None, daemon.socket)
     try:
         images = prune_images(["dangling=false"], engine=engine)
@@ -194,12 +200,7 @@ def test_the_budget_counts_what_an_eviction_frees_of_the_disk(
     does not leave with them: on the containerd store their content (their snapshots do),
     which is in no total and is said apart; on the classic store all their layers, so the
     budget evicts none of them (it would free nothing) and says what holds them."""
-    if builder == "buildkit" and (why := buildkit_available(daemon.socket)) is not None:
-        pytest.fail(f"no BuildKit build on {daemon.socket}: {why}")
-    make_images(client, daemon, builder)
-    settle(client)
-    root = daemon.root / "data"
-    before = du(root)
+    root, before = on_disk(client, daemon, builder)
     engine = DockerEngine(None, daemon.socket)
     try:
         kind = engine.store.kind

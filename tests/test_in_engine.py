@@ -633,7 +633,7 @@ def test_a_record_that_inflates_past_any_or_nests_too_deep_is_a_bad_one(forged: 
     else:
         raw = zlib.compress(b"[" * 200_000 + b"]" * 200_000, 9)
     engine.volumes[name]["Labels"][RECORD] = base64.b64encode(raw).decode()
-    bad, (seen, state) = _others(theirs)  # type: ignore[misc]
+    bad, (_, state) = _others(theirs)  # type: ignore[misc]
     assert isinstance(bad, BadRecord), bad
     assert "does not decode" in bad.reason
     assert bad.live

@@ -14,13 +14,18 @@ import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from pytest_imageprune.budget.plan import NO_EVIDENCE, Inventory, Use
 from pytest_imageprune.budget.record import EVIDENCE, shown
 from pytest_imageprune.engine.api import Engine, EngineError, Gone
 from pytest_imageprune.engine.store import CONTAINERD
-from pytest_imageprune.images.containerd_space import BUILDKIT_STEP, snapshot_sizes
+from pytest_imageprune.images.containerd_space import (
+    BUILDKIT_STEP,
+    BuildCache,
+    shares,
+    snapshot_sizes,
+)
 from pytest_imageprune.images.delete import chain_ids, layer_sizes
 from pytest_imageprune.model.filters import engine_time
 from pytest_imageprune.model.gotime import NANOS
@@ -164,18 +169,11 @@ def _built_by_buildkit(
 
 
 def _cache_holds(engine: Engine) -> bool:
-    """Whether BuildKit's build cache holds records that images share (its ``Shared``):
-    then it holds the content of the images BuildKit built, which their deletion leaves
-    (``ContainerdSpace``). Where it cannot be read, taken not to: the budget then counts
-    that content as freed, and evicts no more than that count needs."""
+    """Whether the build cache holds what BuildKit built (``containerd_space.shares``).
+    Where it cannot be read, taken not to: the budget then counts that content as freed,
+    and evicts no more than that count needs."""
     disk_usage = getattr(engine, "disk_usage", None)
-    if not callable(disk_usage):
-        return False
-    try:
-        records = disk_usage("build-cache").get("BuildCache") or ()
-        return any(bool(record.get("Shared")) for record in records)
-    except (EngineError, Gone, AttributeError, TypeError, ValueError):
-        return False
+    return callable(disk_usage) and bool(shares(cast(BuildCache, engine)))
 
 
 def _classic_sizes(

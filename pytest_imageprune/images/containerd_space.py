@@ -154,15 +154,9 @@ class ContainerdSpace:
             self._cache_holds = True
         lists = callable(getattr(type(engine), "disk_usage", None))
         cache = cast(BuildCache, engine) if lists else self._cache
-        holds = True
-        if cache is not None:
-            try:
-                records = cache.disk_usage("build-cache").get("BuildCache") or ()
-                holds = any(bool(record.get("Shared")) for record in records)
-            except (Gone, Conflict, EngineError, AttributeError, TypeError, ValueError):
-                holds = True
+        holds = shares(cache) if cache is not None else None
         with self._lock:
-            self._cache_holds = holds
+            self._cache_holds = True if holds is None else holds
 
     def count(self, records: Sequence[Record]) -> int:
         """The bytes freed by the targets ``records`` say are deleted."""
@@ -249,6 +243,17 @@ class ContainerdSpace:
         base = self._base.get(image_id)
         own = self._content(image_id) - (self._content(base) if base is not None else 0)
         return max(0, own)
+
+
+def shares(cache: BuildCache) -> bool | None:
+    """Whether BuildKit's build cache holds records that images share (its ``Shared``):
+    then it holds what BuildKit built of them, which deleting them leaves. None where the
+    cache cannot be listed: each caller says what that means for its count."""
+    try:
+        records = cache.disk_usage("build-cache").get("BuildCache") or ()
+        return any(bool(record.get("Shared")) for record in records)
+    except (Gone, Conflict, EngineError, AttributeError, TypeError, ValueError):
+        return None
 
 
 def snapshot_sizes(history: Sequence[Mapping[str, Any]], layers: int) -> list[int]:
