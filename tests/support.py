@@ -494,3 +494,16 @@ def _tar(files: dict[str, bytes], mtime: int = 0) -> bytes:
             info.mtime = mtime
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def assert_usage_error(pytester: Any, args: Sequence[str], message: str) -> None:
+    """A pytest run with ``args`` stops with a usage error whose first line is ``message``,
+    before any test runs, and without a traceback."""
+    import pytest
+
+    pytester.makepyfile("def test_never(): raise AssertionError('ran')")
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0] == f"ERROR: {message}"
+    assert "ran" not in result.stdout.str()
+    assert "Traceback" not in result.stderr.str()

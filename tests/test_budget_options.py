@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support import assert_usage_error
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
@@ -34,12 +36,7 @@ import pytest
 def test_a_bad_size_or_pattern_is_a_usage_error_before_any_test(
     pytester: pytest.Pytester, args: list[str], message: str
 ) -> None:
-    pytester.makepyfile("def test_never(): raise AssertionError('ran')")
-    result = pytester.runpytest_subprocess(*args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert result.stderr.lines[0] == f"ERROR: {message}"
-    assert "ran" not in result.stdout.str()
-    assert "Traceback" not in result.stderr.str()
+    assert_usage_error(pytester, args, message)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pytest_imageprune.settings import load_settings
+from tests.support import assert_usage_error
 
 UNREACHABLE = "unix:///nonexistent/imageprune-test.sock"
 
@@ -237,12 +238,7 @@ def test_bad_values_are_usage_errors_before_any_test(
     pytester: pytest.Pytester, args: list[str], message: str
 ) -> None:
     (pytester.path / "tests").mkdir()
-    pytester.makepyfile("def test_never(): raise AssertionError('ran')")
-    result = pytester.runpytest_subprocess(*args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert result.stderr.lines[0] == f"ERROR: {message}"
-    assert "ran" not in result.stdout.str()
-    assert "Traceback" not in result.stderr.str()
+    assert_usage_error(pytester, args, message)
 
 
 @pytest.mark.parametrize(

@@ -343,10 +343,9 @@ class PruneSession:
         meeting = coordinator.meeting if coordinator is not None else None
         since = meeting.joined_ns if meeting is not None else None
         snapshot = pipeline.listed
-        if meeting is None or since is None or snapshot is None or self.dry_run:
+        if coordinator is None or coordinator.unmet is not None or meeting is None:
             return
-        assert coordinator is not None
-        if coordinator.unmet is not None:
+        if since is None or snapshot is None or self.dry_run:
             return
         try:
             if self._uses is not None:
