@@ -5,8 +5,8 @@
                                        [--private]
 
 - Idle: installed but not enabled, pytest start-up against ``-p no:imageprune`` (median of
-  ``--runs`` runs each, interleaved), and the modules it imports (no docker, requests,
-  urllib3 or dateutil).
+  ``--runs`` runs each, interleaved, the order turned each round; wall and CPU time), and
+  the modules it imports (no docker, requests, urllib3 or dateutil).
 - Enabled with nothing to prune, on an engine holding N images: the session's wall time
   against the same session with the plugin off (and the CPU time the pytest process
   spent), for a project whose conftest loads at once, and one whose conftest takes
@@ -19,7 +19,8 @@ The N images are loaded from an archive made here and removed at the end. With
 (``tests.support.private_dockerd``), not the one ``DOCKER_HOST`` names.
 
 With ``--before DIR``, a folder holding another version of the package
-(``git archive REV pytest_imageprune | tar -x -C DIR``), each enabled session is also run
+(``git archive REV pytest_imageprune | tar -x -C DIR``), the idle start and each enabled
+session are also run
 with that version (first on ``PYTHONPATH``), alternating with this one, and the difference
 is printed: a change's effect, measured side by side in one run.
 """
@@ -91,19 +92,37 @@ def measure(args: argparse.Namespace) -> None:
     projects = {s: tiny_project(conftest_seconds=s) for s in args.conftest_seconds}
     api = client()
 
-    # Idle cost, interleaved so that the machine's noise falls on both alike.
-    off, idle = [], []
-    for _ in range(args.runs):
-        off.append(timed(lambda: run([*PYTEST, "-p", "no:imageprune"], project)))
-        idle.append(timed(lambda: run(PYTEST, project)))
-    print(f"idle, {args.runs} runs each (median wall time of a pytest session):")
-    print(f"  -p no:imageprune                 {fmt(median(off))}")
-    print(f"  installed, not enabled           {fmt(median(idle))}")
+    # Idle cost, interleaved, the order turned each round, so that the machine's noise and
+    # any order effect fall on both alike; and the CPU time, steadier on a busy machine.
+    contenders = {"off": ([*PYTEST, "-p", "no:imageprune"], {}), "idle": (PYTEST, {})}
+    if args.before is not None:
+        contenders["before"] = (PYTEST, {"PYTHONPATH": str(args.before)})
+        run(PYTEST, project, env={"PYTHONPATH": str(args.before)})  # its bytecode, once
+    wall: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
+    for round_no in range(args.runs):
+        order = list(contenders.items())
+        for name, (argv, extra) in order[:: -1 if round_no % 2 else 1]:
+            used = _children_cpu()
+            wall[name].append(timed(lambda a=argv, e=extra: run(a, project, env=e)))  # type: ignore[misc]
+            cpu[name].append(_children_cpu() - used)
+    off, idle = wall["off"], wall["idle"]
+    print(f"idle, {args.runs} runs each (median wall time of a pytest session; CPU time):")
+    print(f"  -p no:imageprune                 {fmt(median(off))}; {fmt(median(cpu['off']))}")
+    print(f"  installed, not enabled           {fmt(median(idle))}; {fmt(median(cpu['idle']))}")
     paired = median([i / o for i, o in zip(idle, off, strict=True)])
     print(
         f"  ratio not enabled / disabled     {median(idle) / median(off):.3f}"
-        f" (median of each pair's ratio: {paired:.3f})  (target <= 1.02)"
+        f" (median of each pair's ratio: {paired:.3f}; CPU time:"
+        f" {median(cpu['idle']) / median(cpu['off']):.3f})  (target <= 1.02)"
     )
+    if args.before is not None:
+        was = wall["before"]
+        print(
+            f"  the version in {args.before}, not enabled: {fmt(median(was))};"
+            f" {fmt(median(cpu['before']))}; ratio {median(was) / median(off):.3f}"
+            f" (CPU time: {median(cpu['before']) / median(cpu['off']):.3f})"
+        )
     print(f"  heavy modules imported when idle: {heavy_modules(project)}")
 
     label = f"imageprune-startup={uuid.uuid4().hex[:8]}"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_imageprune.kinds.table import KINDS
-from pytest_imageprune.model.images import SCOPES
+from pytest_imageprune.model.scopes import SCOPES
 from pytest_imageprune.settings import (
     BUDGET_HELP,
     DRY_RUN_HELP,

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
 from pytest_imageprune.kinds.table import KINDS
-from pytest_imageprune.model.images import SCOPES
+from pytest_imageprune.model.scopes import SCOPES
 
 if TYPE_CHECKING:
     from pytest_imageprune.budget.size import Budget
@@ -147,8 +147,10 @@ def kind_usage_error(kind: str, exc: FilterError, ini: str | None) -> pytest.Usa
     return pytest.UsageError(PREFIX + said(KINDS[kind], exc, ini))
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
+    """What the options and ini keys ask for, checked (a named tuple, not a frozen
+    dataclass: the module is imported at every pytest start, enabled or not)."""
+
     enabled: bool
     filters: Filters
     #: Where the filters came from, for messages.
@@ -160,7 +162,7 @@ class Settings:
     #: Whether images are pruned (``--prune-images``); the other kinds may be without.
     images: bool = True
     #: The other kinds enabled, with their filters, by name (``kinds.table.KINDS``).
-    kinds: Mapping[str, KindFilters] = field(default_factory=dict)
+    kinds: Mapping[str, KindFilters] = MappingProxyType({})
     #: Enabled by a dry run alone: it previews a bare ``--prune-images``.
     dry_run_alone: bool = False
     #: The storage budget (``--prune-images-budget``), if one is set.
@@ -178,9 +180,6 @@ def load_settings(
     option = _options(config, options)
     if option("no_prune_images"):
         return None
-    from pytest_imageprune.errors import FilterError
-    from pytest_imageprune.model.filters import Filters, parse_filters
-
     kinds = _kinds(config, option)
     budget = _budget(config, option)
     cli: list[str] | None = option("prune_images")
@@ -198,7 +197,10 @@ def load_settings(
         values, source, ini_name = [], "a dry run alone (as a bare --prune-images)", None
         alone = True
     else:
-        return None
+        return None  # nothing imported: installed but not enabled costs nothing
+    from pytest_imageprune.errors import FilterError
+    from pytest_imageprune.model.filters import Filters, parse_filters
+
     try:
         filters = parse_filters(values) if values is not None else Filters()
     except FilterError as exc:

@@ -15,7 +15,8 @@ from pytest_imageprune.coordination.clock import BOOT_ID, Clock
 from pytest_imageprune.errors import FilterError
 from pytest_imageprune.model.filters import Filters
 from pytest_imageprune.model.gotime import NANOS
-from pytest_imageprune.model.images import SCOPES, Baseline
+from pytest_imageprune.model.images import Baseline
+from pytest_imageprune.model.scopes import SCOPES
 
 RUNNING = "running"
 

@@ -20,11 +20,6 @@ _NO_DIGEST = ["<none>@<none>"]
 _DEFAULT_DOMAIN = "docker.io"
 
 
-#: Which images a prune may take: ``session``, only those its session produced (see
-#: ``Baseline.in_scope``); ``all``, every image, as ``docker image prune``.
-SCOPES = ("session", "all")
-
-
 @dataclass(frozen=True)
 class Image:
     """One image record of the classic store, as ``/images/json?all=1`` lists it."""
