@@ -153,8 +153,16 @@ class FakeEngine(SimulatedEngine):
         self._meanwhile("inspect", image_id)
         if self.inspect_fault is not None:
             raise self.inspect_fault
-        if self.layers:
-            return {"RootFS": {"Layers": list(self.layers)}}
+        return self._inspected(image_id)
+
+    def _inspected(self, image_id: str) -> Mapping[str, Any]:
+        if self.layers:  # with its names, as an engine's inspect lists them
+            tags, digests = self._names_now(image_id) if image_id in self.refs else ((), ())
+            return {
+                "RootFS": {"Layers": list(self.layers)},
+                "RepoTags": list(tags),
+                "RepoDigests": list(digests),
+            }
         if self.truth is not None:
             return SimulatedEngine(Snapshot.of(self.truth.values())).inspect(image_id)
         data = dict(super().inspect(image_id))
@@ -165,13 +173,16 @@ class FakeEngine(SimulatedEngine):
             data["Metadata"] = {"LastTagTime": f"{stamp}.{last % NANOS:09d}Z"}
         return {**data, **self.inspect_extra}
 
-    def names(self, image_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def look(self, image_id: str) -> Mapping[str, Any]:
+        """The look at an image's names before its deletion by ID (logged "names")."""
         self.named.append(image_id)
         self.log.append("names")
         self._meanwhile("names", image_id)
         if image_id in self.names_faults:
             raise self.names_faults[image_id]
-        return super().names(image_id)
+        if self.layers:
+            return self._inspected(image_id)
+        return SimulatedEngine.inspect(self, image_id)  # its names as they are now
 
     def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
         if self._history is KEEP:

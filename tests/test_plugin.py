@@ -624,7 +624,8 @@ def test_not_enabled_imports_nothing_heavy(pytester: pytest.Pytester) -> None:
                 if m.split(".")[0] in {"docker", "requests", "urllib3", "dateutil"}
             )
             print("HEAVY:", heavy)
-            print("OWN:", " ".join(sorted(m for m in sys.modules if m.startswith("pytest_imageprune"))))
+            own = sorted(m for m in sys.modules if m.startswith("pytest_imageprune"))
+            print("OWN:", " ".join(own))
         """
     )
     pytester.makepyfile("def test_ok(): pass")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_imageprune.engine.api import Conflict, EngineError
+from pytest_imageprune.engine.api import Conflict, EngineError, Record
 from pytest_imageprune.engine.simulate import SimulatedEngine
 from pytest_imageprune.errors import EngineUnavailable
 from pytest_imageprune.images.delete import SpaceCounter, chain_ids
@@ -366,11 +366,11 @@ def test_space_of_a_parentless_image_uses_its_layer_sizes() -> None:
 
 
 def test_a_lost_engine_while_reading_layers_stops_the_prune() -> None:
-    snapshot = Snapshot.of([img("app", size=127)])
+    snapshot = Snapshot.of([img("app", None, "app:1", size=127)])
     lost = FakeEngine(
         snapshot, **_LAYERED, inspect_fault=EngineUnavailable("unix:///x.sock", "gone")
     )
-    report = prune_images([], engine=lost)
+    report = prune_images(["dangling=false"], engine=lost)
     assert report.status == Status.ENGINE_LOST
     assert report.deleted_ids == []
     assert lost.inspected == ["app"]
@@ -390,24 +390,54 @@ def test_known_layers_are_never_read() -> None:
 
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_every_layer_is_read_before_the_first_deletion(concurrency: int) -> None:
-    """The engine takes longer over reads made between deletions: so none is."""
-    snapshot = Snapshot.of([img(f"app{n}", size=127) for n in range(8)])
+    """The engine takes longer over reads made between deletions: so none is, but the look
+    at an untagged image's names right before its deletion by ID."""
+    roots = [img(f"app{n}", None, f"app{n}:1", size=127) for n in range(4)]
+    parents = [img(f"base{n}", size=100) for n in range(4)]
+    children = [img(f"child{n}", f"base{n}", size=127) for n in range(4)]
+    snapshot = Snapshot.of([*roots, *parents, *children])
     engine = FakeEngine(snapshot, **_LAYERED, connections=concurrency)
+    report = prune_images(["dangling=false"], engine=engine, concurrency=concurrency)
+    deleted = [*(f"app{n}" for n in range(4)), *(f"base{n}" for n in range(4))]
+    assert sorted(report.deleted_ids) == sorted([*deleted, *(f"child{n}" for n in range(4))])
+    # The tagged roots, and the parents a child's deletion releases with it, all first;
+    # each deletion by ID right after a look at the image's names (the tag race).
+    assert engine.log[:8] == ["read"] * 8
+    assert "read" not in engine.log[8:]
+    assert sorted(engine.inspected[:8]) == sorted(deleted)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_the_look_at_an_image_alone_reads_its_layers(concurrency: int) -> None:
+    """Untagged, with neither parent nor child, an image's layers are released by its own
+    deletion alone: the look at its names (the same ``GET /images/{id}/json``) reads them,
+    one request an image instead of two, and the bytes come out the same."""
+
+    class Releasing(FakeEngine):
+        """Each deletion releases the image's top two layers (``_RELEASED``)."""
+
+        def delete(self, target: str) -> list[Record]:
+            return [*super().delete(target), *_RELEASED[1:]]
+
+    snapshot = Snapshot.of([img(f"app{n}", size=127) for n in range(8)])
+    engine = Releasing(snapshot, **_LAYERED, connections=concurrency)
     report = prune_images([], engine=engine, concurrency=concurrency)
     assert sorted(report.deleted_ids) == [f"app{n}" for n in range(8)]
-    # Each deletion by ID comes right after a look at the image's names (the tag race).
-    assert engine.log == ["read"] * 8 + ["names", "delete"] * 8
+    assert engine.log == ["names", "delete"] * 8
+    assert engine.inspected == []
+    # The released layers' own sizes (7 + 20), not the whole image's 127: they were read.
+    assert report.space_reclaimed == 8 * 27
 
 
 def test_a_lost_engine_while_reading_layers_on_several_connections_deletes_nothing() -> None:
-    snapshot = Snapshot.of([img(f"app{n}", size=127) for n in range(8)])
+    snapshot = Snapshot.of([img(f"app{n}", None, f"app{n}:1", size=127) for n in range(8)])
     lost = FakeEngine(
         snapshot,
         **_LAYERED,
         inspect_fault=EngineUnavailable("unix:///x.sock", "gone"),
         connections=4,
     )
-    report = prune_images([], engine=lost, concurrency=4)
+    report = prune_images(["dangling=false"], engine=lost, concurrency=4)
     assert report.status == Status.ENGINE_LOST
     assert report.deleted_ids == []
     assert "delete" not in lost.log

@@ -153,6 +153,52 @@ def test_the_unix_socket_client_counts_the_same_at_any_concurrency(
     assert Counting.requests == ["read", "read", "delete", "delete"]  # every read comes first
 
 
+class Looking(Counting):
+    """``Counting``, noting the looks at names before deletions by ID too."""
+
+    def look(self, image_id: str) -> Mapping[str, Any]:
+        Counting.requests.append("look")
+        return super().look(image_id)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_the_look_at_an_untagged_image_alone_reads_its_layers(
+    engine: docker.APIClient, private_engine: PrivateDockerd, concurrency: int
+) -> None:
+    """Untagged, with neither parent nor child, a candidate's layers are read from the look
+    at its names right before its deletion by ID (one request, not two), and the bytes are
+    the daemon's own: a shared lower layer stays, a history gives the sizes of three."""
+
+    def load_untagged() -> None:
+        archive = image_archive(
+            [
+                (None, {"prune": "yes"}, [BASE, MID_A, TOP_A]),
+                ("kept:1", {}, [BASE, TOP_B]),
+                (None, {"prune": "yes"}, [layer_tar({"c.bin": b"c" * 999})]),
+            ]
+        )
+        for _ in engine.load_image(archive):  # type: ignore[no-untyped-call]  # a stream
+            pass
+
+    load_untagged()
+    daemon: dict[str, Any] = engine.prune_images(  # type: ignore[no-untyped-call]
+        filters={"label": ["prune=yes"]}
+    )
+    remove_everything(engine)
+    assert daemon["SpaceReclaimed"] >= 12_345 + 7_000 + 999  # the two top layers, and one
+    load_untagged()
+    labelled(engine)
+    ours = prune_images(
+        ["label=prune=yes"], engine=Looking(None, private_engine.socket), concurrency=concurrency
+    )
+    assert_same_as_the_daemon(ours, daemon)
+    assert sorted(ours.deleted_ids) == sorted(Counting.candidates)
+    assert Counting.inspected == []  # no read before the deletions: the looks read them
+    assert sorted(Counting.requests) == ["delete", "delete", "look", "look"]
+    if concurrency == 1:
+        assert Counting.requests == ["look", "delete", "look", "delete"]
+
+
 def test_layers_read_ahead_are_not_read_again(
     engine: docker.APIClient, private_engine: PrivateDockerd
 ) -> None:

@@ -10,7 +10,8 @@ Containerd store: the engine itself keeps the name (R22, R26).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import docker
 import pytest
@@ -34,9 +35,9 @@ class Meanwhile(DockerEngine):
         super().__init__(None, endpoint)
         self.hook = hook
 
-    def names(self, image_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def look(self, image_id: str) -> Mapping[str, Any]:
         self.hook("names", image_id)
-        return super().names(image_id)
+        return super().look(image_id)
 
     def delete(self, target: str) -> list[Record]:
         self.hook("delete", target)

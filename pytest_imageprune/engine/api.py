@@ -68,8 +68,9 @@ class Engine(Protocol):
 
     def inspect(self, image_id: str) -> Mapping[str, Any]: ...
 
-    def names(self, image_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The image's tags and digest references as they are now; ``Gone`` if it is gone."""
+    def look(self, image_id: str) -> Mapping[str, Any]:
+        """The look right before a deletion by ID: the image's inspect as it is now (its
+        ``RepoTags`` and ``RepoDigests``, and its layers); ``Gone`` if it is gone."""
         ...
 
     def history(self, image_id: str) -> Sequence[Mapping[str, Any]]: ...

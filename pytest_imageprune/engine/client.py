@@ -35,7 +35,7 @@ from pytest_imageprune.engine.store import (
 from pytest_imageprune.engine.transport import UnixHTTP, values
 from pytest_imageprune.errors import EngineNotConfigured, EngineUnavailable
 from pytest_imageprune.model.gotime import NANOS
-from pytest_imageprune.model.images import Snapshot, full_id, names_of
+from pytest_imageprune.model.images import Snapshot, full_id
 
 if TYPE_CHECKING:
     import docker
@@ -195,13 +195,13 @@ class DockerEngine:
         answer: Mapping[str, Any] = self.request("GET", f"/images/{_quote(image_id, _REF)}/json")
         return answer
 
-    def names(self, image_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """``GET /images/{id}/json``'s ``RepoTags`` and ``RepoDigests``: the lightest
-        question the API has about an image's names now."""
+    def look(self, image_id: str) -> Mapping[str, Any]:
+        """``GET /images/{id}/json``: the lightest question the API has about an image's
+        names now (``RepoTags``, ``RepoDigests``), which lists its layers too."""
         answer = self.request("GET", f"/images/{_quote(image_id, _REF)}/json")
         if not isinstance(answer, Mapping):
             raise EngineError(f"GET /images/{image_id}/json: not an object")
-        return names_of(answer)
+        return answer
 
     def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
         answer: Sequence[Mapping[str, Any]] = self.request(

@@ -86,9 +86,19 @@ class SimulatedEngine:
         secs, frac = divmod(created_ns, NANOS)
         created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
         config = None if image.has_config is False else {"Labels": dict(image.labels or {})}
-        return {"Id": image.id, "Created": created, "Config": config}
+        tags, digests = self._names_now(image_id)  # as an engine's inspect lists them
+        return {
+            "Id": image.id,
+            "Created": created,
+            "Config": config,
+            "RepoTags": list(tags),
+            "RepoDigests": list(digests),
+        }
 
-    def names(self, image_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def look(self, image_id: str) -> Mapping[str, Any]:
+        return SimulatedEngine.inspect(self, image_id)
+
+    def _names_now(self, image_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if image_id not in self.refs:
             raise Gone(f"No such image: {image_id}")
         refs = self.refs[image_id]

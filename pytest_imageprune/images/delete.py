@@ -6,7 +6,9 @@ daemon's prune deletes one image at a time; this overlaps requests on a few conn
 but never two on one parent chain (a cascade would race the other request), and merges
 the outcomes in the serial order, so the report reads as a serial run's. The layer sizes
 ``SpaceReclaimed`` needs are all read before the first deletion: the engine takes longer
-over reads made between deletions.
+over reads made between deletions. An untagged image with neither parent nor child is the
+exception: its deletion alone can release its layers, and the look at its names right
+before (below) is the same ``GET /images/{id}/json``, so that one answer serves both.
 
 A deletion by ID takes every name the image has by then (R14): each candidate listed
 without one has its names looked at right before, and stays if another client named it
@@ -24,12 +26,12 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pytest_imageprune.engine.api import Conflict, Engine, EngineError, Gone, Record
 from pytest_imageprune.errors import EngineUnavailable
-from pytest_imageprune.images.names import named_after, named_since
-from pytest_imageprune.model.images import Snapshot
+from pytest_imageprune.images.names import named_after, new_names
+from pytest_imageprune.model.images import Image, Snapshot
 from pytest_imageprune.model.outcome import Kept, Status
 from pytest_imageprune.model.report import PruneReport, Skipped
 
@@ -276,7 +278,7 @@ class _Run:
                 # listing with the image: look at its names first, right before, on this
                 # connection (the gap left is one request's, docs/rules.md R14).
                 try:
-                    outcome.kept = named_since(engine, image)
+                    outcome.kept = self._look(engine, image)
                 except Gone:
                     continue  # deleted meanwhile by someone else
                 except (EngineError, Conflict) as exc:
@@ -312,6 +314,15 @@ class _Run:
                 records = plan.shape(target, records)
             outcome.records.extend(records)
             outcome.space += self.space.count(records)
+
+    def _look(self, engine: Engine, image: Image) -> Kept | None:
+        """The look at ``image``'s names before its deletion by ID (``named_since``); where
+        the space counter reads its layers at the look, the same answer gives them."""
+        look = engine.look(image.id)
+        space = self.space
+        if isinstance(space, SpaceCounter) and space.reads_at_look(image.id):
+            space.take(engine, image.id, look)
+        return new_names(image, look)
 
     def _advance(self, space: int) -> None:
         if self.progress is None:
@@ -365,15 +376,41 @@ class SpaceCounter:
         for layers in self.known.values():
             self.layer_sizes.update(layers)
         self._fetched: set[str] = set()
+        #: Candidates whose layers the look at their names reads (``reads_at_look``).
+        self._at_look: set[str] = set()
 
     def roots(self, candidates: Sequence[str]) -> list[str]:
-        """The parentless roots whose layers deleting ``candidates`` may release, in order."""
+        """The parentless roots whose layers deleting ``candidates`` may release, in order,
+        to read before the first deletion: all but those read at the look."""
         roots: dict[str, None] = {}
         for image_id in candidates:
             root = self._root(image_id)
-            if root is not None and root not in self.known:
+            if root is None or root in self.known:
+                continue
+            if root == image_id and self._alone(root):
+                self._at_look.add(root)
+            else:
                 roots[root] = None
         return list(roots)
+
+    def _alone(self, image_id: str) -> bool:
+        """Untagged, with neither parent nor child: only its own deletion, by ID and so
+        after a look at its names (``GET /images/{id}/json``, which lists its layers too),
+        can release its layers (no cascade reaches it)."""
+        image = self.snapshot.images[image_id]
+        return not image.refs and image.parent is None and self.snapshot.is_head(image_id)
+
+    def reads_at_look(self, image_id: str) -> bool:
+        """Whether ``image_id``'s layers are to be read from the look at its names."""
+        return image_id in self._at_look and image_id not in self._fetched
+
+    def take(self, engine: Engine, image_id: str, inspect: Mapping[str, Any]) -> None:
+        """The layers of ``image_id`` (one of those ``reads_at_look``) from its inspect,
+        with its history if it has several."""
+        self._fetched.add(image_id)
+        layers = layers_of(engine, image_id, inspect, self.snapshot.images[image_id].size)
+        if layers is not None:
+            self.layer_sizes.update(layers)
 
     def _root(self, image_id: str) -> str | None:
         if self.estimate:
@@ -437,10 +474,21 @@ def read_layers(engine: Engine, image_id: str, size: int) -> dict[str, int] | No
     """
     try:
         inspect = engine.inspect(image_id)
+    except (Gone, EngineError):
+        return None  # gone meanwhile, or refused: the deletion meets it too, and reports it
+    return layers_of(engine, image_id, inspect, size)
+
+
+def layers_of(
+    engine: Engine, image_id: str, inspect: Mapping[str, Any], size: int
+) -> dict[str, int] | None:
+    """The layers ``inspect`` (an image's ``GET /images/{id}/json``) lists, by chain ID, with
+    their ``DiffSize``s (its history read if it has several); None if they cannot be read."""
+    try:
         layers = inspect.get("RootFS", {}).get("Layers") or []
         sizes = layer_sizes(engine, image_id, layers, size)
     except (Gone, EngineError):
-        return None  # gone meanwhile, or refused: the deletion meets it too, and reports it
+        return None
     return dict(zip(chain_ids(layers), sizes, strict=True))
 
 

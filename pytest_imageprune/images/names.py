@@ -7,8 +7,11 @@ looked at right before its deletion (``images.delete``), and stays if it has one
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pytest_imageprune.engine.api import Conflict, Engine, EngineError, Gone
-from pytest_imageprune.model.images import Image, normalize_reference
+from pytest_imageprune.model.images import Image, names_of, normalize_reference
 from pytest_imageprune.model.outcome import Kept
 
 #: Why a candidate stays that another client named after the listing (followed by the names).
@@ -19,7 +22,12 @@ def named_since(engine: Engine, image: Image) -> Kept | None:
     """Why ``image`` stays if it has a name now that the listing did not show (another
     client's ``docker tag``, ``docker pull`` ...), naming it; None if it has none. ``Gone``
     if the image is gone."""
-    tags, digests = engine.names(image.id)
+    return new_names(image, engine.look(image.id))
+
+
+def new_names(image: Image, look: Mapping[str, Any]) -> Kept | None:
+    """``named_since``, from the look at ``image`` (``Engine.look``) already made."""
+    tags, digests = names_of(look)
     listed = {normalize_reference(r) for r in image.refs}
     new_tags = [t for t in tags if normalize_reference(t) not in listed]
     new = new_tags or [d for d in digests if normalize_reference(d) not in listed]
