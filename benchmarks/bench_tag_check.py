@@ -11,8 +11,9 @@ look), and times, at each concurrency, alternating which goes first:
 
 - ``prune_images()`` as it is, with the look (``GET /images/{id}/json``) before each
   deletion by ID;
-- ``prune_images()`` without it (``images.delete.named_since`` replaced by one that asks
-  nothing: the code before the check);
+- ``prune_images()`` without it (``images.delete._Run._look`` replaced by one that asks
+  nothing, and every layer read before the deletions, since the look no longer reads
+  any: the code before the check);
 - the looks alone, one per image, at the same concurrency.
 
 It prints medians of the wall time and of the private dockerd's CPU time, the cost per
@@ -88,33 +89,41 @@ def _loaded(count: int) -> tuple[str, list[str]]:
     return label, ids
 
 
-def _nothing_asked(engine: Engine, image: Image) -> Kept | None:
+def _nothing_asked(run: object, engine: Engine, image: Image) -> Kept | None:
     return None
+
+
+def _never_alone(counter: object, image_id: str) -> bool:
+    return False
 
 
 def _prune(
     count: int, level: int, *, check: bool, cpu: Callable[[], float] | None
 ) -> tuple[float, float]:
     label, _ = _loaded(count)
-    looked = deletion.named_since
+    # Without the check: no look, and so the layers read before the deletions, as they are
+    # for any image the look does not read them for.
+    look, alone = deletion._Run._look, deletion.SpaceCounter._alone
     if not check:
-        deletion.named_since = _nothing_asked
+        deletion._Run._look = _nothing_asked  # type: ignore[method-assign,assignment]
+        deletion.SpaceCounter._alone = _never_alone  # type: ignore[method-assign,assignment]
     reports = []
     try:
         before = cpu() if cpu is not None else 0.0
         wall = timed(lambda: reports.append(prune_images([f"label={label}"], concurrency=level)))
         used = cpu() - before if cpu is not None else 0.0
     finally:
-        deletion.named_since = looked
+        deletion._Run._look = look  # type: ignore[method-assign]
+        deletion.SpaceCounter._alone = alone  # type: ignore[method-assign]
     assert len(reports[0].deleted_ids) == count, reports[0].to_dict()["errors"]
     return wall, used
 
 
 def _looks(count: int, level: int, cpu: Callable[[], float] | None) -> tuple[float, float]:
-    """The looks alone: one ``names`` a loaded image, ``level`` in flight; then the images go."""
+    """The looks alone: one ``look`` a loaded image, ``level`` in flight; then the images go."""
     label, ids = _loaded(count)
     before = cpu() if cpu is not None else 0.0
-    wall = timed(lambda: each(ids, level, lambda engine, image_id: engine.names(image_id)))
+    wall = timed(lambda: each(ids, level, lambda engine, image_id: engine.look(image_id)))
     used = cpu() - before if cpu is not None else 0.0
     prune_images([f"label={label}"], concurrency=8)
     return wall, used

@@ -185,6 +185,8 @@ class FakeEngine(SimulatedEngine):
         return SimulatedEngine.inspect(self, image_id)  # its names as they are now
 
     def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
+        self.log.append("history")
+        self._meanwhile("history", image_id)
         if self._history is KEEP:
             return super().history(image_id)
         answer: Sequence[Mapping[str, Any]] = self._history

@@ -7,7 +7,9 @@ same rules in test_differential.py.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 from pytest_imageprune.engine.api import Conflict, EngineError, Record
 from pytest_imageprune.engine.simulate import SimulatedEngine
 from pytest_imageprune.errors import EngineUnavailable
-from pytest_imageprune.images.delete import SpaceCounter, chain_ids
+from pytest_imageprune.images.delete import SpaceCounter, chain_ids, read_ahead
 from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.images.select import KEPT_LABELS, KEPT_UNTIL, select
 from pytest_imageprune.model.filters import parse_filters
@@ -400,33 +402,110 @@ def test_every_layer_is_read_before_the_first_deletion(concurrency: int) -> None
     report = prune_images(["dangling=false"], engine=engine, concurrency=concurrency)
     deleted = [*(f"app{n}" for n in range(4)), *(f"base{n}" for n in range(4))]
     assert sorted(report.deleted_ids) == sorted([*deleted, *(f"child{n}" for n in range(4))])
-    # The tagged roots, and the parents a child's deletion releases with it, all first;
-    # each deletion by ID right after a look at the image's names (the tag race).
-    assert engine.log[:8] == ["read"] * 8
-    assert "read" not in engine.log[8:]
-    assert sorted(engine.inspected[:8]) == sorted(deleted)
+    # The tagged roots, and the parents a child's deletion releases with it, all first,
+    # each with its history; each deletion by ID right after a look at the image's names
+    # (the tag race).
+    assert sorted(engine.log[:16]) == sorted(["read", "history"] * 8)
+    assert {"read", "history"}.isdisjoint(engine.log[16:])
+    assert sorted(engine.inspected) == sorted(deleted)
+
+
+class _Releasing(FakeEngine):
+    """Each deletion releases the image's top two layers (``_RELEASED``)."""
+
+    def delete(self, target: str) -> list[Record]:
+        return [*super().delete(target), *_RELEASED[1:]]
+
+
+def _alone(count: int = 8) -> Snapshot:
+    """Untagged images with neither parent nor child, as loaded or pulled ones are."""
+    return Snapshot.of([img(f"app{n}", size=127) for n in range(count)])
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])
-def test_the_look_at_an_image_alone_reads_its_layers(concurrency: int) -> None:
+def test_the_look_at_an_image_alone_of_one_layer_reads_it(concurrency: int) -> None:
     """Untagged, with neither parent nor child, an image's layers are released by its own
-    deletion alone: the look at its names (the same ``GET /images/{id}/json``) reads them,
-    one request an image instead of two, and the bytes come out the same."""
+    deletion alone: the look at its names (the same ``GET /images/{id}/json``) lists them,
+    and one layer's size is the image's: one request before its deletion, not two."""
 
-    class Releasing(FakeEngine):
-        """Each deletion releases the image's top two layers (``_RELEASED``)."""
-
+    class ReleasingOne(FakeEngine):
         def delete(self, target: str) -> list[Record]:
-            return [*super().delete(target), *_RELEASED[1:]]
+            return [*super().delete(target), {"Deleted": "sha256:d1"}]
 
-    snapshot = Snapshot.of([img(f"app{n}", size=127) for n in range(8)])
-    engine = Releasing(snapshot, **_LAYERED, connections=concurrency)
+    engine = ReleasingOne(_alone(), layers=["sha256:d1"], connections=concurrency)
     report = prune_images([], engine=engine, concurrency=concurrency)
     assert sorted(report.deleted_ids) == [f"app{n}" for n in range(8)]
-    assert engine.log == ["names", "delete"] * 8
+    assert sorted(engine.log) == sorted(["names", "delete"] * 8)
+    if concurrency == 1:
+        assert engine.log == ["names", "delete"] * 8
+    assert engine.inspected == []
+    assert report.space_reclaimed == 8 * 127
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_the_look_at_an_image_alone_of_several_layers_is_made_again_after_its_history(
+    concurrency: int,
+) -> None:
+    """Several layers: their sizes need the history, read after the look; the names are
+    looked at again after it, so that the gap before the deletion stays one request's."""
+    engine = _Releasing(_alone(), **_LAYERED, connections=concurrency)
+    report = prune_images([], engine=engine, concurrency=concurrency)
+    assert sorted(report.deleted_ids) == [f"app{n}" for n in range(8)]
+    assert sorted(engine.log) == sorted(["names", "history", "names", "delete"] * 8)
+    if concurrency == 1:
+        assert engine.log == ["names", "history", "names", "delete"] * 8
     assert engine.inspected == []
     # The released layers' own sizes (7 + 20), not the whole image's 127: they were read.
     assert report.space_reclaimed == 8 * 27
+
+
+def test_a_name_given_while_the_history_is_read_stays_with_its_image() -> None:
+    """The tag race (R14) in the gap the history read leaves after the first look."""
+    engine = FakeEngine(
+        _alone(1), **_LAYERED, tagged_meanwhile={"app0": "precious:1"}, tagged_on="history"
+    )
+    report = prune_images([], engine=engine)
+    assert report.deleted_ids == []
+    assert report.kept["app0"] == "tagged after the listing (precious:1)"
+    assert engine.log == ["names", "history", "names"]
+    assert engine.snapshot().images["app0"].tags == ("precious:1",)
+
+
+def test_a_lost_engine_while_reading_a_history_at_the_look_stops_the_prune() -> None:
+    class Lost(FakeEngine):
+        def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
+            raise EngineUnavailable("unix:///x.sock", "gone")
+
+    engine = Lost(_alone(2), **_LAYERED)
+    report = prune_images([], engine=engine)
+    assert report.status == Status.ENGINE_LOST
+    assert report.deleted_ids == []
+    assert "delete" not in engine.log
+
+
+def test_images_alone_are_read_ahead_and_then_only_looked_at() -> None:
+    """While the tests run (scope "all"), ``read_ahead`` reads them too: the prune then
+    sends nothing between a look and a deletion."""
+    snapshot = _alone(3)
+    known: dict[str, dict[str, int]] = {}
+    reader = FakeEngine(snapshot, **_LAYERED)
+    read_ahead(reader, snapshot, sorted(snapshot.images), known, threading.Event())
+    assert sorted(known) == ["app0", "app1", "app2"]
+    engine = _Releasing(snapshot, **_LAYERED)
+    report = prune_images([], engine=engine, known_layers=known)
+    assert engine.log == ["names", "delete"] * 3
+    assert report.space_reclaimed == 3 * 27
+
+
+def test_a_size_read_before_is_kept_when_a_history_does_not_match_its_layers() -> None:
+    """A history whose steps do not match the layers gives the whole size to the bottom
+    one: a size read before, for the same content, stays."""
+    snapshot = _alone(1)
+    counter = SpaceCounter(snapshot, known={"other": {_CHAIN[0]: 100}})
+    engine = FakeEngine(snapshot, layers=_LAYERED["layers"], history=[{"Size": 5}])
+    assert counter.roots(["app0"]) == []
+    counter.take(engine, "app0", engine.inspect("app0"))
+    assert counter.layer_sizes[_CHAIN[0]] == 100
 
 
 def test_a_lost_engine_while_reading_layers_on_several_connections_deletes_nothing() -> None:

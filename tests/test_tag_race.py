@@ -10,7 +10,7 @@ Containerd store: the engine itself keeps the name (R22, R26).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import docker
@@ -29,7 +29,8 @@ __all__ = ["daemon", "store"]  # the fixtures, used by name: a private engine of
 
 class Meanwhile(DockerEngine):
     """The plugin's engine, on one connection; ``hook(asked, target)`` runs before each look
-    at an image's names ("names") and each deletion ("delete") is sent."""
+    at an image's names ("names"), each history ("history") and each deletion ("delete")
+    is sent."""
 
     def __init__(self, endpoint: str, hook: Callable[[str, str], None]) -> None:
         super().__init__(None, endpoint)
@@ -38,6 +39,10 @@ class Meanwhile(DockerEngine):
     def look(self, image_id: str) -> Mapping[str, Any]:
         self.hook("names", image_id)
         return super().look(image_id)
+
+    def history(self, image_id: str) -> Sequence[Mapping[str, Any]]:
+        self.hook("history", image_id)
+        return super().history(image_id)
 
     def delete(self, target: str) -> list[Record]:
         self.hook("delete", target)
@@ -95,6 +100,43 @@ def test_a_candidate_tagged_after_the_listing_stays_with_its_name(
     assert client.inspect_image(b)["RepoTags"] == ["late:1"]  # type: ignore[no-untyped-call]
     assert report.kept[b] == "tagged after the listing (late:1)"
     assert "late:1" not in report.untagged
+
+
+@pytest.mark.parametrize("store", ["classic"], indirect=True)  # containerd: no look (R22)
+def test_a_name_given_while_the_history_is_read_at_the_look_stays_on_the_classic_store(
+    daemon: PrivateDockerd, client: docker.APIClient
+) -> None:
+    """An untagged image of two layers, with neither parent nor child, has its layers read
+    from the look at its names, and its history after that: a name given meanwhile is seen
+    by the look made again before the deletion."""
+    archive = image_archive(
+        [
+            (
+                None,
+                {"race": "yes"},
+                [layer_tar({"low.bin": b"l" * 300}), layer_tar({"top.bin": b"t" * 200})],
+            )
+        ]
+    )
+    for _ in client.load_image(archive):  # type: ignore[no-untyped-call]  # a stream: read it
+        pass
+    (image,) = [i["Id"] for i in client.images(all=True, filters={"label": "race"})]
+    asked: list[str] = []
+    tag = tag_on(client, ("history",), image)
+
+    def hook(what: str, target: str) -> None:
+        asked.append(what)
+        tag(what, target)
+
+    engine = Meanwhile(daemon.socket, hook)
+    try:
+        report = prune_images(["label=race"], engine=engine, concurrency=1)
+    finally:
+        engine.close()
+    assert asked == ["names", "history", "names"]
+    assert report.deleted_ids == []
+    assert client.inspect_image(image)["RepoTags"] == ["late:1"]  # type: ignore[no-untyped-call]
+    assert report.kept[image] == "tagged after the listing (late:1)"
 
 
 def test_a_name_given_after_the_look_goes_on_the_classic_store_and_stays_on_containerd(

@@ -8,7 +8,8 @@ the outcomes in the serial order, so the report reads as a serial run's. The lay
 ``SpaceReclaimed`` needs are all read before the first deletion: the engine takes longer
 over reads made between deletions. An untagged image with neither parent nor child is the
 exception: its deletion alone can release its layers, and the look at its names right
-before (below) is the same ``GET /images/{id}/json``, so that one answer serves both.
+before (below) is the same ``GET /images/{id}/json``, which lists them; one of several
+layers has its history read after it, and is looked at again before its deletion.
 
 A deletion by ID takes every name the image has by then (R14): each candidate listed
 without one has its names looked at right before, and stays if another client named it
@@ -267,11 +268,7 @@ class _Run:
         plan = self.plans.get(image_id) if self.plans is not None else None
         targets = plan.targets if plan is not None else image.refs or (image.id,)
         for target in targets:
-            if self._stopped.is_set():
-                outcome.stopped = self.status or Status.CANCELLED
-                return
-            if self.deadline is not None and time.monotonic() >= self.deadline:
-                outcome.stopped = Status.DEADLINE
+            if self._halted(outcome):
                 return
             if plan is None and target == image.id:
                 # By ID, the classic store and Podman delete a single name given since the
@@ -285,8 +282,8 @@ class _Run:
                     error = f"could not read its names first: {exc}"
                     outcome.errors.append({"Id": image.id, "Reference": target, "error": error})
                     continue
-                if outcome.kept is not None:
-                    return
+                if outcome.kept is not None or self._halted(outcome):
+                    return  # stopped meanwhile: no request more than the one in flight
             # Whether this deletion would take the image itself (not only one of its names).
             last = target == image.id if plan is None else plan.deletes and target == targets[-1]
             try:
@@ -315,14 +312,30 @@ class _Run:
             outcome.records.extend(records)
             outcome.space += self.space.count(records)
 
+    def _halted(self, outcome: Outcome) -> bool:
+        """Whether the run stopped (Ctrl-C, a failure) or its deadline passed: then
+        ``outcome`` says so, and no request more is sent for it."""
+        if self._stopped.is_set():
+            outcome.stopped = self.status or Status.CANCELLED
+            return True
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            outcome.stopped = Status.DEADLINE
+            return True
+        return False
+
     def _look(self, engine: Engine, image: Image) -> Kept | None:
         """The look at ``image``'s names before its deletion by ID (``named_since``); where
-        the space counter reads its layers at the look, the same answer gives them."""
+        the space counter reads its layers at the look, the same answer gives them. An
+        image of several layers has its history read after that look: it is looked at
+        again, so that the gap left before the deletion stays one request's (R14)."""
         look = engine.look(image.id)
+        kept = new_names(image, look)
         space = self.space
-        if isinstance(space, SpaceCounter) and space.reads_at_look(image.id):
-            space.take(engine, image.id, look)
-        return new_names(image, look)
+        if kept is not None or not isinstance(space, SpaceCounter):
+            return kept
+        if space.reads_at_look(image.id) and space.take(engine, image.id, look):
+            kept = new_names(image, engine.look(image.id))  # its history was read since
+        return kept
 
     def _advance(self, space: int) -> None:
         if self.progress is None:
@@ -379,15 +392,17 @@ class SpaceCounter:
         #: Candidates whose layers the look at their names reads (``reads_at_look``).
         self._at_look: set[str] = set()
 
-    def roots(self, candidates: Sequence[str]) -> list[str]:
+    def roots(self, candidates: Sequence[str], *, at_look: bool = True) -> list[str]:
         """The parentless roots whose layers deleting ``candidates`` may release, in order,
-        to read before the first deletion: all but those read at the look."""
+        to read before the first deletion: with ``at_look``, all but those read at the look
+        (while the tests run, ``read_ahead`` reads those too: a prune that knows them
+        sends no history between a look and a deletion)."""
         roots: dict[str, None] = {}
         for image_id in candidates:
             root = self._root(image_id)
             if root is None or root in self.known:
                 continue
-            if root == image_id and self._alone(root):
+            if at_look and root == image_id and self._alone(root):
                 self._at_look.add(root)
             else:
                 roots[root] = None
@@ -404,13 +419,16 @@ class SpaceCounter:
         """Whether ``image_id``'s layers are to be read from the look at its names."""
         return image_id in self._at_look and image_id not in self._fetched
 
-    def take(self, engine: Engine, image_id: str, inspect: Mapping[str, Any]) -> None:
-        """The layers of ``image_id`` (one of those ``reads_at_look``) from its inspect,
-        with its history if it has several."""
+    def take(self, engine: Engine, image_id: str, inspect: Mapping[str, Any]) -> bool:
+        """The layers of ``image_id`` (one of those ``reads_at_look``) from its inspect, with
+        its history if it has several; whether that history was asked for. A layer already
+        read keeps its size (content-addressed: the same in any image; a history that does
+        not match its layers gives the image's whole size to its bottom one)."""
         self._fetched.add(image_id)
         layers = layers_of(engine, image_id, inspect, self.snapshot.images[image_id].size)
-        if layers is not None:
-            self.layer_sizes.update(layers)
+        for chain_id, size in (layers or {}).items():
+            self.layer_sizes.setdefault(chain_id, size)
+        return len(inspect.get("RootFS", {}).get("Layers") or ()) > 1
 
     def _root(self, image_id: str) -> str | None:
         if self.estimate:
@@ -501,7 +519,7 @@ def read_ahead(
 ) -> None:
     """Read the layers that deleting ``candidates`` may release into ``into``, by root,
     until done or ``stop``: a prune given them as ``known`` need not read them again."""
-    for root in SpaceCounter(snapshot).roots(candidates):
+    for root in SpaceCounter(snapshot).roots(candidates, at_look=False):
         if stop.is_set():
             return
         try:
