@@ -39,6 +39,7 @@ from common import client, fmt, load, median, timed
 from pytest_imageprune.engine.api import Engine
 from pytest_imageprune.engine.client import DockerEngine
 from pytest_imageprune.images import delete as deletion
+from pytest_imageprune.images import space
 from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.model.images import Image
 from pytest_imageprune.model.outcome import Kept
@@ -103,10 +104,10 @@ def _prune(
     label, _ = _loaded(count)
     # Without the check: no look, and so the layers read before the deletions, as they are
     # for any image the look does not read them for.
-    look, alone = deletion._Run._look, deletion.SpaceCounter._alone
+    look, alone = deletion._Run._look, space.SpaceCounter._alone
     if not check:
         deletion._Run._look = _nothing_asked  # type: ignore[method-assign,assignment]
-        deletion.SpaceCounter._alone = _never_alone  # type: ignore[method-assign,assignment]
+        space.SpaceCounter._alone = _never_alone  # type: ignore[method-assign,assignment]
     reports = []
     try:
         before = cpu() if cpu is not None else 0.0
@@ -114,7 +115,7 @@ def _prune(
         used = cpu() - before if cpu is not None else 0.0
     finally:
         deletion._Run._look = look  # type: ignore[method-assign]
-        deletion.SpaceCounter._alone = alone  # type: ignore[method-assign]
+        space.SpaceCounter._alone = alone  # type: ignore[method-assign]
     assert len(reports[0].deleted_ids) == count, reports[0].to_dict()["errors"]
     return wall, used
 

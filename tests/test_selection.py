@@ -17,9 +17,9 @@ import pytest
 from pytest_imageprune.engine.api import Conflict, EngineError, Record
 from pytest_imageprune.engine.simulate import SimulatedEngine
 from pytest_imageprune.errors import EngineUnavailable
-from pytest_imageprune.images.delete import SpaceCounter, chain_ids, read_ahead
 from pytest_imageprune.images.prune import prune_images
 from pytest_imageprune.images.select import KEPT_LABELS, KEPT_UNTIL, select
+from pytest_imageprune.images.space import SpaceCounter, chain_ids, read_ahead
 from pytest_imageprune.model.filters import parse_filters
 from pytest_imageprune.model.gotime import NANOS
 from pytest_imageprune.model.images import (

@@ -18,8 +18,8 @@ import pytest
 
 from pytest_imageprune.engine.api import Record
 from pytest_imageprune.engine.client import DockerEngine
-from pytest_imageprune.images.delete import read_ahead
 from pytest_imageprune.images.prune import prune_images
+from pytest_imageprune.images.space import read_ahead
 from pytest_imageprune.model.filters import parse_filters
 from pytest_imageprune.model.report import PruneReport
 from pytest_imageprune.session.lifecycle import PruneSession

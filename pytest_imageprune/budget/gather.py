@@ -26,7 +26,7 @@ from pytest_imageprune.images.containerd_space import (
     shares,
     snapshot_sizes,
 )
-from pytest_imageprune.images.delete import chain_ids, layer_sizes
+from pytest_imageprune.images.space import chain_ids, layer_sizes
 from pytest_imageprune.model.filters import engine_time
 from pytest_imageprune.model.gotime import NANOS
 from pytest_imageprune.model.images import Snapshot

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 from pytest_imageprune.engine.api import Conflict, Engine, EngineError, Gone, Record
-from pytest_imageprune.images.delete import chain_ids
+from pytest_imageprune.images.space import chain_ids
 from pytest_imageprune.model.images import Snapshot
 
 #: The ``Comment`` of a history step that BuildKit's Dockerfile frontend made (``docker

@@ -62,7 +62,7 @@ def prune_images(
     partial report is returned. ``keep`` may keep images the filters select (see
     ``selection.select``). ``concurrency`` bounds the requests in flight (1: one at a
     time, as the daemon's own prune); ``progress(done, total, bytes)`` hears of each
-    candidate. ``known_layers`` are layers read ahead by ``deletion.read_ahead``, by image
+    candidate. ``known_layers`` are layers read ahead by ``images.space.read_ahead``, by image
     ID (they never change). ``snapshot`` is the engine's images as just listed, if the
     caller listed them (else they are listed here). Raises ``FilterError`` for bad filters and
     ``EngineUnavailable`` when the engine cannot be reached before anything was deleted.

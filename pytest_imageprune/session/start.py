@@ -208,9 +208,9 @@ class Start:
         self.reader.start()
 
     def _read(self, engine: Engine, snapshot: Snapshot) -> None:
-        from pytest_imageprune.images.delete import read_ahead
         from pytest_imageprune.images.prune import until_cutoff
         from pytest_imageprune.images.select import select
+        from pytest_imageprune.images.space import read_ahead
 
         try:
             if not getattr(engine, "lists_layers", True):
